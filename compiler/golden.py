@@ -1,8 +1,10 @@
 """The bit-exact integer golden model: the oracle for every level (PE, layer, network).
 
 Every function takes and returns integer numpy arrays and follows ``docs/numerics.md`` to the
-letter. Products are computed as float64 matrix products of integers, which are exact while every
-partial sum stays below 2**53 (``conv_acc`` checks the bound), and are converted back to int64.
+letter. Products are computed as float matrix products of integers, which are exact while every
+partial sum stays below the float's integer range: float32 (BLAS, fastest) when the layer's bound
+``max_o sum|w[o]| * max|x|`` is below 2**24, float64 below 2**53 (``conv_acc`` checks the bound
+per call), and are converted back to int64; the bias is added in int64.
 
 Tensors have no batch axis: activations are ``[C, H, W]``.
 """
@@ -13,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "conv_acc",
+    "im2col",
     "requantize",
     "maxpool",
     "pool_out_size",
@@ -21,6 +24,7 @@ __all__ = [
 ]
 
 _EXACT_LIMIT = 2**53
+_EXACT_LIMIT_F32 = 2**24
 
 
 def _check_int(name: str, a: np.ndarray, ndim: int):
@@ -54,20 +58,28 @@ def conv_acc(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1,
         raise ValueError(f"input {x.shape} with pads {pads} is smaller than the kernel {kh}x{kw}")
     ho = (hp - kh) // stride + 1
     wo = (wp - kw) // stride + 1
-    bound = int(np.abs(w).reshape(o, -1).sum(axis=1).max(initial=0)) * int(np.abs(x).max(initial=0))
-    if bound + int(np.abs(b).max(initial=0)) >= _EXACT_LIMIT:
+    wsum = int(np.abs(w).reshape(o, -1).sum(axis=1).max(initial=0))
+    bound = wsum * int(np.abs(x).max(initial=0))
+    if bound >= _EXACT_LIMIT:
         raise OverflowError(f"accumulator bound {bound} exceeds exact float64 range")
-    if kh == 1 and kw == 1:
-        cols = xp[:, : (ho - 1) * stride + 1 : stride, : (wo - 1) * stride + 1 : stride]
-        cols = cols.reshape(c, ho * wo).astype(np.float64)
-    else:
-        win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
-        win = win[:, ::stride, ::stride][:, :ho, :wo]  # [C, HO, WO, KH, KW]
-        cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2), dtype=np.float64)
-        cols = cols.reshape(c * kh * kw, ho * wo)
-    wm = w.reshape(o, c * kh * kw).astype(np.float64)
+    ftype = np.float32 if bound < _EXACT_LIMIT_F32 else np.float64
+    cols = im2col(xp, kh, kw, stride, ho, wo, ftype)
+    wm = w.reshape(o, c * kh * kw).astype(ftype)
     acc = (wm @ cols).astype(np.int64).reshape(o, ho, wo)
     return acc + b.astype(np.int64)[:, None, None]
+
+
+def im2col(xp: np.ndarray, kh: int, kw: int, stride: int, ho: int, wo: int,
+           dtype=np.float64) -> np.ndarray:
+    """Columns ``[C*KH*KW, HO*WO]`` of a padded ``[C, H, W]`` input, row order (c, ky, kx)."""
+    c = xp.shape[0]
+    if kh == 1 and kw == 1:
+        cols = xp[:, : (ho - 1) * stride + 1 : stride, : (wo - 1) * stride + 1 : stride]
+        return cols.reshape(c, ho * wo).astype(dtype)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
+    win = win[:, ::stride, ::stride][:, :ho, :wo]  # [C, HO, WO, KH, KW]
+    cols = np.ascontiguousarray(win.transpose(0, 3, 4, 1, 2), dtype=dtype)
+    return cols.reshape(c * kh * kw, ho * wo)
 
 
 def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, lo: int, hi: int
@@ -120,7 +132,8 @@ def maxpool(x: np.ndarray, kernel: int, stride: int, ceil_mode: bool = True,
     out = None
     for ky in range(kernel):
         for kx in range(kernel):
-            v = xp[:, ky : ky + (ho - 1) * stride + 1 : stride, kx : kx + (wo - 1) * stride + 1 : stride]
+            v = xp[:, ky : ky + (ho - 1) * stride + 1 : stride,
+                   kx : kx + (wo - 1) * stride + 1 : stride]
             out = v.copy() if out is None else np.maximum(out, v)
     return out
 
