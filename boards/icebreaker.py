@@ -1,0 +1,171 @@
+"""The iCEBreaker (Lattice iCE40UP5K, 12 MHz oscillator, FT2232H UART, no SDRAM).
+
+A small second target for the open flow: the board has no external RAM, so the design's memory
+port is served by :class:`hw.memport.ModelMemory` in block RAM (8 KB). Clocks: an SB_PLL40_PAD
+makes ``clk_hz`` (24 MHz by default: 3 Mbaud is exactly 8 clocks per bit) from the 12 MHz
+oscillator (:func:`ice40_pll_params`); at 12 MHz the PLL is left out. LEDs: green = idle, red =
+error (busy shows as both off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
+
+from hw.config import AccelConfig, get_config
+from hw.memport import ModelMemory
+
+from .common import Board, DesignFactory, check_design, make_memtest
+
+__all__ = ["ICE40PLLParams", "ice40_pll_params", "ICEBreakerTop", "BOARD", "DEFAULT_CLK_HZ"]
+
+OSC_HZ = 12_000_000
+DEFAULT_CLK_HZ = 24_000_000
+#: Words of the block-RAM memory behind the memory port (16-bit words: 16 of the 30 EBR).
+MEMORY_WORDS = 4096
+MEMORY_LATENCY = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ICE40PLLParams:
+    """SB_PLL40 dividers (``SIMPLE`` feedback): ``f_out = f_in * (divf + 1) / ((divr + 1) *
+    2**divq)``."""
+
+    divr: int
+    divf: int
+    divq: int
+    filter_range: int
+    f_in: float
+    f_out: float
+    f_vco: float
+
+
+def ice40_pll_params(f_in: float, f_out: float, *, tolerance: float = 0.0) -> ICE40PLLParams:
+    """The SB_PLL40 setting nearest ``f_out`` (phase detector 10-133 MHz, VCO 533-1066 MHz,
+    output 16-275 MHz); rejects an error above ``tolerance`` (relative)."""
+    if not 16e6 <= f_out <= 275e6:
+        raise ValueError(f"An iCE40 PLL output must be 16-275 MHz, not {f_out / 1e6} MHz")
+    best = None
+    for divr in range(16):
+        pfd = f_in / (divr + 1)
+        if not 10e6 <= pfd <= 133e6:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533e6 <= vco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                out = vco / (1 << divq)
+                key = abs(out - f_out)
+                if best is None or key < best[0]:
+                    best = (key, divr, divf, divq, out, vco, pfd)
+    if best is None:
+        raise ValueError(f"No SB_PLL40 setting makes {f_out / 1e6} MHz from {f_in / 1e6} MHz")
+    _, divr, divf, divq, out, vco, pfd = best
+    if abs(out - f_out) > tolerance * f_out:
+        raise ValueError(f"The nearest SB_PLL40 output to {f_out / 1e6} MHz is "
+                         f"{out / 1e6:.4f} MHz; allow a tolerance or choose another frequency")
+    # The loop filter range by phase detector frequency (iCE40 sysCLOCK PLL guide).
+    filter_range = next(i for i, top in enumerate((17e6, 26e6, 44e6, 66e6, 101e6, 1e12), 1)
+                        if pfd < top)
+    return ICE40PLLParams(divr=divr, divf=divf, divq=divq, filter_range=filter_range,
+                          f_in=f_in, f_out=out, f_vco=vco)
+
+
+def icebreaker_config(clk_hz: int = DEFAULT_CLK_HZ) -> AccelConfig:
+    """The configuration the iCEBreaker runs: ``ulx3s-85f``'s 2-byte memory port at
+    ``clk_hz``."""
+    return dataclasses.replace(get_config("ulx3s-85f"), name="icebreaker", clk_hz=clk_hz,
+                               description="iCEBreaker (iCE40UP5K) bring-up: block-RAM memory "
+                                           "port, no accelerator")
+
+
+class ICEBreakerTop(Elaboratable):
+    """The iCEBreaker top level: clock (PLL), reset, a block-RAM memory, LEDs, UART, and the
+    design made by ``make_design(config, mem_signature)``."""
+
+    def __init__(self, make_design: DesignFactory = make_memtest, *,
+                 config: AccelConfig | None = None):
+        self._config = icebreaker_config() if config is None else config
+        self._pll = (None if self._config.clk_hz == OSC_HZ
+                     else ice40_pll_params(OSC_HZ, self._config.clk_hz))
+        self.memory = ModelMemory(data_bytes=self._config.fmap_port_bytes, depth=MEMORY_WORDS,
+                                  latency=MEMORY_LATENCY)
+        self.mem_signature = self.memory.bus.signature.flip()
+        self.design = make_design(self._config, self.mem_signature)
+        check_design(self.design, self.mem_signature)
+
+    @property
+    def config(self) -> AccelConfig:
+        return self._config
+
+    @property
+    def pll(self) -> ICE40PLLParams | None:
+        return self._pll
+
+    def elaborate(self, platform):
+        m = Module()
+        osc = platform.request(platform.default_clk, dir="-")
+        m.domains.sync = sync = ClockDomain("sync")
+        locked = Signal()
+        if self._pll is None:
+            m.submodules.osc = osc_buf = io.Buffer("i", osc)
+            m.d.comb += [sync.clk.eq(osc_buf.i), locked.eq(1)]
+        else:
+            p = self._pll
+            clk = Signal()
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD",
+                p_FEEDBACK_PATH="SIMPLE", p_DIVR=p.divr, p_DIVF=p.divf, p_DIVQ=p.divq,
+                p_FILTER_RANGE=p.filter_range,
+                i_PACKAGEPIN=osc.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=clk, o_LOCK=locked,
+            )
+            m.d.comb += sync.clk.eq(clk)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        platform.add_clock_constraint(sync.clk, self._config.clk_hz)
+
+        m.submodules.memory = memory = self.memory
+        m.submodules.design = design = self.design
+        wiring.connect(m, design.mem, memory.bus)
+        m.d.comb += design.mem_ready.eq(1)
+
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [design.rxd.eq(uart_rx.i), uart_tx.o.eq(design.txd)]
+        for name, value in (("led_g", design.status.idle), ("led_r", design.status.error)):
+            m.submodules[name] = led = io.Buffer("o", platform.request(name, 0, dir="-"))
+            m.d.comb += led.o.eq(value)
+        return m
+
+
+def _resources(util: dict, cells: dict) -> dict:
+    ffs = sum(n for name, n in cells.items() if name.startswith("SB_DFF"))
+    return {"luts": cells.get("SB_LUT4", util.get("ICESTORM_LC", (None,))[0]),
+            "ffs": ffs if cells else None,
+            "mult18": util.get("ICESTORM_DSP", (0,))[0],
+            "ebr": util.get("ICESTORM_RAM", (0,))[0]}
+
+
+def _platform():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    return ICEBreakerPlatform()
+
+
+BOARD = Board(
+    name="icebreaker",
+    description="iCEBreaker, Lattice iCE40UP5K, block-RAM memory port",
+    platform=_platform,
+    top=ICEBreakerTop,
+    resources=_resources,
+    bitstream_ext="bin",
+    program=(("iceprog", ("{bitstream}",)),
+             ("openFPGALoader", ("-b", "ice40_generic", "{bitstream}"))),
+    install_hint="iceprog: apt install fpga-icestorm; or openFPGALoader: apt install "
+                 "openfpgaloader, or the OSS CAD Suite "
+                 "(https://github.com/YosysHQ/oss-cad-suite-build)",
+)

@@ -1,0 +1,417 @@
+"""Board support (boards/): PLL settings, the bring-up memory test in simulation (through the
+UART, driven by the host client), elaboration and toolchain-free smoke builds of every board,
+the build report parsers; and, marked slow, real builds with the YoWASP tools."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+from streams import stream_get, stream_put
+
+from boards import BOARDS, get_board
+from boards.common import (
+    MemTest,
+    MemTestClient,
+    MemTestCore,
+    Status,
+    check_design,
+    parse_nextpnr_report,
+    parse_yosys_cells,
+    pattern_words,
+)
+from boards.icebreaker import ICEBreakerTop, ice40_pll_params
+from boards.ulx3s import ULX3STop, ecp5_pll_params
+from hw.config import get_config
+from hw.memport import MemPortSignature, ModelMemory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# -- PLLs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("f_out, phase", [(100e6, 180.0), (125e6, 90.0), (50e6, 0.0),
+                                          (75e6, 270.0)])
+def test_ecp5_pll_exact(f_out, phase):
+    p = ecp5_pll_params(25e6, f_out, phase_deg=phase)
+    assert p.f_out == f_out
+    assert 400e6 <= p.f_vco <= 800e6
+    assert p.f_vco == p.f_out * p.clkop_div == 25e6 / p.clki_div * p.clkfb_div * p.clkop_div
+    assert abs(p.phase_deg - phase) <= 360 / p.clkop_div / 8 / 2 + 1e-9
+
+
+def test_ecp5_pll_100mhz_dividers():
+    p = ecp5_pll_params(25e6, 100e6, phase_deg=180.0)
+    assert (p.clki_div, p.clkfb_div, p.clkop_div) == (1, 4, 6)
+    assert (p.clkop_cphase, p.clkos_cphase, p.clkos_fphase) == (5, 8, 0)
+
+
+def test_ecp5_pll_rejects():
+    with pytest.raises(ValueError, match="nearest EHXPLLL"):
+        ecp5_pll_params(25e6, 99.99e6)
+    assert abs(ecp5_pll_params(25e6, 99.99e6, tolerance=0.01).f_out - 99.99e6) < 1e6
+    with pytest.raises(ValueError, match="phase"):
+        ecp5_pll_params(25e6, 100e6, phase_deg=360.0)
+
+
+@pytest.mark.parametrize("f_out", [24e6, 48e6, 36e6, 96e6])
+def test_ice40_pll_exact(f_out):
+    p = ice40_pll_params(12e6, f_out)
+    assert p.f_out == f_out == 12e6 * (p.divf + 1) / ((p.divr + 1) * 2 ** p.divq)
+    assert 533e6 <= p.f_vco <= 1066e6
+    assert 1 <= p.filter_range <= 6
+
+
+def test_ice40_pll_rejects():
+    with pytest.raises(ValueError, match="16-275"):
+        ice40_pll_params(12e6, 8e6)
+    with pytest.raises(ValueError, match="nearest SB_PLL40"):
+        ice40_pll_params(12e6, 25e6)
+
+
+# -- the memory test design ----------------------------------------------------------------------
+
+class _StuckBit(wiring.Component):
+    """A faulty memory for the self test: read data bit ``bit`` stuck at 1."""
+
+    def __init__(self, memory: ModelMemory, bit: int):
+        self._memory = memory
+        self._bit = bit
+        super().__init__({"bus": In(memory.bus.signature.flip())})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = mem = self._memory
+        wiring.connect(m, wiring.flipped(self.bus.cmd), mem.bus.cmd)
+        wiring.connect(m, wiring.flipped(self.bus.wdata), mem.bus.wdata)
+        m.d.comb += [
+            self.bus.rdata.valid.eq(mem.bus.rdata.valid),
+            mem.bus.rdata.ready.eq(self.bus.rdata.ready),
+            self.bus.rdata.payload.data.eq(mem.bus.rdata.payload.data | (1 << self._bit)),
+        ]
+        return m
+
+
+class _CoreBench(wiring.Component):
+    """A MemTestCore on a memory, its byte streams and status exposed."""
+
+    def __init__(self, memory, mem_signature):
+        self._memory = memory
+        self.core = MemTestCore(mem_signature, clk_hz=12_345_678)
+        super().__init__({
+            "rx": In(self.core.rx.signature.flip()),
+            "tx": Out(self.core.tx.signature),
+            "status": Out(Status),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.memory = mem = self._memory
+        wiring.connect(m, core.mem, mem.bus)
+        wiring.connect(m, wiring.flipped(self.rx), core.rx)
+        wiring.connect(m, core.tx, wiring.flipped(self.tx))
+        m.d.comb += [core.mem_ready.eq(1), self.status.eq(core.status)]
+        return m
+
+
+def _run_core(memory, requests: list[tuple[bytes, int]], *, stall=0.3, seed=0):
+    """Send each request's bytes, collect its reply bytes; returns the replies and the status
+    sampled after each."""
+    sig = memory.bus.signature.flip()
+    bench = _CoreBench(memory, sig)
+    sim = Simulator(bench)
+    sim.add_clock(1e-6)
+    rng = random.Random(seed)
+    replies, statuses = [], []
+
+    async def testbench(ctx):
+        for request, reply_len in requests:
+            for byte in request:
+                await stream_put(ctx, bench.rx, {"data": byte}, rng=rng, stall=stall)
+            reply = []
+            for _ in range(reply_len):
+                reply.append(await stream_get(ctx, bench.tx, rng=rng, stall=stall))
+            replies.append(bytes(int(b) for b in reply))
+            await ctx.tick().repeat(3)
+            statuses.append({k: ctx.get(getattr(bench.status, k))
+                             for k in ("idle", "busy", "error")})
+
+    sim.add_testbench(testbench)
+    sim.run()
+    return replies, statuses
+
+
+def _req(op: str, addr: int, n: int, nbytes: int = 2, body: bytes = b"") -> bytes:
+    return op.encode() + addr.to_bytes(4, "little") + n.to_bytes(nbytes, "little") + body
+
+
+def test_memtest_core_protocol():
+    memory = ModelMemory(data_bytes=2, latency=5, depth=256, max_len=16)
+    words = [0x1234, 0xABCD, 0x0001, 0xFFFF, 0x8000]
+    body = b"".join(w.to_bytes(2, "little") for w in words)
+    replies, statuses = _run_core(memory, [
+        (b"I", 10),
+        (_req("W", 40, len(words), body=body), 1),
+        (_req("R", 39, 7), 1 + 14),
+        (b"x", 1),
+        (_req("R", 0, 17), 1),          # longer than max_len: refused
+        (_req("T", 100, 150, 4), 13),
+    ])
+    assert replies[0] == (b"I" + bytes([2, 8]) + (16).to_bytes(2, "little")
+                          + (12_345_678).to_bytes(4, "little") + bytes([1]))
+    assert replies[1] == b"K"
+    got = [int.from_bytes(replies[2][1 + 2 * i:3 + 2 * i], "little") for i in range(7)]
+    assert replies[2][:1] == b"D" and got == [0, *words, 0]
+    assert replies[3] == b"?" and statuses[3]["error"]
+    assert replies[4] == b"?"
+    assert replies[5][:1] == b"T"
+    errors, wcyc, rcyc = (int.from_bytes(replies[5][i:i + 4], "little") for i in (1, 5, 9))
+    assert errors == 0 and not statuses[5]["error"] and statuses[5]["idle"]
+    # one word per cycle plus the pipeline: the self test runs at the port's full speed
+    assert 150 <= wcyc <= 160 and 150 <= rcyc <= 150 + 5 + 10
+
+
+def test_memtest_self_test_finds_a_stuck_bit():
+    memory = _StuckBit(ModelMemory(data_bytes=2, latency=4, depth=512, max_len=64), bit=5)
+    replies, statuses = _run_core(memory, [(_req("T", 0, 300, 4), 13)], stall=0.0)
+    errors = int.from_bytes(replies[0][1:5], "little")
+    expected = sum(1 for w in pattern_words(300, 2) if not w >> 5 & 1)
+    assert errors == expected > 0
+    assert statuses[0]["error"]
+
+
+def test_pattern_words_match_hardware_for_wide_ports():
+    """The 8-byte port of the default configuration: the hardware pattern is the host's."""
+    cfg = get_config("default")
+    memory = ModelMemory(cfg, depth=64, max_len=8)
+    replies, _ = _run_core(memory, [(_req("T", 3, 20, 4), 13), (_req("R", 3, 8), 1 + 64)],
+                           stall=0.0)
+    assert int.from_bytes(replies[0][1:5], "little") == 0
+    got = [int.from_bytes(replies[1][1 + 8 * i:9 + 8 * i], "little") for i in range(8)]
+    assert got == pattern_words(8, 8)
+
+
+class _SimTransport:
+    """A byte transport into a simulated :class:`MemTest` through its UART lines."""
+
+    def __init__(self, design: MemTest, memory: ModelMemory):
+        self._top = _Board(design, memory)
+        self.sim = Simulator(self._top)
+        self.sim.add_clock(1e-6)
+        self._to_device = []
+        self._from_device = []
+        self._divisor = design.divisor
+        self.sim.add_testbench(self._uart, background=True)
+
+    async def _uart(self, ctx):
+        top, d = self._top, self._divisor
+        ctx.set(top.rxd, 1)
+        rx_bits = []
+        busy = 0
+        while True:
+            if self._to_device:
+                byte = self._to_device.pop(0)
+                for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
+                    ctx.set(top.rxd, bit)
+                    for _ in range(d):
+                        await ctx.tick()
+                        rx_bits, busy = self._sample(ctx, rx_bits, busy)
+            else:
+                await ctx.tick()
+                rx_bits, busy = self._sample(ctx, rx_bits, busy)
+
+    def _sample(self, ctx, bits, busy):
+        # A UART receiver in Python: ``busy`` counts cycles since the start bit's falling
+        # edge (0: idle); each bit is sampled in its middle.
+        line = ctx.get(self._top.txd)
+        d = self._divisor
+        if busy == 0:
+            return ([], 1) if line == 0 else (bits, 0)
+        pos = busy - 1
+        if pos >= d // 2 and (pos - d // 2) % d == 0:
+            bits = [*bits, line]
+            if len(bits) == 10:
+                self._from_device.append(sum(b << i for i, b in enumerate(bits[1:9])))
+                return [], 0
+        return bits, busy + 1
+
+    def write(self, data: bytes):
+        self._to_device.extend(data)
+
+    def read(self, n: int) -> bytes:
+        cycles = 0
+        while len(self._from_device) < n:
+            self.sim.advance()
+            cycles += 1
+            if cycles > 2_000_000:
+                break
+        out, self._from_device = self._from_device[:n], self._from_device[n:]
+        return bytes(out)
+
+
+class _Board(wiring.Component):
+    def __init__(self, design: MemTest, memory: ModelMemory):
+        self._design = design
+        self._memory = memory
+        super().__init__({"rxd": In(1, init=1), "txd": Out(1, init=1), "status": Out(Status)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.design = d = self._design
+        m.submodules.memory = mem = self._memory
+        wiring.connect(m, d.mem, mem.bus)
+        m.d.comb += [d.rxd.eq(self.rxd), self.txd.eq(d.txd), d.mem_ready.eq(1),
+                     self.status.eq(d.status)]
+        return m
+
+
+def test_memtest_over_uart_with_host_client():
+    """The host client (as ``python -m boards memtest`` uses it) against the whole design,
+    bit by bit through the UART."""
+    memory = ModelMemory(data_bytes=2, latency=6, depth=1024, max_len=32)
+    cfg = get_config("ulx3s-85f")
+    design = MemTest(cfg, memory.bus.signature.flip(), divisor=4)
+    client = MemTestClient(_SimTransport(design, memory))
+    info = client.info()
+    assert info == {"data_bytes": 2, "addr_bits": 10, "max_len": 32, "clk_hz": cfg.clk_hz,
+                    "mem_ready": True, "error": False}
+    rng = random.Random(3)
+    words = [rng.getrandbits(16) for _ in range(45)]     # two write requests
+    client.write(500, words)
+    assert client.read(498, 49) == [0, 0, *words, 0, 0]
+    result = client.self_test(0, 64)
+    assert result["errors"] == 0 and result["read_bytes_per_cycle"] > 1.5
+    assert client.read(0, 4) == pattern_words(4, 2)
+
+
+def test_check_design_rejects_wrong_interface():
+    sig = MemPortSignature(2, 24)
+
+    class NoStatus(wiring.Component):
+        def __init__(self):
+            super().__init__({"rxd": In(1), "txd": Out(1), "mem_ready": In(1),
+                              "mem": Out(sig)})
+
+        def elaborate(self, platform):
+            return Module()
+
+    with pytest.raises(TypeError, match="no member 'status'"):
+        check_design(NoStatus(), sig)
+    with pytest.raises(TypeError, match="memory port"):
+        check_design(MemTest(get_config("ulx3s-85f"), MemPortSignature(2, 20)), sig)
+    with pytest.raises(TypeError, match="wiring.Component"):
+        check_design(object(), sig)
+
+
+# -- boards: elaboration and smoke builds ---------------------------------------------------------
+
+def test_boards_registry():
+    assert set(BOARDS) == {"ulx3s-85f", "icebreaker"}
+    with pytest.raises(ValueError, match="icebreaker"):
+        get_board("ulx3s-12f")
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_smoke_build(name, tmp_path):
+    """Every board's bring-up design elaborates and its build files are generated (no tools
+    run): the PLL, the I/O buffers and the pin constraints are all there."""
+    board = get_board(name)
+    top = board.top()
+    plan = board.platform().build(top, name="top", build_dir=tmp_path, do_build=False)
+    files = plan.files
+    assert "top.il" in files and "build_top.json" in files
+    rtlil = files["top.il"]
+    if name == "ulx3s-85f":
+        assert "EHXPLLL" in rtlil and "ODDRX1F" in rtlil and "IFS1P3DX" in rtlil
+        lpf = files["top.lpf"]
+        for pin in ("F19", "P20", "J16", "M1", "L4", "B2"):   # SDRAM clk/cs/dq0, UART, LED 0
+            assert pin in lpf
+    else:
+        assert "SB_PLL40_PAD" in rtlil and "SB_RAM40_4K" not in rtlil   # yosys maps RAMs
+        pcf = files["top.pcf"]
+        for pin in ("35", "6", "9", "37"):
+            assert pin in pcf
+
+
+def test_ulx3s_top_uses_config():
+    top = ULX3STop()
+    assert top.config.name == "ulx3s-85f"
+    assert top.sdram_params.clk_hz == top.config.clk_hz
+    assert top.mem_signature.data_bytes == top.config.fmap_port_bytes
+    with pytest.raises(ValueError, match="2 bytes wide"):
+        ULX3STop(config=get_config("default"))
+
+
+def test_icebreaker_top_runs_at_24mhz():
+    top = ICEBreakerTop()
+    assert top.config.clk_hz == 24_000_000 and top.pll.f_out == 24e6
+    assert top.design.divisor == 8
+
+
+# -- build report parsing -------------------------------------------------------------------------
+
+YOSYS_STAT = """
+=== top ===
+       38 cells
+       17   $scopeinfo
+        4   SB_IO
+       16   SB_RAM40_4K
+      230   SB_CARRY
+       20   SB_DFF
+      496   SB_DFFESR
+     1169   SB_LUT4
+
+2.51. Executing CHECK pass (checking for obvious problems).
+"""
+
+
+def test_parse_yosys_cells():
+    cells = parse_yosys_cells("noise\n   3 cells\n     3   LUT4\n\n" + YOSYS_STAT)
+    assert cells["SB_LUT4"] == 1169 and cells["SB_DFFESR"] == 496 and "LUT4" not in cells
+    assert parse_yosys_cells("   Number of cells:   5\n     TRELLIS_FF   12\n     LUT4 7\n") == {
+        "TRELLIS_FF": 12, "LUT4": 7}
+    assert parse_yosys_cells("nothing here") == {}
+
+
+def test_parse_nextpnr_report():
+    report = {"utilization": {"TRELLIS_COMB": {"used": 10, "available": 83640}},
+              "fmax": {"$glbnet$clk": {"achieved": 120.5, "constraint": 100.0}}}
+    util, clocks = parse_nextpnr_report(report)
+    assert util == {"TRELLIS_COMB": (10, 83640)}
+    assert clocks == {"$glbnet$clk": (120.5, 100.0)}
+
+
+# -- real builds ----------------------------------------------------------------------------------
+
+def _build(board: str, tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "report.json"
+    run = subprocess.run([sys.executable, "-m", "boards", "build", board, "--json", str(out),
+                          "--build-dir", str(tmp_path / "build")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800, check=False)
+    return run, json.loads(out.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.nextpnr
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
+def test_full_build(board, tmp_path, capsys):
+    run, report = _build(board, tmp_path)
+    with capsys.disabled():
+        print(f"\n{board}: fmax {report.get('fmax_mhz')} MHz (target "
+              f"{report.get('target_mhz')}), LUTs {report.get('luts')}, FFs "
+              f"{report.get('ffs')}, EBR {report.get('ebr')}, build {report.get('build_s')} s")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "step 2/3: place and route" in run.stdout
+    assert report["fits"] is True and report["timing_met"] is True
+    assert report["fmax_mhz"] >= report["target_mhz"]
+    assert report["luts"] > 100 and report["ffs"] > 100
+    assert Path(report["bitstream"]).is_file()
