@@ -1,0 +1,1037 @@
+"""Compress a shared-weight (Deep-Compression) model into a board's block RAM.
+
+The passes, in order (each a function over a list of :class:`LayerPlan`, one per convolution):
+
+1. :func:`read_shared_weights` - the model's per-layer codebooks as they are (pruned weights are
+   exact zeros; every layer of the Deep-Compression v1.0 model has at most 256 distinct values);
+2. :func:`measure_sensitivity` - per layer, how much the class scores move per unit of
+   (input-power-weighted) weight error, measured on a few calibration images;
+3. :func:`allocate_bits` - the code width ``k`` per layer that minimises the predicted score error
+   under the board's byte budget (a multiple-choice knapsack over the exact encoded sizes);
+4. :func:`recluster` - SSE-optimal 1-D clustering of each layer's non-zero weights into
+   ``2**k - 1`` centroids (entry 0 stays 0, so the sparsity pattern is the model's own);
+5. :func:`match_channel_stats` - no gradients: per output channel, a gain and a bias that give the
+   pre-activations the float model's mean and standard deviation on the calibration images,
+   layer by layer along the quantised path;
+6. optionally :func:`compiler.distill.distill` (PyTorch) - fine-tunes the shared centroids, the
+   gains and the biases by knowledge distillation from the float model with augmentation;
+7. :func:`integerize` - integer codebooks (``entry_bits`` wide), biases and requantisation
+   integers, written to the weight image (:mod:`compiler.wformat`), from which
+   :func:`qmodel_from_image` builds the golden :class:`~compiler.qmodel.QModel`.
+
+:func:`compress_for_target` runs them all and caches the weight image by content hash;
+:func:`sweep` evaluates several byte budgets and plots accuracy against weight bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hw.config import AccelConfig, get_config
+
+from . import api, quant, wformat
+from .execute import conv_float, maxpool_float
+from .ir import Graph, IRError, Node
+from .preprocess import load_image
+from .qmodel import QConv, QFire, QGlobalSum, QMaxPool, QModel
+
+__all__ = [
+    "Target", "TARGETS", "LayerPlan", "METHOD_VERSION",
+    "optimal_clusters", "cluster_weights", "conv_nodes",
+    "read_shared_weights", "measure_sensitivity", "allocate_bits", "recluster",
+    "match_channel_stats", "integerize", "qmodel_from_image", "image_report",
+    "student_graph", "compress", "compress_cached", "compress_for_target", "teacher_ranges",
+    "split_files", "evaluate", "evaluate_split", "sweep", "main", "get_target",
+]
+
+#: bump when the compression changes meaning, so cached images are not reused
+METHOD_VERSION = "compress-v2"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a board gives the weights: a byte budget and the block RAM left after buffers."""
+
+    name: str
+    weight_bytes: int
+    ebr_total: int
+    ebr_reserved: int
+    word_bits: int = wformat.DEFAULT_WORD_BITS
+    ebr_bits: int = 18 * 1024
+
+    @property
+    def ebr_max(self) -> int:
+        """EBR blocks the weight streams may use."""
+        return self.ebr_total - self.ebr_reserved
+
+    @property
+    def words_per_ebr(self) -> int:
+        return self.ebr_bits // self.word_bits
+
+
+TARGETS: dict[str, Target] = {
+    # ECP5 LFE5U-85F: 208 EBR x 18 Kbit; keep 20 EBR for line buffers and FIFOs.
+    "ulx3s-85f": Target("ulx3s-85f", weight_bytes=400 * 1024, ebr_total=208, ebr_reserved=20),
+}
+
+#: code widths the allocator may choose
+K_CHOICES = (2, 3, 4, 5, 6, 7, 8)
+#: default width of the integer codebook entries (ECP5 multipliers take 18-bit operands)
+DEFAULT_ENTRY_BITS = 12
+#: most distinct values clustered exactly; more are first binned into this many quantiles
+MAX_EXACT_VALUES = 1024
+
+
+def get_target(target: str | Target) -> Target:
+    if isinstance(target, Target):
+        return target
+    try:
+        return TARGETS[target]
+    except KeyError:
+        raise ValueError(f"Unknown target {target!r}; expected one of "
+                         f"{', '.join(sorted(TARGETS))}") from None
+
+
+# -- clustering ---------------------------------------------------------------------------------
+
+def optimal_clusters(values: np.ndarray, weights: np.ndarray, n: int
+                     ) -> tuple[np.ndarray, np.ndarray, float]:
+    """SSE-optimal 1-D clustering of sorted distinct ``values`` with ``weights`` into ``n``.
+
+    Exact dynamic programme over contiguous segments (optimal 1-D clusters are intervals).
+    Returns ``(centroids [n'], labels [len(values)], weighted SSE)`` with ``n' = min(n, len)``;
+    centroids are the weighted means, increasing.
+    """
+    v = np.asarray(values, np.float64)
+    w = np.asarray(weights, np.float64)
+    m = v.size
+    if m == 0:
+        return np.zeros(0), np.zeros(0, np.int64), 0.0
+    if np.any(np.diff(v) <= 0):
+        raise ValueError("values must be sorted and distinct")
+    if n >= m:
+        return v.copy(), np.arange(m), 0.0
+    w1 = np.concatenate([[0.0], np.cumsum(w)])
+    s1 = np.concatenate([[0.0], np.cumsum(w * v)])
+    s2 = np.concatenate([[0.0], np.cumsum(w * v * v)])
+    i = np.arange(m + 1)[:, None]
+    j = np.arange(m + 1)[None, :]
+    ww, ss = w1[j] - w1[i], s1[j] - s1[i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cost = (s2[j] - s2[i]) - np.where(ww > 0, ss * ss / ww, 0.0)
+    cost = np.where(j > i, np.maximum(cost, 0.0), np.inf)
+    best = cost[0].copy()
+    back = np.zeros((n, m + 1), np.int64)
+    cols = np.arange(m + 1)
+    for c in range(1, n):
+        tot = best[:, None] + cost
+        back[c] = np.argmin(tot, axis=0)
+        best = tot[back[c], cols]
+    bounds = [m]
+    for c in range(n - 1, 0, -1):
+        bounds.append(int(back[c][bounds[-1]]))
+    bounds.append(0)
+    bounds = bounds[::-1]
+    labels = np.zeros(m, np.int64)
+    cent = np.zeros(n)
+    for c in range(n):
+        a, b = bounds[c], bounds[c + 1]
+        labels[a:b] = c
+        cent[c] = (s1[b] - s1[a]) / (w1[b] - w1[a]) if w1[b] > w1[a] else v[a:b].mean()
+    return cent, labels, float(best[m])
+
+
+def cluster_weights(w: np.ndarray, k: int, importance: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Cluster the non-zero entries of ``w`` into ``2**k - 1`` shared values.
+
+    ``importance`` (broadcastable to ``w``) weights each weight's squared error. Zeros stay zero
+    (index 0). Returns ``(centroids [2**k] with centroids[0] == 0, indices like w, SSE)``.
+    Exact when ``w`` has at most :data:`MAX_EXACT_VALUES` distinct non-zero values.
+    """
+    if not 1 <= k <= 16:
+        raise ValueError(f"code width k must be in 1..16, not {k}")
+    w = np.asarray(w, np.float64)
+    imp = np.broadcast_to(np.ones(1) if importance is None else
+                          np.asarray(importance, np.float64), w.shape)
+    nz = w != 0
+    vals, wts = w[nz], imp[nz]
+    cent = np.zeros(1 << k)
+    idx = np.zeros(w.shape, np.int64)
+    if vals.size == 0:
+        return cent, idx, 0.0
+    u, inv = np.unique(vals, return_inverse=True)
+    if u.size > MAX_EXACT_VALUES:
+        # bin to quantiles first: clustering the bin means is near-optimal and keeps it fast
+        edges = np.quantile(vals, np.linspace(0, 1, MAX_EXACT_VALUES + 1)[1:-1])
+        inv = np.searchsorted(edges, vals)
+        cnt = np.bincount(inv, wts, MAX_EXACT_VALUES)
+        sw = np.bincount(inv, wts * vals, MAX_EXACT_VALUES)
+        keep = cnt > 0
+        remap = np.cumsum(keep) - 1
+        u = sw[keep] / cnt[keep]
+        inv = remap[inv]
+        cw = cnt[keep]
+    else:
+        cw = np.bincount(inv, wts, u.size)
+    cw = np.maximum(cw, 1e-30)
+    c, lab, _ = optimal_clusters(u, cw, (1 << k) - 1)
+    # re-derive exact weighted means and the SSE from the raw values
+    codes = lab[inv]
+    sw_ = np.bincount(codes, wts, c.size)
+    sv_ = np.bincount(codes, wts * vals, c.size)
+    c = np.where(sw_ > 0, sv_ / np.maximum(sw_, 1e-300), c)
+    # a cluster of one distinct value is that value exactly (no rounding in the mean)
+    lo = np.full(c.size, np.inf)
+    hi = np.full(c.size, -np.inf)
+    np.minimum.at(lo, codes, vals)
+    np.maximum.at(hi, codes, vals)
+    c = np.where(lo == hi, lo, c)
+    cent[1:1 + c.size] = c
+    idx[nz] = codes + 1
+    sse = float((wts * (vals - c[codes]) ** 2).sum())
+    return cent, idx, sse
+
+
+# -- the layers ---------------------------------------------------------------------------------
+
+def conv_nodes(graph: Graph) -> list[Node]:
+    """Every convolution of a lowered chain in execution order (Fire: squeeze, e1x1, e3x3)."""
+    out = []
+    for n in graph.nodes:
+        if n.op == "Conv":
+            out.append(n)
+        elif n.op == "Fire":
+            out += [n.params[k] for k in ("squeeze", "expand1x1", "expand3x3")]
+    return out
+
+
+@dataclass
+class LayerPlan:
+    """One convolution on its way to the board.
+
+    The float weight the student model uses is ``gain[o] * centroids[indices]`` and its bias
+    ``bias[o]``; ``k`` is the code width (``centroids`` has ``2**k`` entries, entry 0 is 0).
+    """
+
+    name: str
+    w: np.ndarray  # the model's float weights
+    b: np.ndarray
+    k: int
+    centroids: np.ndarray
+    indices: np.ndarray
+    gain: np.ndarray
+    bias: np.ndarray
+    importance: np.ndarray | None = None  # [C] mean square input per input channel
+    sensitivity: float = 1.0  # score error per unit of importance-weighted weight error
+    sse: dict = field(default_factory=dict)  # k -> importance-weighted clustering error
+    words: dict = field(default_factory=dict)  # k -> stream words
+
+    def weight(self) -> np.ndarray:
+        return (self.gain[:, None, None, None] * self.centroids[self.indices]).astype(np.float32)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.w.shape[0])
+
+
+def read_shared_weights(graph: Graph) -> list[LayerPlan]:
+    """Read each layer's shared-weight structure: its distinct values become the codebook.
+
+    A layer with ``d`` distinct non-zero values gets ``k = ceil(log2(d + 1))`` (at least 1);
+    the Deep-Compression v1.0 model has at most 255 per layer (its 8-bit codebooks).
+    """
+    plans = []
+    for n in conv_nodes(graph):
+        w = np.asarray(n.params["W"], np.float64)
+        b = np.asarray(n.params["B"], np.float64)
+        d = np.unique(w[w != 0]).size
+        k = max(1, math.ceil(math.log2(d + 1)))
+        cent, idx, _ = cluster_weights(w, k)
+        plans.append(LayerPlan(n.name, w, b, k, cent, idx, np.ones(w.shape[0]), b.copy()))
+    return plans
+
+
+def student_graph(graph: Graph, plans: list[LayerPlan]) -> Graph:
+    """``graph`` with every convolution's weights and bias replaced by the plans' float ones."""
+    g = graph.copy()
+    by = {p.name: p for p in plans}
+    for n in conv_nodes(g):
+        p = by[n.name]
+        n.params["W"] = p.weight()
+        n.params["B"] = p.bias.astype(np.float32)
+    return g
+
+
+# -- a small numpy forward with per-layer hooks ------------------------------------------------
+
+def _steps(graph: Graph):
+    """(node, [conv nodes]) per top-level layer."""
+    return [(n, [n] if n.op == "Conv" else
+             [n.params[k] for k in ("squeeze", "expand1x1", "expand3x3")] if n.op == "Fire"
+             else []) for n in graph.nodes]
+
+
+def _run_step(n: Node, x: np.ndarray, weights: dict, fq: dict | None = None) -> np.ndarray:
+    """One top-level layer in float32; ``weights`` overrides (W, B) by conv name and ``fq``
+    gives activation scales to fake-quantise conv outputs with (round, clamp 0..255)."""
+
+    def conv(c: Node, a):
+        w, b = weights.get(c.name, (c.params["W"], c.params["B"]))
+        y = np.maximum(conv_float(a, w, b, c.attrs["stride"], c.attrs["pads"]), 0)
+        if fq is not None and c.name in fq:
+            s, top = fq[c.name]
+            y = np.clip(np.floor(y / s + 0.5), 0, top) * np.float32(s)
+        return y
+
+    if n.op == "Conv":
+        return conv(n, x)
+    if n.op == "Fire":
+        s = conv(n.params["squeeze"], x)
+        return np.concatenate([conv(n.params["expand1x1"], s), conv(n.params["expand3x3"], s)])
+    if n.op == "MaxPool":
+        return maxpool_float(x, n.attrs["kernel"], n.attrs["stride"], n.attrs["ceil_mode"],
+                             n.attrs["pads"])
+    if n.op == "GlobalAveragePool":
+        return x.mean(axis=(1, 2))
+    raise IRError(f"node {n.name!r} ({n.op}) is not a layer of a lowered chain")
+
+
+def _act_scales(graph: Graph, ranges: dict, cfg: AccelConfig) -> dict:
+    """Per conv name, the (scale, top) its output is quantised to (quant.quantize's rule)."""
+    out = {}
+    classifier = graph.nodes[-2]
+    for n in graph.nodes:
+        if n.op == "Conv":
+            top = cfg.score_max if n is classifier else cfg.act_max
+            out[n.name] = (max(ranges[n.name], 1e-8) / top, top)
+        elif n.op == "Fire":
+            sq = n.params["squeeze"]
+            out[sq.name] = (max(ranges[sq.name], 1e-8) / cfg.act_max, cfg.act_max)
+            for k in ("expand1x1", "expand3x3"):
+                out[n.params[k].name] = (max(ranges[n.name], 1e-8) / cfg.act_max, cfg.act_max)
+    return out
+
+
+# -- passes ----------------------------------------------------------------------------------------
+
+def measure_sensitivity(graph: Graph, plans: list[LayerPlan], images: Sequence[np.ndarray],
+                        probe_k: int = 4, word_bits: int = wformat.DEFAULT_WORD_BITS,
+                        progress=None) -> list[LayerPlan]:
+    """Fill each plan's ``importance``, ``sse`` and ``words`` for every k of :data:`K_CHOICES`
+    and its ``sensitivity``: the mean squared change of the class scores (pre-softmax logits)
+    when only that layer is clustered to ``probe_k`` bits, per unit of its importance-weighted
+    clustering error. Returns new plans."""
+    plans = copy.deepcopy(plans)
+    by = {p.name: p for p in plans}
+    steps = _steps(graph)
+    # forward once, keeping every step's input and every conv's mean square input channel
+    inputs = [[None] * len(steps) for _ in images]
+    power = {p.name: np.zeros(p.w.shape[1]) for p in plans}
+    logits = []
+    for i, x in enumerate(images):
+        a = np.asarray(x, np.float32)
+        for s, (n, convs) in enumerate(steps):
+            inputs[i][s] = a
+            if n.op == "Fire":
+                sq = n.params["squeeze"]
+                power[sq.name] += (a.astype(np.float64) ** 2).mean(axis=(1, 2))
+                sqo = _run_step(sq, a, {})
+                for c in convs[1:]:
+                    power[c.name] += (sqo.astype(np.float64) ** 2).mean(axis=(1, 2))
+            elif n.op == "Conv":
+                power[n.name] += (a.astype(np.float64) ** 2).mean(axis=(1, 2))
+            a = _run_step(n, a, {})
+        logits.append(a)
+    for p in plans:
+        p.importance = power[p.name] / max(len(images), 1)
+        imp = p.importance[None, :, None, None]
+        for k in K_CHOICES:
+            _, idx, sse = cluster_weights(p.w, k, imp)
+            p.sse[k] = sse
+            p.words[k] = min(wformat.encoding_sizes(idx, k, word_bits).values())
+    done = 0
+    for s, (n, convs) in enumerate(steps):
+        for c in convs:
+            p = by[c.name]
+            # probe at the widest k <= probe_k that still loses something
+            k = max([kk for kk in K_CHOICES if kk <= probe_k and p.sse[kk] > 0], default=1)
+            cent, idx, sse = cluster_weights(p.w, k, p.importance[None, :, None, None])
+            wq = (cent[idx]).astype(np.float32)
+            err = 0.0
+            for i in range(len(images)):
+                a = _run_step(n, inputs[i][s], {c.name: (wq, c.params["B"])})
+                for n2, _ in steps[s + 1:]:
+                    a = _run_step(n2, a, {})
+                err += float(((a - logits[i]) ** 2).mean())
+            err /= max(len(images), 1)
+            p.sensitivity = err / sse if sse > 0 else 0.0
+            done += 1
+            if progress:
+                progress(done, len(plans))
+    return plans
+
+
+def layer_param_bits(p: LayerPlan, k: int, entry_bits: int, bias_bits: int) -> int:
+    return (1 << k) * entry_bits + p.out_channels * (bias_bits + wformat.MULT_BITS
+                                                     + wformat.SHIFT_BITS)
+
+
+def allocate_bits(plans: list[LayerPlan], budget_bytes: int, target: Target,
+                  entry_bits: int = DEFAULT_ENTRY_BITS, bias_bits: int = 24,
+                  k_choices: Sequence[int] = K_CHOICES, unit: int = 16) -> list[LayerPlan]:
+    """Choose ``k`` per layer minimising ``sum(sensitivity * sse[k])`` subject to
+    stream bytes + parameter bytes <= ``budget_bytes`` and stream words within the target's
+    EBR (a multiple-choice knapsack solved by dynamic programming in ``unit``-byte steps).
+
+    Needs :func:`measure_sensitivity` first. Raises ``ValueError`` if even the smallest ``k``
+    everywhere does not fit. Returns new plans with ``k`` set (centroids are not yet updated).
+    """
+    plans = copy.deepcopy(plans)
+    max_words = target.ebr_max * target.words_per_ebr
+    cap = budget_bytes // unit
+    inf = float("inf")
+    best = np.full(cap + 1, inf)
+    best[0] = 0.0
+    words_best = np.zeros(cap + 1, np.int64)
+    choice = []
+    # a floor on the sensitivities, so that spare bytes still go to the largest weight errors
+    floor = 1e-3 * float(np.median([p.sensitivity for p in plans]) or 1.0)
+    for p in plans:
+        nb = np.full(cap + 1, inf)
+        nw = np.zeros(cap + 1, np.int64)
+        ch = np.full(cap + 1, -1, np.int64)
+        for k in k_choices:
+            if k not in p.sse:
+                raise ValueError(f"layer {p.name!r}: no size for k={k}; run "
+                                 f"measure_sensitivity first")
+            nbytes = (p.words[k] * target.word_bits
+                      + layer_param_bits(p, k, entry_bits, bias_bits)) / 8
+            cost_units = int(math.ceil(nbytes / unit))
+            d = (p.sensitivity + floor) * p.sse[k]
+            if cost_units > cap:
+                continue
+            cand = np.full(cap + 1, inf)
+            cand[cost_units:] = best[:cap + 1 - cost_units] + d
+            cw = np.zeros(cap + 1, np.int64)
+            cw[cost_units:] = words_best[:cap + 1 - cost_units] + p.words[k]
+            cand[cw > max_words] = inf
+            # prefer lower error, then fewer bits
+            better = cand < nb
+            nb = np.where(better, cand, nb)
+            nw = np.where(better, cw, nw)
+            ch = np.where(better, k, ch)
+        choice.append(ch)
+        # remember where each state came from: store (k) and recover sizes on backtrack
+        best, words_best = nb, nw
+    if not np.isfinite(best).any():
+        raise ValueError(f"no code widths {tuple(k_choices)} fit {budget_bytes} bytes on "
+                         f"{target.name}")
+    s = int(np.argmin(best))
+    for p, ch in zip(reversed(plans), reversed(choice), strict=True):
+        k = int(ch[s])
+        p.k = k
+        nbytes = (p.words[k] * target.word_bits
+                  + layer_param_bits(p, k, entry_bits, bias_bits)) / 8
+        s -= int(math.ceil(nbytes / unit))
+    return plans
+
+
+def recluster(plans: list[LayerPlan], weighted: bool = True) -> list[LayerPlan]:
+    """Cluster each layer's model weights into ``2**k - 1`` non-zero centroids (SSE-optimal,
+    weighted by input-channel power when measured and ``weighted``); gains reset to 1 and
+    biases to the model's. Returns new plans."""
+    out = []
+    for p in plans:
+        p = copy.copy(p)
+        imp = p.importance[None, :, None, None] if (weighted and p.importance is not None) \
+            else None
+        p.centroids, p.indices, _ = cluster_weights(p.w, p.k, imp)
+        p.gain = np.ones(p.out_channels)
+        p.bias = p.b.copy()
+        out.append(p)
+    return out
+
+
+def match_channel_stats(graph: Graph, plans: list[LayerPlan], images: Sequence[np.ndarray],
+                        act_scales: dict | None = None, progress=None) -> list[LayerPlan]:
+    """No-gradient correction: layer by layer in execution order, along the quantised path
+    (earlier layers already corrected, activations fake-quantised with ``act_scales``), set each
+    output channel's gain and bias so that its pre-activation has the float model's mean and
+    standard deviation over ``images`` and all positions. Returns new plans."""
+    plans = copy.deepcopy(plans)
+    by = {p.name: p for p in plans}
+    xf = [np.asarray(x, np.float32) for x in images]
+    xq = [a.copy() for a in xf]
+    n_done = 0
+
+    def fix(c: Node, af, aq):
+        p = by[c.name]
+        st, pads = c.attrs["stride"], c.attrs["pads"]
+        wq = (p.centroids[p.indices]).astype(np.float32)
+        o = p.out_channels
+        sf = np.zeros((2, o))
+        su = np.zeros((2, o))
+        n = 0
+        zfs, us = [], []
+        for a_f, a_q in zip(af, aq, strict=True):
+            zf = conv_float(a_f, c.params["W"], c.params["B"], st, pads).reshape(o, -1)
+            u = conv_float(a_q, wq, np.zeros(o, np.float32), st, pads).reshape(o, -1)
+            sf += [zf.sum(1, dtype=np.float64), (zf.astype(np.float64) ** 2).sum(1)]
+            su += [u.sum(1, dtype=np.float64), (u.astype(np.float64) ** 2).sum(1)]
+            n += zf.shape[1]
+            zfs.append(zf)
+            us.append(u)
+        mf, mu = sf[0] / n, su[0] / n
+        vf = np.maximum(sf[1] / n - mf**2, 0)
+        vu = np.maximum(su[1] / n - mu**2, 0)
+        gain = np.where((vu > 1e-20) & (vf > 1e-20), np.sqrt(vf / np.maximum(vu, 1e-30)), 1.0)
+        p.gain = gain
+        p.bias = mf - gain * mu
+        outs_f, outs_q = [], []
+        for zf, u in zip(zfs, us, strict=True):
+            outs_f.append(np.maximum(zf, 0))
+            y = np.maximum(u * gain[:, None].astype(np.float32)
+                           + p.bias[:, None].astype(np.float32), 0)
+            if act_scales is not None and c.name in act_scales:
+                s, top = act_scales[c.name]
+                y = np.clip(np.floor(y / s + 0.5), 0, top) * np.float32(s)
+            outs_q.append(y)
+        # restore spatial shapes
+        _, h, w = af[0].shape
+        kh = c.params["W"].shape[2]
+        ho = (h + pads[0] + pads[2] - kh) // st + 1
+        wo = (w + pads[1] + pads[3] - kh) // st + 1
+        return ([a.reshape(o, ho, wo) for a in outs_f], [a.reshape(o, ho, wo) for a in outs_q])
+
+    for n, convs in _steps(graph):
+        if n.op == "Conv":
+            xf, xq = fix(n, xf, xq)
+        elif n.op == "Fire":
+            sf, sq = fix(convs[0], xf, xq)
+            f1, q1 = fix(convs[1], sf, sq)
+            f3, q3 = fix(convs[2], sf, sq)
+            xf = [np.concatenate(t) for t in zip(f1, f3, strict=True)]
+            xq = [np.concatenate(t) for t in zip(q1, q3, strict=True)]
+        elif n.op == "MaxPool":
+            xf = [_run_step(n, a, {}) for a in xf]
+            xq = [_run_step(n, a, {}) for a in xq]
+        n_done += 1
+        if progress:
+            progress(n_done, len(graph.nodes))
+    return plans
+
+
+# -- integers --------------------------------------------------------------------------------------
+
+def _requant(m: np.ndarray, cfg: AccelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``M / 2**SH ~= m`` per channel, docs/numerics.md's rule (``M`` in 2^15..2^16-1 where the
+    shift range allows; 0 for a dead channel)."""
+    mbits = cfg.requant_mult_bits
+    mult = np.zeros(m.shape, np.int64)
+    shift = np.ones(m.shape, np.int64)
+    for i, mi in enumerate(m):
+        if mi <= 0:
+            continue
+        sh = min(max((mbits - 1) - math.floor(math.log2(mi)), 1), cfg.requant_max_shift)
+        mm = round(mi * 2.0**sh)
+        if mm >= 1 << mbits and sh > 1:
+            sh -= 1
+            mm = round(mi * 2.0**sh)
+        if mm >= 1 << mbits:
+            raise IRError(f"requantisation multiplier {mi:.4g} (channel {i}) does not fit "
+                          f"{mbits} bits")
+        mult[i], shift[i] = mm, sh
+    return mult, shift
+
+
+def _signed_bits(a: np.ndarray) -> int:
+    a = np.asarray(a, np.int64)
+    hi = int(max(a.max(initial=0), -a.min(initial=0) - 1, 0))
+    return hi.bit_length() + 1
+
+
+def integerize(graph: Graph, plans: list[LayerPlan], ranges: dict, cfg: AccelConfig,
+               entry_bits: int = DEFAULT_ENTRY_BITS) -> list[wformat.CompressedLayer]:
+    """Integer codebooks, biases and requantisation per layer (``docs/compression.md``).
+
+    Codebook entries are ``round(centroid / s_l)`` with ``s_l = max|centroid| / (2**(E-1) - 1)``
+    and ``E = entry_bits``, lowered one bit at a time while a layer's accumulator bound
+    ``sum|W[o]| * in_max + |B[o]|`` would not fit ``cfg.acc_bits``; the per-channel gain goes into
+    the weight scale ``s_W[o] = s_l * gain[o]`` and from there into the requantisation
+    multiplier. Activation scales follow :func:`compiler.quant.quantize` exactly.
+    """
+    by = {p.name: p for p in plans}
+    scales = _act_scales(graph, ranges, cfg)
+    out = []
+    s_in, in_max = 1.0, max(-cfg.input_min, cfg.input_max)
+    for n, convs in _steps(graph):
+        if not convs:
+            continue
+        prev = (s_in, in_max)
+        for j, c in enumerate(convs):
+            p = by[c.name]
+            if n.op == "Fire":
+                s_in_c, max_c = prev if j == 0 else (scales[convs[0].name][0], cfg.act_max)
+            else:
+                s_in_c, max_c = prev
+            s_out, top = scales[c.name]
+            out.append(_integer_layer(c, p, s_in_c, max_c, s_out, top, cfg, entry_bits))
+        s_in, in_max = scales[convs[-1].name]
+    return out
+
+
+def _integer_layer(c: Node, p: LayerPlan, s_in: float, in_max: int, s_out: float, top: int,
+                   cfg: AccelConfig, entry_bits: int) -> wformat.CompressedLayer:
+    cent = np.asarray(p.centroids, np.float64)
+    gain = np.maximum(np.asarray(p.gain, np.float64), 1e-12)
+    cmax = float(np.abs(cent).max())
+    acc_lim = 1 << (cfg.acc_bits - 1)
+    for e in range(entry_bits, 1, -1):
+        s_l = cmax / ((1 << (e - 1)) - 1) if cmax > 0 else 1.0
+        cb = np.round(cent / s_l).astype(np.int64)
+        cb[0] = 0
+        s_w = s_l * gain
+        bias = np.round(p.bias / (s_in * s_w)).astype(np.int64)
+        wint = cb[p.indices]
+        bound = np.abs(wint).reshape(wint.shape[0], -1).sum(axis=1) * in_max + np.abs(bias)
+        if bound.max(initial=0) < acc_lim and _signed_bits(bias) <= cfg.bias_bits:
+            break
+    else:
+        raise IRError(f"layer {c.name!r}: no codebook width keeps the accumulator within "
+                      f"{cfg.acc_bits} bits")
+    dead = ~np.any(p.indices.reshape(p.indices.shape[0], -1), axis=1) & (bias == 0)
+    m = np.where(dead, 0.0, s_in * s_w / s_out)
+    mult, shift = _requant(m, cfg)
+    return wformat.CompressedLayer(
+        name=c.name, indices=p.indices.astype(np.int64), codebook=cb, entry_bits=e,
+        bias=bias, mult=mult, shift=shift, bias_bits=max(2, _signed_bits(bias)),
+        stride=c.attrs["stride"], pads=tuple(c.attrs["pads"]), out_max=top, in_scale=s_in,
+        out_scale=s_out, weight_scale=s_w)
+
+
+def _qconv(la: wformat.CompressedLayer) -> QConv:
+    return QConv(name=la.name, weight=la.weight, bias=la.bias.astype(np.int64),
+                 mult=la.mult.astype(np.int64), shift=la.shift.astype(np.int64),
+                 stride=la.stride, pads=tuple(la.pads), out_max=la.out_max,
+                 in_scale=la.in_scale, out_scale=la.out_scale, weight_scale=la.weight_scale)
+
+
+def qmodel_from_image(data: bytes | list[wformat.CompressedLayer], graph: Graph,
+                      config: AccelConfig | str = "ulx3s-85f") -> QModel:
+    """The golden model of a weight image: ``QConv.weight`` is exactly ``codebook[index]``.
+
+    ``graph`` (the lowered float model) gives the pools and the layer order; the image's layers
+    must match its convolutions by name and shape (:class:`compiler.wformat.FormatError`).
+    """
+    cfg = get_config(config) if isinstance(config, str) else config
+    if isinstance(data, (bytes, bytearray)):
+        layers, header = wformat.read_image(data)
+        if header["model_sha256"] != "0" * 64 and graph.source_sha256 and \
+                header["model_sha256"] != graph.source_sha256:
+            raise wformat.FormatError(f"weight image is for model {header['model_sha256'][:12]}"
+                                      f", not {graph.source_sha256[:12]}")
+    else:
+        layers = list(data)
+    convs = conv_nodes(graph)
+    if [la.name for la in layers] != [c.name for c in convs]:
+        raise wformat.FormatError(f"weight image layers {[la.name for la in layers]} do not "
+                                  f"match the model's convolutions {[c.name for c in convs]}")
+    by = {}
+    for la, c in zip(layers, convs, strict=True):
+        if la.shape != tuple(c.params["W"].shape):
+            raise wformat.FormatError(f"layer {la.name!r}: image shape {la.shape}, model "
+                                      f"{tuple(c.params['W'].shape)}")
+        by[la.name] = _qconv(la)
+    qlayers = []
+    for n in graph.nodes:
+        if n.op == "Conv":
+            qlayers.append(by[n.name])
+        elif n.op == "Fire":
+            qlayers.append(QFire(n.name, *(by[n.params[k].name]
+                                           for k in ("squeeze", "expand1x1", "expand3x3"))))
+        elif n.op == "MaxPool":
+            qlayers.append(QMaxPool(n.name, n.attrs["kernel"], n.attrs["stride"],
+                                    n.attrs["ceil_mode"], tuple(n.attrs["pads"])))
+        elif n.op == "GlobalAveragePool":
+            qlayers.append(QGlobalSum(n.name))
+        else:
+            raise IRError(f"node {n.name!r} ({n.op}) cannot be quantised; lower the graph first")
+    qm = QModel(name=graph.name, input_shape=tuple(graph.input_shape), layers=qlayers,
+                source_sha256=graph.source_sha256, config_name=cfg.name)
+    _, h, w = qm.input_shapes()[qlayers[-1].name]
+    qm.score_scale = by[convs[-1].name].out_scale / (h * w)
+    return qm
+
+
+def image_report(data: bytes, target: Target | str) -> dict:
+    """Sizes of a weight image on a target: ``weight_bytes`` (streams + parameters, bit-packed),
+    ``weight_ebr`` (EBR blocks of the streams), ``fits`` and per layer bits, codebook size,
+    density, encoding and bytes."""
+    t = get_target(target)
+    layers, header = wformat.read_image(data)
+    rows = []
+    words_total = 0
+    param_bits_total = 0
+    for la in layers:
+        sizes = wformat.encoding_sizes(la.indices, la.k, header["word_bits"])
+        (enc, r), words = min(sizes.items(), key=lambda kv: (kv[1], kv[0]))
+        pbits = wformat.param_bits(la)
+        words_total += words
+        param_bits_total += pbits
+        acc = np.abs(la.weight).reshape(la.shape[0], -1).sum(axis=1)
+        rows.append({
+            "name": la.name, "bits": la.k, "codebook_size": int(la.codebook.size),
+            "entry_bits": la.entry_bits, "bias_bits": la.bias_bits,
+            "density": round(la.density, 5), "weights": int(la.indices.size),
+            "encoding": wformat.ENCODING_NAMES[enc], "run_bits": r, "stream_words": words,
+            "stream_bytes": words * header["word_bits"] / 8, "param_bytes": pbits / 8,
+            "max_abs_weight_sum": int(acc.max(initial=0)),
+        })
+    stream_bytes = words_total * header["word_bits"] / 8
+    param_bytes = math.ceil(param_bits_total / 8)
+    weight_bytes = math.ceil(stream_bytes) + param_bytes
+    ebr = -(-words_total // t.words_per_ebr)
+    return {
+        "target": t.name, "weight_bytes": weight_bytes, "weight_budget": t.weight_bytes,
+        "weight_ebr": ebr, "ebr_available": t.ebr_max, "stream_bytes": math.ceil(stream_bytes),
+        "param_bytes": param_bytes, "word_bits": header["word_bits"],
+        "fits": bool(weight_bytes <= t.weight_bytes and ebr <= t.ebr_max),
+        "image_bytes": len(data), "image_sha256": wformat.image_sha256(data), "layers": rows,
+    }
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+def _files_key(files: Sequence[Path]) -> bytes:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).name.encode() + b"\0" + hashlib.sha256(Path(f).read_bytes()).digest())
+    return h.digest()
+
+
+def teacher_ranges(graph: Graph, files: Sequence[Path]) -> dict[str, float]:
+    """Activation ranges of the float model over ``files`` (:func:`compiler.quant.calibrate`),
+    cached by content hash beside the compiler's other calibrations."""
+    h = hashlib.sha256(f"{api.CALIB_METHOD}\n{graph.source_sha256}\n".encode())
+    h.update(_files_key(files))
+    cached = api.cache_dir() / "calib" / f"{h.hexdigest()}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())["ranges"]
+    size = tuple(graph.input_shape[1:])
+    ranges = quant.calibrate(graph, (load_image(f, size) for f in files), len(files))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"method": api.CALIB_METHOD, "model_sha256": graph.source_sha256,
+           "images": f"{len(files)} images", "ranges": ranges}
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    tmp.replace(cached)
+    return ranges
+
+
+def _have_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _log(progress, msg: str):
+    if progress:
+        print(msg, flush=True)
+
+
+def compress(graph: Graph, calib_files: Sequence[Path], target: Target | str = "ulx3s-85f",
+             config: AccelConfig | str | None = None, budget: int | None = None, seed: int = 0,
+             use_torch: bool | None = None, distill_opts: dict | None = None,
+             entry_bits: int = DEFAULT_ENTRY_BITS, sens_images: int = 16,
+             progress: bool = False) -> tuple[bytes, dict]:
+    """Run every pass on ``graph`` and return ``(weight image, report)`` (no caching).
+
+    ``budget`` defaults to the target's weight bytes. ``use_torch`` None means: distil when
+    PyTorch is installed. Deterministic for a given ``seed`` (and, with PyTorch, machine).
+    """
+    t0 = time.perf_counter()
+    tgt = get_target(target)
+    cfg = get_config(config or (tgt.name if tgt.name in _configs() else "default")) \
+        if not isinstance(config, AccelConfig) else config
+    budget = tgt.weight_bytes if budget is None else int(budget)
+    if use_torch is None:
+        use_torch = _have_torch()
+    files = [Path(f) for f in calib_files]
+    if not files:
+        raise ValueError("compression needs at least one calibration image")
+    size = tuple(graph.input_shape[1:])
+    ranges = teacher_ranges(graph, files)
+    images = [load_image(f, size) for f in files]
+    rng = np.random.default_rng(seed)
+    sel = np.sort(rng.choice(len(images), min(sens_images, len(images)), replace=False))
+    timings = {}
+    _log(progress, f"compress: {len(files)} calibration images, budget {budget} bytes")
+    plans = read_shared_weights(graph)
+    t = time.perf_counter()
+    plans = measure_sensitivity(graph, plans, [images[i] for i in sel], word_bits=tgt.word_bits)
+    timings["sensitivity_s"] = time.perf_counter() - t
+    act = _act_scales(graph, ranges, cfg)
+    alloc_budget = budget
+    for _ in range(8):
+        chosen = recluster(allocate_bits(plans, alloc_budget, tgt, entry_bits))
+        layers = integerize(graph, chosen, ranges, cfg, entry_bits)
+        rep = image_report(wformat.write_image(layers, graph.source_sha256, tgt.word_bits), tgt)
+        if rep["weight_bytes"] <= budget and rep["weight_ebr"] <= tgt.ebr_max:
+            break
+        # parameter bytes were estimated: tighten by the excess (plus bias-width slack)
+        alloc_budget -= rep["weight_bytes"] - budget + 64
+    else:
+        raise ValueError(f"could not fit {budget} bytes on {tgt.name}")
+    _log(progress, "compress: bits " + " ".join(f"{p.name}:{p.k}" for p in chosen))
+    t = time.perf_counter()
+    plans = match_channel_stats(graph, chosen, images, act)
+    timings["match_stats_s"] = time.perf_counter() - t
+    method = "stats"
+    history = None
+    if use_torch:
+        from . import distill
+        t = time.perf_counter()
+        plans, history = distill.distill(graph, plans, files, ranges, cfg, seed=seed,
+                                         progress=progress, **(distill_opts or {}))
+        timings["distill_s"] = time.perf_counter() - t
+        method = "stats+distill"
+    layers = integerize(graph, plans, ranges, cfg, entry_bits)
+    data = wformat.write_image(layers, graph.source_sha256, tgt.word_bits)
+    rep = image_report(data, tgt)
+    if rep["weight_bytes"] > budget:
+        raise ValueError(f"compressed image is {rep['weight_bytes']} bytes, over the budget "
+                         f"{budget} (bias widths grew after fine-tuning)")
+    timings["total_s"] = time.perf_counter() - t0
+    rep.update({"budget": budget, "method": method, "seed": seed, "config": cfg.name,
+                "calib_images": len(files), "timings": timings, "distill_history": history,
+                "method_version": METHOD_VERSION})
+    return data, rep
+
+
+def _configs():
+    from hw.config import CONFIGS
+    return CONFIGS
+
+
+def _cache_key(graph: Graph, files: Sequence[Path], tgt: Target, budget: int, seed: int,
+               use_torch: bool, distill_opts: dict | None, entry_bits: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": METHOD_VERSION, "model": graph.source_sha256,
+                         "target": [tgt.name, tgt.weight_bytes, tgt.ebr_total, tgt.ebr_reserved,
+                                    tgt.word_bits, tgt.ebr_bits],
+                         "budget": budget, "seed": seed, "torch": use_torch,
+                         "distill": distill_opts or {}, "entry_bits": entry_bits},
+                        sort_keys=True).encode())
+    h.update(_files_key(files))
+    return h.hexdigest()
+
+
+def compress_cached(graph: Graph, calib_files: Sequence[Path], target: Target | str,
+                    budget: int | None = None, seed: int = 0, use_torch: bool | None = None,
+                    distill_opts: dict | None = None, entry_bits: int = DEFAULT_ENTRY_BITS,
+                    progress: bool = False) -> tuple[bytes, dict]:
+    """:func:`compress` with its result cached by content hash (model, images, options) under
+    ``<cache>/compress/``: a second call reads the image instead of recompressing."""
+    tgt = get_target(target)
+    budget = tgt.weight_bytes if budget is None else int(budget)
+    if use_torch is None:
+        use_torch = _have_torch()
+    files = [Path(f) for f in calib_files]
+    key = _cache_key(graph, files, tgt, budget, seed, use_torch, distill_opts, entry_bits)
+    d = api.cache_dir() / "compress"
+    img, js = d / f"{key}.sqwi", d / f"{key}.json"
+    if img.is_file() and js.is_file():
+        data = img.read_bytes()
+        rep = json.loads(js.read_text())
+        if rep.get("image_sha256") == wformat.image_sha256(data):
+            return data, rep
+    data, rep = compress(graph, files, tgt, budget=budget, seed=seed, use_torch=use_torch,
+                         distill_opts=distill_opts, entry_bits=entry_bits, progress=progress)
+    d.mkdir(parents=True, exist_ok=True)
+    for path, blob in ((img, data), (js, json.dumps(rep, indent=1).encode())):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+    return data, rep
+
+
+def compress_for_target(model_path: str | Path, target: str = "ulx3s-85f",
+                        calib_dir: str | Path | None = None, seed: int = 0,
+                        budget: int | None = None, use_torch: bool | None = None,
+                        progress: bool = False) -> tuple[QModel, dict]:
+    """The model exactly as ``target`` carries it: ``(QModel, report)``.
+
+    Compresses (or reads from the cache) the model's weights into the target's budget using the
+    images of ``calib_dir`` (default: ../shared/images/imagenet-dev) and returns the golden model
+    decoded from the weight image, with the report of :func:`image_report` plus ``budget``,
+    ``method``, ``timings``. The image itself is in ``report['image_path']``.
+    """
+    graph = api.import_model(model_path)
+    files = api.calibration_files(calib_dir or api.DEFAULT_CALIB_DIR)
+    tgt = get_target(target)
+    data, rep = compress_cached(graph, files, tgt, budget=budget, seed=seed,
+                                use_torch=use_torch, progress=progress)
+    cfg_name = tgt.name if tgt.name in _configs() else "default"
+    qm = qmodel_from_image(data, graph, cfg_name)
+    path = api.cache_dir() / "compress" / f"{wformat.image_sha256(data)}.sqwi"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    rep = dict(rep, image_path=str(path))
+    return qm, rep
+
+
+# -- evaluation, sweep, command line ---------------------------------------------------------
+
+def split_files(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The honest split of a folder (name order): even positions calibrate and distil, odd
+    positions evaluate. The shared dev images are one per class, so no class is in both."""
+    files = list(files)
+    return files[0::2], files[1::2]
+
+
+def evaluate(qm: QModel, graph: Graph, files: Sequence[Path], progress: bool = False) -> dict:
+    """Float model (:func:`compiler.execute.execute`) vs golden integer model on ``files``:
+    top-1/top-5 against the labels in the ImageNet file names, and top-1 agreement."""
+    from .execute import execute
+    from .labels import class_of_filename
+
+    size = tuple(graph.input_shape[1:])
+    hits = dict.fromkeys(("float_top1", "float_top5", "int_top1", "int_top5"), 0)
+    agree = labelled = 0
+    for i, f in enumerate(files, 1):
+        x = load_image(f, size)
+        fl = execute(graph, x)
+        sc = qm.scores(x)
+        f5 = np.argsort(-fl, kind="stable")[:5]
+        i5 = np.lexsort((np.arange(sc.size), -sc))[:5]
+        agree += int(f5[0] == i5[0])
+        truth = class_of_filename(Path(f).name)
+        if truth is not None:
+            labelled += 1
+            hits["float_top1"] += int(f5[0] == truth)
+            hits["float_top5"] += int(truth in f5)
+            hits["int_top1"] += int(i5[0] == truth)
+            hits["int_top5"] += int(truth in i5)
+        if progress:
+            api._bar("evaluating", i, len(files))
+    out = {k: v / max(labelled, 1) for k, v in hits.items()}
+    out.update(n=len(files), labelled=labelled, agreement=agree / max(len(files), 1))
+    return out
+
+
+def evaluate_split(model_path: str | Path, target: str = "ulx3s-85f",
+                   calib_dir: str | Path | None = None, budget: int | None = None, seed: int = 0,
+                   use_torch: bool | None = None, progress: bool = False) -> dict:
+    """Compress on the even-position images of ``calib_dir`` and evaluate on the odd ones
+    (never seen by calibration or distillation). Returns the evaluation plus the size report."""
+    graph = api.import_model(model_path)
+    cal, ev = split_files(api.calibration_files(calib_dir or api.DEFAULT_CALIB_DIR))
+    data, rep = compress_cached(graph, cal, target, budget=budget, seed=seed,
+                                use_torch=use_torch, progress=progress)
+    qm = qmodel_from_image(data, graph, _config_name(target))
+    res = evaluate(qm, graph, ev, progress)
+    res.update({k: rep[k] for k in ("weight_bytes", "weight_ebr", "fits", "budget", "method")})
+    res["bits"] = {la["name"]: la["bits"] for la in rep["layers"]}
+    return res
+
+
+def _config_name(target: str | Target) -> str:
+    name = get_target(target).name
+    return name if name in _configs() else "default"
+
+
+def sweep(model_path: str | Path, budgets: Sequence[int], out_png: str | Path,
+          target: str = "ulx3s-85f", calib_dir: str | Path | None = None, seed: int = 0,
+          use_torch: bool | None = None, progress: bool = False) -> list[dict]:
+    """Compress at each byte budget (honest split, :func:`evaluate_split`) and plot integer
+    top-1 and agreement with the float model against weight bytes to ``out_png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for b in budgets:
+        r = evaluate_split(model_path, target, calib_dir, b, seed, use_torch, progress)
+        rows.append(r)
+        _log(progress, f"budget {b}: {r['weight_bytes']} bytes, top-1 {r['int_top1']:.3f} "
+                       f"(float {r['float_top1']:.3f}), agreement {r['agreement']:.3f}")
+    kib = [r["weight_bytes"] / 1024 for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.plot(kib, [r["int_top1"] for r in rows], "o-", label="compressed top-1")
+    ax.plot(kib, [r["agreement"] for r in rows], "s--", label="agreement with float")
+    if rows:
+        ax.axhline(rows[0]["float_top1"], color="gray", lw=1, label="float top-1")
+    tgt = get_target(target)
+    ax.axvline(tgt.weight_bytes / 1024, color="red", lw=1, ls=":", label=f"{tgt.name} budget")
+    ax.set_xlabel("weight bytes (KiB)")
+    ax.set_ylabel("fraction of images")
+    ax.set_title(f"{Path(model_path).name}: {rows[0]['n'] if rows else 0} held-out images")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``compress`` command line: one target (writes the image and prints the report) or, with
+    ``--budgets``, a sweep that writes a PNG plot."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m compiler.compress",
+                                 description="Compress a shared-weight model into a board's "
+                                             "block RAM; optionally sweep byte budgets.")
+    ap.add_argument("--model", required=True, help="ONNX model (e.g. the Deep-Compression v1.0)")
+    ap.add_argument("--target", default="ulx3s-85f", choices=sorted(TARGETS))
+    ap.add_argument("--images", default=None, help="calibration images (default: "
+                                                   "../shared/images/imagenet-dev)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-torch", action="store_true", help="no distillation even if PyTorch "
+                                                           "is installed")
+    ap.add_argument("--budgets", default=None,
+                    help="comma-separated weight budgets in KiB: sweep them (honest split)")
+    ap.add_argument("--plot", default="compression-sweep.png", help="PNG of the sweep")
+    ap.add_argument("--out", default=None, help="write the weight image here")
+    ap.add_argument("--json", default=None, help="write the report (or sweep rows) here")
+    args = ap.parse_args(argv)
+    use_torch = False if args.no_torch else None
+    if args.budgets:
+        budgets = [int(float(b) * 1024) for b in args.budgets.split(",") if b.strip()]
+        rows = sweep(args.model, budgets, args.plot, args.target, args.images, args.seed,
+                     use_torch, progress=True)
+        print(f"wrote {args.plot}")
+        doc = rows
+    else:
+        qm, doc = compress_for_target(args.model, args.target, args.images, args.seed,
+                                      use_torch=use_torch, progress=True)
+        print(f"{doc['target']}: {doc['weight_bytes']} weight bytes "
+              f"(budget {doc['weight_budget']}), {doc['weight_ebr']} EBR of "
+              f"{doc['ebr_available']}, fits: {doc['fits']}")
+        for la in doc["layers"]:
+            print(f"  {la['name']:18s} k={la['bits']} {la['encoding']:8s} "
+                  f"density {la['density']:.3f} {la['stream_bytes'] + la['param_bytes']:9.0f} B")
+        if args.out:
+            Path(args.out).write_bytes(Path(doc["image_path"]).read_bytes())
+            print(f"wrote {args.out}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
