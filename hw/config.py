@@ -22,7 +22,8 @@ class AccelConfig:
     """
 
     name: str = "default"
-    description: str = "SqueezeNet v1.1 dense int8 on a device with more block RAM than the ECP5-85F"
+    description: str = ("SqueezeNet v1.1 dense int8 on a device with more block RAM than the "
+                        "ECP5-85F")
 
     # -- numerics (docs/numerics.md) ---------------------------------------------------------
     #: bits of an activation (unsigned, after ReLU)
@@ -52,6 +53,41 @@ class AccelConfig:
     #: cycles from a read request to its first data beat
     fmap_read_latency: int = 20
 
+    # -- engine geometry (hw/engine.py, docs/engine.md) ------------------------------------------
+    #: multipliers per dot-product column: the input values one column multiplies per cycle
+    pe_lanes: int = 9
+    #: dot-product columns, each one output channel at a time (multipliers = lanes x columns)
+    pe_columns: int = 16
+    #: requantisation units (each a acc_bits x requant_mult_bits multiply: 2 MULT18X18D)
+    requant_units: int = 6
+    #: finished column groups that may wait for requantisation: covers the pipeline latency
+    #: (6 cycles) plus the drain of a group, so 3-pass groups (conv1) never stall
+    result_banks: int = 4
+    #: banks of every line buffer and pool memory (a power of two, at least pe_lanes)
+    buffer_banks: int = 16
+    #: values held by the squeeze-input buffer (power of two; at least two input pixels)
+    in_buffer_depth: int = 2048
+    #: values held by the window buffer (squeeze output, or a plain convolution's input)
+    window_buffer_depth: int = 8192
+    #: rows of the weight memory (each pe_columns x pe_lanes weights)
+    weight_depth: int = 9216
+    #: rows of the per-channel parameter memory (each pe_columns x (bias, multiplier, shift))
+    param_depth: int = 512
+    #: largest feature-map height or width
+    max_dim: int = 512
+    #: largest convolution kernel (height and width)
+    max_kernel: int = 7
+    #: largest number of channels of any tensor
+    max_channels: int = 1024
+    #: values held by the max pool's row memory (output width x channels)
+    pool_row_depth: int = 8192
+    #: input values per beat of the engine's input stream
+    in_lanes: int = 4
+    #: beats of the output FIFO
+    out_fifo_depth: int = 16
+    #: bits of the global-pool class scores
+    sum_bits: int = 32
+
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -63,6 +99,45 @@ class AccelConfig:
         if self.input_bits < self.act_bits:
             raise ValueError(f"AccelConfig.input_bits ({self.input_bits}) must be at least "
                              f"act_bits ({self.act_bits})")
+        self._check_geometry()
+
+    def _check_geometry(self):
+        for name in ("buffer_banks", "in_buffer_depth", "window_buffer_depth"):
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ValueError(f"AccelConfig.{name} must be a power of two, not {value!r}")
+        if self.buffer_banks < max(self.pe_lanes, self.requant_units):
+            raise ValueError(f"AccelConfig.buffer_banks ({self.buffer_banks}) must be at least "
+                             f"pe_lanes ({self.pe_lanes}) and requant_units "
+                             f"({self.requant_units})")
+        if self.in_lanes > self.buffer_banks:
+            raise ValueError(f"AccelConfig.in_lanes ({self.in_lanes}) must not exceed "
+                             f"buffer_banks ({self.buffer_banks})")
+        if self.requant_units > self.pe_columns:
+            raise ValueError(f"AccelConfig.requant_units ({self.requant_units}) must not exceed "
+                             f"pe_columns ({self.pe_columns})")
+        for name in ("in_buffer_depth", "window_buffer_depth", "pool_row_depth"):
+            if getattr(self, name) % self.buffer_banks:
+                raise ValueError(f"AccelConfig.{name} must be a multiple of buffer_banks "
+                                 f"({self.buffer_banks}), not {getattr(self, name)!r}")
+        if self.max_channels % self.buffer_banks:
+            raise ValueError(f"AccelConfig.max_channels must be a multiple of buffer_banks "
+                             f"({self.buffer_banks}), not {self.max_channels!r}")
+
+    @property
+    def multipliers(self) -> int:
+        """Multiply-accumulate multipliers of the engine (the ideal-cycle divisor)."""
+        return self.pe_lanes * self.pe_columns
+
+    @property
+    def dsp_multipliers(self) -> int:
+        """18x18 hardware multipliers the engine needs: MAC multipliers plus requantisers.
+
+        A requantiser multiplies an ``acc_bits`` accumulator by a ``requant_mult_bits``
+        multiplier: two 18x18 blocks for the default 32 x 16 bits.
+        """
+        pieces = -(-(self.acc_bits + 1) // 18) * -(-(self.requant_mult_bits + 1) // 18)
+        return self.multipliers + self.requant_units * pieces
 
     @property
     def act_max(self) -> int:

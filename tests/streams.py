@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["stream_put", "stream_get", "put_all", "get_n"]
+__all__ = ["stream_put", "stream_get", "put_all", "get_n", "get_until", "beats_of", "in_beats",
+           "values_of"]
 
 
 async def _idle(ctx, rng: random.Random | None, stall: float):
@@ -45,3 +46,58 @@ async def put_all(ctx, stream, payloads, **kw):
 
 async def get_n(ctx, stream, n: int, **kw) -> list:
     return [await stream_get(ctx, stream, **kw) for _ in range(n)]
+
+
+async def get_until(ctx, stream, done, **kw) -> list:
+    """Receive payloads until ``done(payload)`` is true for one (it is included)."""
+    out = []
+    while True:
+        p = await stream_get(ctx, stream, **kw)
+        out.append(p)
+        if done(p):
+            return out
+
+
+def beats_of(values, pixel: int, lanes: int, rng: random.Random | None = None) -> list[dict]:
+    """Cut a flat value list into beats (``data``/``count``/``last``) that never cross a pixel.
+
+    ``pixel`` values form a pixel; a beat carries 1..``lanes`` consecutive values (random sizes
+    with ``rng``, else full ones). The last beat has ``last`` set.
+    """
+    values = [int(v) for v in values]
+    beats = []
+    for start in range(0, len(values), pixel):
+        px = values[start : start + pixel]
+        i = 0
+        while i < len(px):
+            n = min(lanes, len(px) - i) if rng is None else rng.randint(1, min(lanes,
+                                                                              len(px) - i))
+            chunk = px[i : i + n]
+            beats.append({"data": chunk + [0] * (lanes - n), "count": n, "last": 0})
+            i += n
+    if beats:
+        beats[-1]["last"] = 1
+    return beats
+
+
+def values_of(beats) -> list[int]:
+    """The values of received beats (payload views or dicts), in order."""
+    out = []
+    for b in beats:
+        n = int(b["count"] if isinstance(b, dict) else b.count)
+        data = b["data"] if isinstance(b, dict) else b.data
+        out.extend(int(data[i]) for i in range(n))
+    return out
+
+
+def in_beats(values, lanes: int, rng: random.Random | None = None) -> list[dict]:
+    """Pack values into ``data``/``count`` beats of 1..``lanes`` values (random sizes with
+    ``rng``, else full ones), crossing pixel boundaries freely."""
+    values = [int(v) for v in values]
+    out, i = [], 0
+    while i < len(values):
+        n = min(lanes, len(values) - i) if rng is None else rng.randint(1, min(lanes,
+                                                                           len(values) - i))
+        out.append({"data": values[i : i + n] + [0] * (lanes - n), "count": n})
+        i += n
+    return out

@@ -1,0 +1,552 @@
+"""The streaming layer engine: Fire modules, conv1 and conv10 on one column array.
+
+One :class:`Engine` runs one layer per command (docs/engine.md):
+
+- a Fire module: the **squeeze** (stage A) reads input pixels from the input buffer and writes
+  its 8-bit results into the window buffer, which never leaves the chip; the **expand 1x1 and
+  expand 3x3** (stage B, two branches over the same window) read 3x3 windows of it, with zero
+  padding, and stream the concatenated output out;
+- a plain convolution (conv1 3x3/2 or 7x7/2, conv10 1x1 512 -> 1000 ...): stage B only, its
+  input streamed straight into the window buffer.
+
+Both stages run on the same :class:`hw.pe.ColumnArray`, whose columns take the role of squeeze,
+expand 1x1 or expand 3x3 pixel by pixel, so every multiplier works in every layer. A fused max
+pool or global sum (:mod:`hw.pool`) can sit on the output.
+
+Components: :class:`Sequencer` (the pixel cursors, the pass loop and the flow control of both
+buffers), :class:`Engine` (the whole datapath). ``LayerCmd`` is derived from
+:func:`hw.program.cmd_fields`, the single list of runtime fields.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .lbuf import SegmentBuffer
+from .pe import ColumnArray, RowStore, WeightReader
+from .pool import Beat, GlobalSum, MaxPool
+from .program import (
+    POOL_MAX,
+    POOL_SUM,
+    bias_row_bits,
+    cmd_fields,
+    field_widths,
+    requant_row_bits,
+    shift_bits,
+    weight_row_bits,
+)
+from .requant import DrainMeta, Requantizer, ResultDrain
+
+__all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
+           "LOAD_WEIGHTS", "LOAD_BIAS", "LOAD_REQUANT"]
+
+LOAD_WEIGHTS, LOAD_BIAS, LOAD_REQUANT = 0, 1, 2
+
+
+class LayerCmd(data.StructLayout):
+    """The runtime fields of one layer (:func:`hw.program.cmd_fields`, in that bit order)."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({name: (signed(bits) if sgn else unsigned(bits))
+                          for name, bits, sgn in cmd_fields(cfg)})
+
+
+class LoadBeat(data.StructLayout):
+    """One row for the weight (``LOAD_WEIGHTS``), bias or requantisation memory."""
+
+    def __init__(self, cfg: AccelConfig):
+        width = max(weight_row_bits(cfg), bias_row_bits(cfg), requant_row_bits(cfg))
+        abits = max(1, (max(cfg.weight_depth, cfg.param_depth) - 1).bit_length())
+        super().__init__({"target": 2, "addr": unsigned(abits), "data": unsigned(width)})
+
+
+class InBeat(data.StructLayout):
+    """``count`` (1..``in_lanes``) consecutive input values of the layer's input tensor."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({
+            "data": data.ArrayLayout(signed(cfg.input_bits), cfg.in_lanes),
+            "count": unsigned(cfg.in_lanes.bit_length()),
+        })
+
+
+class PassLayout(data.StructLayout):
+    """One pass of the column array: a segment read, a weight row and its group's bookkeeping."""
+
+    def __init__(self, cfg: AccelConfig):
+        w = field_widths(cfg)
+        super().__init__({
+            "stage_a": 1,                       # read the input buffer (squeeze) else the window
+            "addr": signed(w["abs"] + 1),       # absolute index of lane 0
+            "off": signed(w["row"] + 1),        # offset of lane 0 inside its row
+            "row_len": unsigned(w["row"]),
+            "row_ok": 1,
+            "wrow": unsigned(w["wrow"]),
+            "prow": unsigned(w["prow"]),
+            "first": 1,
+            "last": 1,
+            "meta": DrainMeta(cfg),
+        })
+
+
+class Sequencer(wiring.Component):
+    """Pixel cursors, pass loop and buffer flow control of one layer.
+
+    ``start`` (one cycle, with ``cmd`` stable from then on until ``idle``) begins a layer.
+    Every cycle with ``issue`` the sequencer presents one pass on ``pass_``. It only issues a
+    pass whose input values are written (``in_written``/``win_written``, counts of values written
+    to the input and window buffers), and the last pass of a group only when a result bank is
+    free (``release`` returns one). ``in_free``/``win_free`` are the absolute indices of the
+    oldest values still needed: writers may write index ``i`` only while
+    ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"Sequencer needs an AccelConfig, not {cfg!r}")
+        self._cfg = cfg
+        w = field_widths(cfg)
+        ab = w["abs"] + 1
+        super().__init__({
+            "cmd": In(LayerCmd(cfg)),
+            "start": In(1),
+            "in_written": In(unsigned(ab)),
+            "win_written": In(unsigned(ab)),
+            "release": In(1),
+            "issue": Out(1),
+            "pass_": Out(PassLayout(cfg)),
+            "in_free": Out(signed(ab + 1)),
+            "win_free": Out(signed(ab + 1)),
+            "issued_all": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        cmd = self.cmd
+        w = field_widths(cfg)
+        ab = w["abs"] + 2
+        lanes, cols = cfg.pe_lanes, cfg.pe_columns
+
+        # -- cursor A (squeeze pixels) --------------------------------------------------------
+        q = Signal(ab)
+        q_abs = Signal(signed(ab))     # q * Cin: first input value of pixel q
+        qm_abs = Signal(signed(ab))    # q * S: first squeeze value of pixel q
+
+        # -- cursor B (output pixels) ------------------------------------------------------
+        by = Signal(w["dim"] + 1)
+        bx = Signal(w["dim"] + 1)
+        b_done = Signal()
+        ys = Signal(signed(w["dim"] + 2))      # top row of the union window
+        ys_abs = Signal(signed(ab))            # ys * W * C
+        xb = Signal(signed(w["row"] + 1))      # left value offset of the union window
+
+        need_rows = Signal(signed(ab))
+        need_end = Signal(signed(ab))
+        need_start = Signal(signed(ab))
+        xend = Signal(signed(w["row"] + 2))
+        m.d.comb += [
+            need_rows.eq(Mux(ys + cmd.b_win_rows >= cmd.b_h, cmd.b_hlast,
+                             ys_abs + cmd.b_win_last)),
+            xend.eq(xb + cmd.b_win_bytes),
+            need_end.eq(need_rows + Mux(xend > cmd.b_rb, cmd.b_rb, xend)),
+            # while the window's top row is padding, the first real row is still wholly needed
+            # by the next output row (regression: v1.0 conv10, a 1x1 kernel with pad 1)
+            need_start.eq(Mux(ys < 0, 0, ys_abs + Mux(xb < 0, 0, xb))),
+        ]
+        b_last_pixel = Signal()
+        m.d.comb += b_last_pixel.eq((by + 1 == cmd.b_ho) & (bx + 1 == cmd.b_wo))
+
+        ready_a = Signal()
+        ready_b = Signal()
+        prefer_a = Signal()
+        win_free = Signal(signed(ab))
+        m.d.comb += [
+            ready_a.eq(cmd.fire & (q < cmd.a_pixels)
+                       & (self.in_written >= q_abs + cmd.a_cin)
+                       & (qm_abs + cmd.a_out <= win_free + cfg.window_buffer_depth)),
+            ready_b.eq(~b_done & (self.win_written >= need_end)),
+            prefer_a.eq(ready_a & (qm_abs < need_end + cmd.a_lead)),
+        ]
+
+        # -- the step (one pixel of one stage) and its pass loop ---------------------------
+        active = Signal()
+        is_a = Signal()
+        br = Signal()
+        g = Signal(w["groups"])
+        ky = Signal(w["kernel"])
+        j = Signal(w["nseg"])
+        abs_g0 = Signal(signed(ab))
+        abs_ky = Signal(signed(ab))
+        abs_cur = Signal(signed(ab))
+        off0 = Signal(signed(w["row"] + 2))
+        off_cur = Signal(signed(w["row"] + 2))
+        row0 = Signal(signed(w["dim"] + 2))
+        row = Signal(signed(w["dim"] + 2))
+        wrow = Signal(w["wrow"])
+        prow = Signal(w["prow"])
+        s_ys_abs = Signal(signed(ab))
+        s_xb = Signal(signed(w["row"] + 1))
+        s_ys = Signal(signed(w["dim"] + 2))
+        s_last = Signal()
+        in_free = Signal(signed(ab))
+        issued_all = Signal()
+        credits = Signal(range(cfg.result_banks + 1))
+
+        def bsel(name):
+            return Mux(br, getattr(cmd, f"g1_{name}"), getattr(cmd, f"g0_{name}"))
+
+        groups = Mux(is_a, cmd.a_groups, bsel("groups"))
+        kh = Mux(is_a, 1, bsel("kh"))
+        nseg = Mux(is_a, cmd.a_nseg, bsel("nseg"))
+        nlast = Mux(is_a, cmd.a_nlast, bsel("nlast"))
+        ymax = Mux(is_a, cmd.a_ymax, bsel("ymax"))
+
+        first = Signal()
+        last = Signal()
+        last_group = Signal()
+        last_branch = Signal()
+        step_end = Signal()
+        m.d.comb += [
+            first.eq((ky == 0) & (j == 0)),
+            last.eq((ky + 1 == kh) & (j + 1 == nseg)),
+            last_group.eq(g + 1 == groups),
+            last_branch.eq(is_a | ~cmd.b_two | br),
+            step_end.eq(last & last_group & last_branch),
+            # a group's last pass needs a free result bank (reserved here, released by the
+            # drain): the bank is written PIPELINE cycles later
+            self.issue.eq(active & (~last | (credits != 0))),
+        ]
+        p = self.pass_
+        m.d.comb += [
+            p.stage_a.eq(is_a),
+            p.addr.eq(abs_cur),
+            p.off.eq(off_cur),
+            p.row_len.eq(cmd.b_rb),
+            p.row_ok.eq((row >= 0) & (row < cmd.b_h)),
+            p.wrow.eq(wrow),
+            p.prow.eq(prow),
+            p.first.eq(first),
+            p.last.eq(last),
+            p.meta.nvalid.eq(Mux(last_group, nlast, cols)),
+            p.meta.dest.eq(is_a),
+            p.meta.ymax.eq(ymax),
+            p.meta.last.eq(~is_a & s_last & last_group & last_branch),
+            self.in_free.eq(in_free),
+            self.win_free.eq(win_free),
+            self.issued_all.eq(issued_all),
+        ]
+        m.d.sync += credits.eq(credits - (self.issue & last) + self.release)
+
+        # loading a step or a branch sets the whole pass state
+        def load_a():
+            m.d.sync += [
+                active.eq(1), is_a.eq(1), br.eq(0), g.eq(0), ky.eq(0), j.eq(0),
+                abs_g0.eq(q_abs), abs_ky.eq(q_abs), abs_cur.eq(q_abs),
+                off0.eq(0), off_cur.eq(0), row0.eq(0), row.eq(0),
+                wrow.eq(cmd.a_wbase), prow.eq(cmd.a_pbase),
+                in_free.eq(q_abs),
+                q.eq(q + 1), q_abs.eq(q_abs + cmd.a_cin), qm_abs.eq(qm_abs + cmd.a_out),
+            ]
+
+        def load_branch(k, ys_abs_v, xb_v, ys_v):
+            base = ys_abs_v + getattr(cmd, f"g{k}_dabs") + xb_v + getattr(cmd, f"g{k}_dbyte")
+            off = xb_v + getattr(cmd, f"g{k}_dbyte")
+            r0 = ys_v + getattr(cmd, f"g{k}_drow")
+            m.d.sync += [
+                active.eq(1), is_a.eq(0), br.eq(k), g.eq(0), ky.eq(0), j.eq(0),
+                abs_g0.eq(base), abs_ky.eq(base), abs_cur.eq(base),
+                off0.eq(off), off_cur.eq(off), row0.eq(r0), row.eq(r0),
+                wrow.eq(getattr(cmd, f"g{k}_wbase")), prow.eq(getattr(cmd, f"g{k}_pbase")),
+            ]
+
+        def load_b():
+            load_branch(0, ys_abs, xb, ys)
+            m.d.sync += [s_ys_abs.eq(ys_abs), s_xb.eq(xb), s_ys.eq(ys), s_last.eq(b_last_pixel),
+                         win_free.eq(need_start)]
+            with m.If(b_last_pixel):
+                m.d.sync += b_done.eq(1)
+            with m.If(bx + 1 == cmd.b_wo):
+                m.d.sync += [bx.eq(0), xb.eq(cmd.b_left), by.eq(by + 1),
+                             ys.eq(ys + cmd.b_stride), ys_abs.eq(ys_abs + cmd.b_rowstep)]
+            with m.Else():
+                m.d.sync += [bx.eq(bx + 1), xb.eq(xb + cmd.b_pix)]
+
+        def choose():
+            with m.If(prefer_a):
+                load_a()
+            with m.Elif(ready_b):
+                load_b()
+            with m.Elif(ready_a):
+                load_a()
+            with m.Else():
+                m.d.sync += active.eq(0)
+                with m.If(b_done):
+                    m.d.sync += issued_all.eq(1)
+
+        with m.If(self.start):
+            m.d.sync += [
+                active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks),
+                q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
+                by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
+                xb.eq(cmd.b_left),
+            ]
+        with m.Elif(~active):
+            with m.If(~issued_all):
+                choose()
+        with m.Elif(self.issue):
+            m.d.sync += wrow.eq(wrow + 1)
+            with m.If(~last):
+                with m.If(j + 1 == nseg):
+                    m.d.sync += [j.eq(0), ky.eq(ky + 1), abs_ky.eq(abs_ky + cmd.b_rb),
+                                 abs_cur.eq(abs_ky + cmd.b_rb), off_cur.eq(off0),
+                                 row.eq(row + 1)]
+                with m.Else():
+                    m.d.sync += [j.eq(j + 1), abs_cur.eq(abs_cur + lanes),
+                                 off_cur.eq(off_cur + lanes)]
+            with m.Elif(~last_group):
+                m.d.sync += [g.eq(g + 1), ky.eq(0), j.eq(0), abs_ky.eq(abs_g0),
+                             abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
+                             prow.eq(prow + 1)]
+            with m.Elif(~last_branch):
+                load_branch(1, s_ys_abs, s_xb, s_ys)
+            with m.Else():
+                choose()
+        return m
+
+
+class Engine(wiring.Component):
+    """The whole engine: sequencer, buffers, column array, requantisation, pools.
+
+    Streams:
+
+    - ``cmd``: a :class:`LayerCmd` (``hw.program.pack_cmd``); taken when the previous layer's
+      last output beat has left.
+    - ``load``: :class:`LoadBeat` rows for the weight, bias and requantisation memories.
+    - ``i``: :class:`InBeat` of the layer's input values (``input_bits`` signed), row-major
+      pixels, channels interleaved; a beat may cross pixels and rows.
+    - ``o``: :class:`hw.pool.Beat` of ``sum_bits`` values: the output in the same order (after
+      the fused pool, if any); ``last`` marks the layer's final beat.
+
+    ``weight_depth``/``param_depth`` override the configuration's memory depths (tests use small
+    ones); the command's base rows must fit them.
+    """
+
+    def __init__(self, cfg: AccelConfig, *, weight_depth: int | None = None,
+                 param_depth: int | None = None):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"Engine needs an AccelConfig, not {cfg!r}")
+        if cfg.requant_units > cfg.buffer_banks:
+            raise ValueError("requant_units must not exceed buffer_banks")
+        self._cfg = cfg
+        self._weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
+        self._param_depth = cfg.param_depth if param_depth is None else param_depth
+        super().__init__({
+            "cmd": In(stream.Signature(LayerCmd(cfg))),
+            "load": In(stream.Signature(LoadBeat(cfg))),
+            "i": In(stream.Signature(InBeat(cfg))),
+            "o": Out(stream.Signature(Beat(width=cfg.sum_bits, lanes=cfg.requant_units))),
+            "busy": Out(1),
+        })
+
+    @property
+    def config(self) -> AccelConfig:
+        return self._cfg
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        w = field_widths(cfg)
+        lanes, r = cfg.pe_lanes, cfg.requant_units
+        ab = w["abs"] + 1
+
+        m.submodules.seq = seq = Sequencer(cfg)
+        m.submodules.inbuf = inbuf = SegmentBuffer(
+            depth=cfg.in_buffer_depth, banks=cfg.buffer_banks, lanes=lanes, wlanes=cfg.in_lanes,
+            width=cfg.input_bits, row_bits=w["row"] + 2)
+        m.submodules.winbuf = winbuf = SegmentBuffer(
+            depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
+            wlanes=max(r, cfg.in_lanes),
+            width=cfg.input_bits, row_bits=w["row"] + 2)
+        m.submodules.weights = weights = WeightReader(cfg, self._weight_depth)
+        m.submodules.bias = bias = RowStore(width=bias_row_bits(cfg), depth=self._param_depth)
+        m.submodules.rq = rq = RowStore(width=requant_row_bits(cfg), depth=self._param_depth)
+        m.submodules.array = array = ColumnArray(cfg)
+        m.submodules.drain = drain = ResultDrain(cfg)
+        m.submodules.requant = requant = Requantizer(cfg)
+        obeat = Beat(width=cfg.score_bits, lanes=r)
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=obeat.size,
+                                                           depth=cfg.out_fifo_depth)
+        m.submodules.maxpool = maxpool = MaxPool(cfg)
+        m.submodules.gsum = gsum = GlobalSum(cfg)
+
+        # -- command -------------------------------------------------------------------------
+        cmd = Signal(LayerCmd(cfg))
+        busy = Signal()
+        # the sequencer starts the cycle after the command register is loaded
+        start = Signal()
+        m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy), seq.cmd.eq(cmd),
+                     seq.start.eq(start)]
+        m.d.sync += start.eq(self.cmd.valid & ~busy)
+        with m.If(self.cmd.valid & ~busy):
+            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += busy.eq(0)
+
+        # -- loading the memories ------------------------------------------------------------
+        ld = self.load.payload
+        m.d.comb += [
+            self.load.ready.eq(1),
+            weights.w_en.eq(self.load.valid & (ld.target == LOAD_WEIGHTS)),
+            weights.w_addr.eq(ld.addr), weights.w_data.eq(ld.data),
+            bias.w_en.eq(self.load.valid & (ld.target == LOAD_BIAS)),
+            bias.w_addr.eq(ld.addr), bias.w_data.eq(ld.data),
+            rq.w_en.eq(self.load.valid & (ld.target == LOAD_REQUANT)),
+            rq.w_addr.eq(ld.addr), rq.w_data.eq(ld.data),
+        ]
+
+        # -- input stream into the input buffer (Fire) or the window buffer ---------------
+        in_w = Signal(ab)
+        win_w = Signal(ab)
+        in_free_d = [Signal(signed(ab + 1), name=f"in_free_d{i}") for i in range(3)]
+        win_free_d = [Signal(signed(ab + 1), name=f"win_free_d{i}") for i in range(3)]
+        m.d.sync += [in_free_d[0].eq(seq.in_free), win_free_d[0].eq(seq.win_free)]
+        for i in range(1, 3):
+            m.d.sync += [in_free_d[i].eq(in_free_d[i - 1]), win_free_d[i].eq(win_free_d[i - 1])]
+        room = Signal()
+        in_end = Signal(ab + 1)
+        m.d.comb += in_end.eq(in_w + cfg.in_lanes)
+        m.d.comb += room.eq(Mux(cmd.fire, in_end <= in_free_d[2] + cfg.in_buffer_depth,
+                                in_end <= win_free_d[2] + cfg.window_buffer_depth))
+        m.d.comb += self.i.ready.eq(busy & ~seq.start & (in_w < cmd.in_total) & room)
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        with m.If(take):
+            m.d.sync += in_w.eq(in_w + self.i.payload.count)
+        m.d.comb += [
+            inbuf.w.valid.eq(take & cmd.fire),
+            inbuf.w.payload.addr.eq(in_w),
+            inbuf.w.payload.data.eq(self.i.payload.data),
+            inbuf.w.payload.count.eq(self.i.payload.count),
+            seq.in_written.eq(in_w),
+            seq.win_written.eq(Mux(cmd.fire, win_w, in_w)),
+        ]
+
+        # -- pass pipeline: t0 issue, t2 lanes and weights, t6 finished group --------------
+        ps = seq.pass_
+        m.d.comb += [
+            inbuf.r_en.eq(seq.issue & ps.stage_a),
+            inbuf.r_req.addr.eq(ps.addr),
+            inbuf.r_req.nomask.eq(1),
+            winbuf.r_en.eq(seq.issue & ~ps.stage_a),
+            winbuf.r_req.addr.eq(ps.addr),
+            winbuf.r_req.off.eq(ps.off),
+            winbuf.r_req.row_len.eq(ps.row_len),
+            winbuf.r_req.row_ok.eq(ps.row_ok),
+            winbuf.r_req.nomask.eq(0),
+            weights.r_en.eq(seq.issue),
+            weights.r_addr.eq(ps.wrow),
+        ]
+
+        def delay(sig, n, name):
+            regs = [Signal.like(sig, name=f"{name}_d{i + 1}") for i in range(n)]
+            prev = sig
+            for reg in regs:
+                m.d.sync += reg.eq(prev)
+                prev = reg
+            return regs
+
+        issue_d = delay(seq.issue, 6, "issue")
+        stage_a_d = delay(ps.stage_a, 2, "stage_a")
+        first_d = delay(ps.first, 2, "first")
+        last_d = delay(ps.last, 2, "last")
+        prow_d = delay(ps.prow, 4, "prow")
+        meta_d = delay(ps.meta, 6, "meta")
+
+        m.d.comb += [
+            array.en.eq(issue_d[1]),
+            array.first.eq(first_d[1]),
+            array.last.eq(last_d[1]),
+            array.x.eq(Mux(stage_a_d[1], inbuf.r_data.as_value(), winbuf.r_data.as_value())),
+            array.w.eq(weights.r_data),
+            # parameters: bias read at t3 (ready at t5, the accumulate stage); requantisation
+            # parameters read at t4 (ready at t6, with the finished group)
+            bias.r_en.eq(issue_d[2]), bias.r_addr.eq(prow_d[2]),
+            rq.r_en.eq(issue_d[3]), rq.r_addr.eq(prow_d[3]),
+            array.bias.as_value().eq(bias.r_data),
+        ]
+
+        sb = shift_bits(cfg)
+        rqw = cfg.requant_mult_bits + sb
+        m.d.comb += [
+            drain.push.eq(array.done),
+            drain.acc.eq(array.acc),
+            drain.meta.eq(meta_d[5]),
+        ]
+        for c in range(cfg.pe_columns):
+            word = rq.r_data[c * rqw: (c + 1) * rqw]
+            m.d.comb += [drain.shift[c].eq(word[:sb]), drain.mult[c].eq(word[sb:])]
+        m.d.comb += seq.release.eq(drain.release)
+
+        # -- requantisation and its destinations -----------------------------------------
+        inflight = Signal(range(Requantizer.LATENCY + 3))
+        # inflight counts a chunk one cycle after the drain issued it: keep two beats of margin
+        m.d.comb += drain.go.eq(ofifo.level + inflight + 3 < cfg.out_fifo_depth)
+        m.d.sync += inflight.eq(inflight + drain.q_valid - requant.out_valid)
+        m.d.comb += [
+            requant.valid.eq(drain.q_valid), requant.acc.eq(drain.q_acc),
+            requant.mult.eq(drain.q_mult), requant.shift.eq(drain.q_shift),
+            requant.meta.eq(drain.q_meta),
+        ]
+        ometa = requant.out_meta
+        to_win = Signal()
+        m.d.comb += to_win.eq(requant.out_valid & ometa.dest)
+        with m.If(seq.start):
+            m.d.sync += [in_w.eq(0), win_w.eq(0)]
+        with m.If(to_win & ~seq.start):
+            m.d.sync += win_w.eq(win_w + ometa.count)
+        # the window buffer is written by the squeeze results (Fire) or the input stream
+        with m.If(cmd.fire):
+            m.d.comb += [winbuf.w.valid.eq(to_win), winbuf.w.payload.addr.eq(win_w),
+                         winbuf.w.payload.count.eq(ometa.count)]
+            for lane in range(r):
+                m.d.comb += winbuf.w.payload.data[lane].eq(requant.y[lane])
+        with m.Else():
+            m.d.comb += [winbuf.w.valid.eq(take), winbuf.w.payload.addr.eq(in_w),
+                         winbuf.w.payload.count.eq(self.i.payload.count)]
+            for lane in range(cfg.in_lanes):
+                m.d.comb += winbuf.w.payload.data[lane].eq(self.i.payload.data[lane])
+
+        obw = Signal(obeat)
+        m.d.comb += [obw.data.eq(requant.y), obw.count.eq(ometa.count), obw.last.eq(ometa.last)]
+        m.d.comb += [ofifo.w_en.eq(requant.out_valid & ~ometa.dest), ofifo.w_data.eq(obw)]
+
+        # -- output: straight, through the max pool or through the global sum ------------
+        ob = data.View(obeat, ofifo.r_data)
+        for pool in (maxpool, gsum):
+            m.d.comb += [pool.c.eq(cmd.p_c), pool.h.eq(cmd.p_h), pool.w.eq(cmd.p_w)]
+        m.d.comb += [maxpool.ho.eq(cmd.p_ho), maxpool.wo.eq(cmd.p_wo)]
+        for pool, mode in ((maxpool, POOL_MAX), (gsum, POOL_SUM)):
+            m.d.comb += [pool.i.valid.eq(ofifo.r_rdy & (cmd.pool == mode)),
+                         pool.i.payload.eq(ob)]
+        with m.Switch(cmd.pool):
+            with m.Case(POOL_MAX):
+                m.d.comb += [ofifo.r_en.eq(maxpool.i.ready), self.o.valid.eq(maxpool.o.valid),
+                             self.o.payload.count.eq(maxpool.o.payload.count),
+                             self.o.payload.last.eq(maxpool.o.payload.last),
+                             maxpool.o.ready.eq(self.o.ready)]
+                for lane in range(r):
+                    m.d.comb += self.o.payload.data[lane].eq(maxpool.o.payload.data[lane])
+            with m.Case(POOL_SUM):
+                m.d.comb += [ofifo.r_en.eq(gsum.i.ready), self.o.valid.eq(gsum.o.valid),
+                             self.o.payload.eq(gsum.o.payload), gsum.o.ready.eq(self.o.ready)]
+            with m.Default():
+                m.d.comb += [ofifo.r_en.eq(self.o.ready), self.o.valid.eq(ofifo.r_rdy),
+                             self.o.payload.count.eq(ob.count),
+                             self.o.payload.last.eq(ob.last)]
+                for lane in range(r):
+                    m.d.comb += self.o.payload.data[lane].eq(ob.data[lane])
+        return m

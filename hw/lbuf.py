@@ -1,0 +1,161 @@
+"""Line buffers: a circular buffer of a feature map that reads a window segment per cycle.
+
+A feature map streams in as values in row-major pixel order with channels interleaved (the
+order of ``docs/engine.md``), so the ``i``-th value of the tensor has the *absolute index* ``i``.
+A :class:`SegmentBuffer` keeps the last ``depth`` values, spread over ``banks`` memories by
+``index mod banks``; any ``lanes <= banks`` consecutive values therefore sit in distinct banks
+and are read in one cycle. A kernel row of a convolution (``KW x C`` consecutive values of one
+input row) is a run of consecutive indices, so a window is read one ``lanes``-wide segment at a
+time, and zero padding is a lane mask: a lane whose value lies outside its row (left/right
+padding) or whose row lies outside the map (top/bottom padding) reads 0.
+
+Nothing here multiplies: the caller gives absolute indices, row offsets and row lengths.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SegmentWrite", "SegmentRead", "SegmentBuffer", "bank_row"]
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+def bank_row(base, bank: int, lb: int, ibits: int):
+    """Row inside bank ``bank`` of the value of a run starting at ``base`` that lands there."""
+    return (base[lb:] + _after(bank, base[:lb], 1 << lb))[:ibits]
+
+
+def _after(bank: int, lo, banks: int):
+    """1 when ``bank`` comes before the start bank ``lo``: its value is in the next bank row."""
+    return (bank < lo) if bank < banks - 1 else 0
+
+
+class SegmentWrite(data.StructLayout):
+    """Up to ``lanes`` values written at consecutive absolute indices ``addr ...``."""
+
+    def __init__(self, *, addr_bits: int, width: int, lanes: int):
+        super().__init__({
+            "addr": unsigned(addr_bits),
+            "data": data.ArrayLayout(signed(width), lanes),
+            "count": unsigned(lanes.bit_length()),
+        })
+
+
+class SegmentRead(data.StructLayout):
+    """A read request: ``lanes`` values from ``addr`` on, masked by their row.
+
+    Lane ``l`` is the value at ``addr + l``; it reads as 0 unless ``row_ok`` and
+    ``0 <= off + l < row_len`` (``off`` is the offset of lane 0 inside its row), or ``nomask``.
+    """
+
+    def __init__(self, *, addr_bits: int, row_bits: int):
+        super().__init__({
+            "addr": unsigned(addr_bits),
+            "off": signed(row_bits),
+            "row_len": unsigned(row_bits),
+            "row_ok": 1,
+            "nomask": 1,
+        })
+
+
+class SegmentBuffer(wiring.Component):
+    """A banked circular buffer: one segment write and one segment read per cycle.
+
+    Ports:
+
+    - ``w`` (stream, always ready): a :class:`SegmentWrite`; ``addr`` is the absolute index
+      modulo ``depth``. The caller guarantees that it never overwrites values still to be read.
+    - ``r_en``/``r_req``: a :class:`SegmentRead`; ``r_data`` holds the masked lanes two cycles
+      after ``r_en`` (one for the block RAM, one register after it) and keeps them otherwise.
+    """
+
+    def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
+                 row_bits: int):
+        for name, v in (("depth", depth), ("banks", banks), ("lanes", lanes),
+                        ("wlanes", wlanes), ("width", width), ("row_bits", row_bits)):
+            if not isinstance(v, int) or v <= 0:
+                raise TypeError(f"SegmentBuffer {name} must be a positive integer, not {v!r}")
+        if banks & (banks - 1) or depth & (depth - 1):
+            raise ValueError(f"SegmentBuffer banks ({banks}) and depth ({depth}) must be powers "
+                             f"of two")
+        if lanes > banks or wlanes > banks or depth < banks:
+            raise ValueError(f"SegmentBuffer needs lanes ({lanes}) and wlanes ({wlanes}) <= "
+                             f"banks ({banks}) <= depth ({depth})")
+        self._depth, self._banks, self._lanes = depth, banks, lanes
+        self._wlanes, self._width = wlanes, width
+        abits = _log2(depth)
+        super().__init__({
+            "w": In(stream.Signature(SegmentWrite(addr_bits=abits, width=width, lanes=wlanes),
+                                     always_ready=True)),
+            "r_en": In(1),
+            "r_req": In(SegmentRead(addr_bits=abits, row_bits=row_bits)),
+            "r_data": Out(data.ArrayLayout(signed(width), lanes)),
+        })
+
+    @property
+    def depth(self):
+        return self._depth
+
+    @property
+    def banks(self):
+        return self._banks
+
+    @property
+    def lanes(self):
+        return self._lanes
+
+    def elaborate(self, platform):
+        m = Module()
+        nb, lb = self._banks, _log2(self._banks)
+        bdepth = self._depth // nb
+        ibits = max(1, _log2(bdepth))
+
+        w = self.w.payload
+        wlo = w.addr[:lb]
+        whi = w.addr[lb:]
+        req = self.r_req
+        lo = req.addr[:lb]
+        hi = req.addr[lb:]
+        lo_q = Signal(lb)
+        mask_q = Signal(self._lanes)
+        with m.If(self.r_en):
+            m.d.sync += lo_q.eq(lo)
+            # lane l is inside its row when 0 <= off + l < row_len
+            m.d.sync += mask_q.eq(Cat(
+                req.nomask | (req.row_ok & (req.off + lane >= 0) & (req.off + lane < req.row_len))
+                for lane in range(self._lanes)))
+
+        rdata = []
+        for b in range(nb):
+            mem = memory.Memory(shape=signed(self._width), depth=bdepth, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync")
+            # the write lane that lands in bank b, and its row inside the bank
+            wsel = Signal(lb, name=f"wsel{b}")
+            m.d.comb += wsel.eq(b - wlo)
+            m.d.comb += [
+                wp.addr.eq((whi + _after(b, wlo, nb))[:ibits] if bdepth > 1 else 0),
+                wp.data.eq(w.data[wsel[: (self._wlanes - 1).bit_length() or 1]]
+                           if self._wlanes > 1 else w.data[0]),
+                wp.en.eq(self.w.valid & (wsel < w.count)),
+                rp.addr.eq((hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0),
+                rp.en.eq(self.r_en),
+            ]
+            rdata.append(rp.data)
+
+        # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
+        en_q = Signal()
+        m.d.sync += en_q.eq(self.r_en)
+        bank_data = Array(rdata)
+        with m.If(en_q):
+            for lane in range(self._lanes):
+                sel = Signal(lb, name=f"rsel{lane}")
+                m.d.comb += sel.eq(lo_q + lane)
+                m.d.sync += self.r_data[lane].eq(Mux(mask_q[lane], bank_data[sel], 0))
+        return m

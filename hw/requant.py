@@ -1,0 +1,202 @@
+"""Requantisation: finished accumulators to activations, exactly as docs/numerics.md says.
+
+    Y = clamp((acc * M + (1 << (SH - 1))) >> SH, 0, Ymax)
+
+- :class:`ResultDrain`: holds up to ``result_banks`` finished column groups (their
+  accumulators, multipliers and shifts) and hands them to the requantiser
+  ``requant_units`` channels per cycle.
+- :class:`Requantizer`: ``requant_units`` parallel multiply / round / shift / clamp pipelines.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AccelConfig
+from .program import shift_bits
+
+__all__ = ["DrainMeta", "ChunkMeta", "ResultDrain", "Requantizer"]
+
+
+class DrainMeta(data.StructLayout):
+    """What travels with a finished group: valid channels, destination, clamp, layer end."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({
+            "nvalid": unsigned(cfg.pe_columns.bit_length()),
+            "dest": 1,          # 0: output stream, 1: window buffer (a squeeze result)
+            "ymax": unsigned(cfg.score_bits),
+            "last": 1,          # the layer's final group
+        })
+
+
+class ChunkMeta(data.StructLayout):
+    """What travels with a chunk of up to ``requant_units`` channels."""
+
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({
+            "count": unsigned(cfg.requant_units.bit_length()),
+            "dest": 1,
+            "ymax": unsigned(cfg.score_bits),
+            "last": 1,          # the layer's final chunk
+        })
+
+
+class ResultDrain(wiring.Component):
+    """A queue of finished groups, drained ``requant_units`` channels per cycle.
+
+    ``push`` stores ``acc``/``mult``/``shift``/``meta`` of a finished group; the caller
+    guarantees a free entry (it reserves one per group, and gets it back with ``release``).
+    Every cycle with ``go`` and an entry present, the next chunk of the oldest entry appears on
+    ``q_*`` one cycle later with ``q_valid``; ``release`` pulses when an entry's last chunk left.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"ResultDrain needs an AccelConfig, not {cfg!r}")
+        self._cfg = cfg
+        cols, r = cfg.pe_columns, cfg.requant_units
+        sb = shift_bits(cfg)
+        super().__init__({
+            "push": In(1),
+            "acc": In(data.ArrayLayout(signed(cfg.acc_bits), cols)),
+            "mult": In(data.ArrayLayout(unsigned(cfg.requant_mult_bits), cols)),
+            "shift": In(data.ArrayLayout(unsigned(sb), cols)),
+            "meta": In(DrainMeta(cfg)),
+            "go": In(1),
+            "release": Out(1),
+            "q_valid": Out(1),
+            "q_acc": Out(data.ArrayLayout(signed(cfg.acc_bits), r)),
+            "q_mult": Out(data.ArrayLayout(unsigned(cfg.requant_mult_bits), r)),
+            "q_shift": Out(data.ArrayLayout(unsigned(sb), r)),
+            "q_meta": Out(ChunkMeta(cfg)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        cols, r, nb = cfg.pe_columns, cfg.requant_units, cfg.result_banks
+        nchunks_max = -(-cols // r)
+        sb = shift_bits(cfg)
+
+        e_acc = [Signal(data.ArrayLayout(signed(cfg.acc_bits), cols), name=f"e_acc{i}")
+                 for i in range(nb)]
+        e_mult = [Signal(data.ArrayLayout(unsigned(cfg.requant_mult_bits), cols),
+                         name=f"e_mult{i}") for i in range(nb)]
+        e_shift = [Signal(data.ArrayLayout(unsigned(sb), cols), name=f"e_shift{i}")
+                   for i in range(nb)]
+        e_meta = [Signal(DrainMeta(cfg), name=f"e_meta{i}") for i in range(nb)]
+        pbits = max(1, (nb - 1).bit_length())
+        wr = Signal(pbits)
+        rd = Signal(pbits)
+        count = Signal(range(nb + 1))
+        chunk = Signal(range(nchunks_max))
+
+        def bump(p):
+            return Mux(p == nb - 1, 0, p + 1)
+
+        with m.If(self.push):
+            for i in range(nb):
+                with m.If(wr == i):
+                    m.d.sync += [e_acc[i].eq(self.acc), e_mult[i].eq(self.mult),
+                                 e_shift[i].eq(self.shift), e_meta[i].eq(self.meta)]
+            m.d.sync += wr.eq(bump(wr))
+
+        head_meta = Array(e_meta)[rd]
+        nchunks = Signal(range(nchunks_max + 1))
+        m.d.comb += nchunks.eq(Array(Const(-(-n // r), range(nchunks_max + 1))
+                                     for n in range(cols + 1))[head_meta.nvalid])
+        final = Signal()
+        m.d.comb += final.eq(chunk == nchunks - 1)
+        issue = Signal()
+        m.d.comb += issue.eq(self.go & (count != 0))
+
+        m.d.sync += self.q_valid.eq(issue)
+        with m.If(issue):
+            for lane in range(r):
+                accs, mults, shifts = [], [], []
+                for i in range(nb):
+                    for k in range(nchunks_max):
+                        col = min(k * r + lane, cols - 1)
+                        accs.append(e_acc[i][col])
+                        mults.append(e_mult[i][col])
+                        shifts.append(e_shift[i][col])
+                sel = rd * nchunks_max + chunk
+                m.d.sync += [self.q_acc[lane].eq(Array(accs)[sel]),
+                             self.q_mult[lane].eq(Array(mults)[sel]),
+                             self.q_shift[lane].eq(Array(shifts)[sel])]
+            left = Signal(range(cols + 1))
+            m.d.comb += left.eq(head_meta.nvalid - chunk * r)
+            m.d.sync += [
+                self.q_meta.count.eq(Mux(left > r, r, left)),
+                self.q_meta.dest.eq(head_meta.dest),
+                self.q_meta.ymax.eq(head_meta.ymax),
+                self.q_meta.last.eq(head_meta.last & final),
+            ]
+            with m.If(final):
+                m.d.sync += [chunk.eq(0), rd.eq(bump(rd))]
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+        m.d.comb += self.release.eq(issue & final)
+        m.d.sync += count.eq(count + self.push - (issue & final))
+        return m
+
+
+class Requantizer(wiring.Component):
+    """``requant_units`` lanes of ``clamp((acc * M + 2**(SH-1)) >> SH, 0, ymax)``.
+
+    Inputs are sampled every cycle; ``y``/``meta``/``valid`` follow four cycles later (product,
+    rounding add, shift, clamp: each registered). No back-pressure: the caller only feeds it
+    what the consumer can take.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"Requantizer needs an AccelConfig, not {cfg!r}")
+        self._cfg = cfg
+        r = cfg.requant_units
+        sb = shift_bits(cfg)
+        super().__init__({
+            "valid": In(1),
+            "acc": In(data.ArrayLayout(signed(cfg.acc_bits), r)),
+            "mult": In(data.ArrayLayout(unsigned(cfg.requant_mult_bits), r)),
+            "shift": In(data.ArrayLayout(unsigned(sb), r)),
+            "meta": In(ChunkMeta(cfg)),
+            "out_valid": Out(1),
+            "y": Out(data.ArrayLayout(unsigned(cfg.score_bits), r)),
+            "out_meta": Out(ChunkMeta(cfg)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        r = cfg.requant_units
+        pbits = cfg.acc_bits + cfg.requant_mult_bits + 1
+        sb = shift_bits(cfg)
+        valid = [Signal(name=f"v{i}") for i in range(4)]
+        meta = [Signal(ChunkMeta(cfg), name=f"meta{i}") for i in range(4)]
+        m.d.sync += [valid[0].eq(self.valid), meta[0].eq(self.meta)]
+        for i in range(1, 4):
+            m.d.sync += [valid[i].eq(valid[i - 1]), meta[i].eq(meta[i - 1])]
+        for lane in range(r):
+            prod = Signal(signed(pbits), name=f"prod{lane}")
+            sh1 = Signal(sb, name=f"sh1_{lane}")
+            tot = Signal(signed(pbits + 1), name=f"tot{lane}")
+            sh2 = Signal(sb, name=f"sh2_{lane}")
+            res = Signal(signed(pbits + 1), name=f"res{lane}")
+            m.d.sync += [
+                prod.eq(self.acc[lane] * self.mult[lane]),
+                sh1.eq(self.shift[lane]),
+                # round half up: add 2**(SH-1) before the floor shift (SH >= 1)
+                tot.eq(prod + ((Const(1, 1) << sh1) >> 1)[:pbits]),
+                sh2.eq(sh1),
+                res.eq(tot >> sh2),
+            ]
+            ymax = meta[2].ymax
+            m.d.sync += self.y[lane].eq(Mux(res < 0, 0, Mux(res > ymax, ymax, res)))
+        m.d.comb += [self.out_valid.eq(valid[3]), self.out_meta.eq(meta[3])]
+        return m

@@ -1,0 +1,165 @@
+// Compiled Verilator harness for hw.engine.Engine: runs one layer job, writes the output beats.
+//
+// usage: engine_layer JOB OUT
+//
+// JOB (little-endian uint32 words, written by sim/layer.py):
+//   magic 0x454e474e, version 1,
+//   n_load, load_words, cmd_words, n_in, in_words, out_words, last_bit,
+//   max_cycles, in_stall_permille, out_stall_permille, seed, 0, 0,
+//   n_load x load_words (packed LoadBeat payloads), cmd_words (packed LayerCmd),
+//   n_in x in_words (packed InBeat payloads).
+// OUT: uint32 n_beats, uint64 cycles (command accepted .. last beat taken, inclusive),
+//      uint64 in_done_cycle (relative: cycle the last input beat was taken),
+//      then n_beats x out_words (raw Beat payloads).
+//
+// The streams keep Amaranth's rules: valid and payload stay put until ready; a stall
+// probability holds input valid / output ready low on random cycles (xorshift generator).
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "Vengine_top.h"
+#include "verilated.h"
+
+namespace {
+
+uint32_t rng_state = 1;
+uint32_t next_rand() {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+bool stall(uint32_t permille) { return permille && (next_rand() % 1000) < permille; }
+
+template <std::size_t N>
+void set_words(VlWide<N>& port, const uint32_t* words, uint32_t n) {
+    for (std::size_t i = 0; i < N; ++i) port[i] = i < n ? words[i] : 0;
+}
+template <typename T>
+void set_words(T& port, const uint32_t* words, uint32_t n) {
+    uint64_t v = n > 0 ? words[0] : 0;
+    if (n > 1 && sizeof(T) > 4) v |= static_cast<uint64_t>(words[1]) << 32;
+    port = static_cast<T>(v);
+}
+template <std::size_t N>
+void get_words(const VlWide<N>& port, uint32_t* words, uint32_t n) {
+    for (uint32_t i = 0; i < n; ++i) words[i] = i < N ? port[i] : 0;
+}
+template <typename T>
+void get_words(const T& port, uint32_t* words, uint32_t n) {
+    uint64_t v = port;
+    for (uint32_t i = 0; i < n; ++i) words[i] = i < 2 ? static_cast<uint32_t>(v >> (32 * i)) : 0;
+}
+
+[[noreturn]] void fail(const char* msg) {
+    std::fprintf(stderr, "engine_layer: %s\n", msg);
+    std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 3) fail("usage: engine_layer JOB OUT");
+    FILE* f = std::fopen(argv[1], "rb");
+    if (!f) fail("cannot open the job file");
+    std::vector<uint32_t> job;
+    uint32_t word;
+    while (std::fread(&word, 4, 1, f) == 1) job.push_back(word);
+    std::fclose(f);
+    if (job.size() < 15 || job[0] != 0x454e474eu || job[1] != 1) fail("not a version-1 job");
+    const uint32_t n_load = job[2], load_words = job[3], cmd_words = job[4], n_in = job[5];
+    const uint32_t in_words = job[6], out_words = job[7], last_bit = job[8];
+    const uint32_t max_cycles = job[9], in_stall = job[10], out_stall = job[11];
+    rng_state = job[12] ? job[12] : 1;
+    const std::size_t need = 15 + std::size_t(n_load) * load_words + cmd_words +
+                             std::size_t(n_in) * in_words;
+    if (job.size() != need) fail("job file has the wrong length");
+    const uint32_t* loads = job.data() + 15;
+    const uint32_t* cmd = loads + std::size_t(n_load) * load_words;
+    const uint32_t* in = cmd + cmd_words;
+
+    Verilated::commandArgs(argc, argv);
+    auto* top = new Vengine_top;
+    auto tick = [&]() {
+        top->clk = 0;
+        top->eval();
+        top->clk = 1;
+        top->eval();
+    };
+    top->rst = 1;
+    top->clk = 0;
+    top->eval();
+    tick();
+    tick();
+    top->rst = 0;
+
+    // load the memories (the load stream is always ready)
+    top->load___05Fvalid = 1;
+    for (uint32_t b = 0; b < n_load; ++b) {
+        set_words(top->load___05Fpayload, loads + std::size_t(b) * load_words, load_words);
+        tick();
+    }
+    top->load___05Fvalid = 0;
+
+    set_words(top->cmd___05Fpayload, cmd, cmd_words);
+    top->cmd___05Fvalid = 1;
+    std::vector<uint32_t> beats;
+    std::vector<uint32_t> beat(out_words);
+    uint32_t idx = 0, n_beats = 0;
+    uint64_t cycles = 0, started = 0, in_done = 0;
+    bool running = false, done = false;
+    bool in_valid = false, out_ready = false;
+    for (uint64_t cycle = 0; cycle < max_cycles && !done; ++cycle) {
+        if (!in_valid && idx < n_in && !stall(in_stall)) {
+            in_valid = true;
+            set_words(top->i___05Fpayload, in + std::size_t(idx) * in_words, in_words);
+        }
+        top->i___05Fvalid = in_valid;
+        out_ready = !stall(out_stall);
+        top->o___05Fready = out_ready;
+        top->clk = 0;
+        top->eval();
+        const bool cmd_fire = top->cmd___05Fvalid && top->cmd___05Fready;
+        const bool in_fire = in_valid && top->i___05Fready;
+        const bool out_fire = top->o___05Fvalid && out_ready;
+        if (out_fire) {
+            get_words(top->o___05Fpayload, beat.data(), out_words);
+            beats.insert(beats.end(), beat.begin(), beat.end());
+            ++n_beats;
+            if ((beat[last_bit / 32] >> (last_bit % 32)) & 1) done = true;
+        }
+        top->clk = 1;
+        top->eval();
+        if (cmd_fire) {
+            running = true;
+            started = cycle;
+            top->cmd___05Fvalid = 0;
+        }
+        if (in_fire) {
+            in_valid = false;
+            if (++idx == n_in) in_done = cycle;
+        }
+        if (done) cycles = cycle - started + 1;
+    }
+    top->final();
+    delete top;
+    if (!running) fail("the engine never took the command");
+    if (!done) {
+        std::fprintf(stderr, "engine_layer: no last beat after %u cycles (%u beats, %u of %u "
+                     "inputs taken)\n", max_cycles, n_beats, idx, n_in);
+        return 3;
+    }
+    FILE* o = std::fopen(argv[2], "wb");
+    if (!o) fail("cannot write the output file");
+    in_done -= started;
+    std::fwrite(&n_beats, 4, 1, o);
+    std::fwrite(&cycles, 8, 1, o);
+    std::fwrite(&in_done, 8, 1, o);
+    std::fwrite(beats.data(), 4, beats.size(), o);
+    std::fclose(o);
+    return 0;
+}

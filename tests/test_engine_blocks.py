@@ -1,0 +1,233 @@
+"""Unit tests of the engine's blocks in Amaranth's simulator, against numpy models."""
+
+import random
+
+import numpy as np
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from compiler import golden
+from hw.config import AccelConfig
+from hw.lbuf import SegmentBuffer
+from hw.pe import ColumnArray
+from hw.requant import Requantizer, ResultDrain
+
+CFG = AccelConfig()
+SLOW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _sim(dut, *benches):
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for b in benches:
+        sim.add_testbench(b)
+    sim.run()
+
+
+@SLOW
+@given(seed=st.integers(0, 10_000))
+def test_segment_buffer_reads_masked_segments(seed):
+    rng = random.Random(seed)
+    depth, banks, lanes, wlanes = 64, 16, 9, 6
+    dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
+                        row_bits=12)
+    model = [0] * depth
+    checks = []
+
+    async def bench(ctx):
+        written = 0
+        for _ in range(60):
+            # write a run of 1..wlanes values at the next absolute indices (random idle cycles)
+            if rng.random() < 0.7:
+                n = rng.randint(1, wlanes)
+                vals = [rng.randint(-256, 255) for _ in range(n)]
+                ctx.set(dut.w.payload, {"addr": written % depth,
+                                        "data": vals + [0] * (wlanes - n), "count": n})
+                ctx.set(dut.w.valid, 1)
+            else:
+                ctx.set(dut.w.valid, 0)
+                vals = []
+            # read a segment somewhere in the written part
+            addr = rng.randrange(depth)
+            off = rng.randint(-12, 20)
+            row_len = rng.randint(1, 24)
+            row_ok = rng.random() < 0.85
+            ctx.set(dut.r_en, 1)
+            ctx.set(dut.r_req, {"addr": addr, "off": off, "row_len": row_len, "row_ok": row_ok,
+                                "nomask": 0})
+            expect = [model[(addr + i) % depth] if row_ok and 0 <= off + i < row_len else 0
+                      for i in range(lanes)]
+            # a read sees the memory before this cycle's write (the engine never reads a
+            # value in the cycle it is written: it waits for the written count)
+            for i, v in enumerate(vals):
+                model[(written + i) % depth] = v
+            written += len(vals)
+            await ctx.tick()
+            ctx.set(dut.w.valid, 0)
+            ctx.set(dut.r_en, 0)
+            await ctx.tick()
+            got = [ctx.get(dut.r_data[i]) for i in range(lanes)]
+            checks.append((got, expect))
+
+    _sim(dut, bench)
+    for got, expect in checks:
+        assert got == expect
+
+
+@SLOW
+@given(seed=st.integers(0, 10_000))
+def test_column_array_accumulates_groups(seed):
+    rng = np.random.default_rng(seed)
+    cfg = AccelConfig(pe_columns=4, requant_units=2)
+    dut = ColumnArray(cfg)
+    lanes, cols = cfg.pe_lanes, cfg.pe_columns
+    groups = []
+    for _ in range(5):
+        passes = int(rng.integers(1, 4))
+        x = rng.integers(-256, 256, size=(passes, lanes))
+        w = rng.integers(-127, 128, size=(passes, cols, lanes))
+        b = rng.integers(-(1 << 20), 1 << 20, size=cols)
+        groups.append((x, w, b, b + np.einsum("pl,pcl->c", x, w)))
+    got = []
+
+    async def drive(ctx):
+        sched = []
+        for gi, (x, _w, _b, _) in enumerate(groups):
+            for p in range(len(x)):
+                sched.append((gi, p, p == 0, p == len(x) - 1))
+                if rng.random() < 0.3:
+                    sched.append(None)        # an idle cycle between passes
+        bias_at = {}
+        for t, item in enumerate(sched):
+            if item is None:
+                ctx.set(dut.en, 0)
+            else:
+                gi, p, first, last = item
+                x, w, b, _ = groups[gi]
+                ctx.set(dut.en, 1)
+                ctx.set(dut.first, first)
+                ctx.set(dut.last, last)
+                ctx.set(dut.x, x[p].tolist())
+                ctx.set(dut.w, w[p].tolist())
+                if first:
+                    bias_at[t + 3] = b
+            if t in bias_at:
+                ctx.set(dut.bias, bias_at[t].tolist())
+            await ctx.tick()
+        ctx.set(dut.en, 0)
+        for t in range(len(sched), len(sched) + 3):
+            if t in bias_at:
+                ctx.set(dut.bias, bias_at[t].tolist())
+            await ctx.tick()
+
+    async def watch(ctx):
+        async for _clk, _rst, done, acc in ctx.tick().sample(dut.done, dut.acc):
+            if done:
+                got.append([int(acc[c]) for c in range(cols)])
+                if len(got) == len(groups):
+                    return
+
+    _sim(dut, drive, watch)
+    assert got == [g[3].tolist() for g in groups]
+
+
+@SLOW
+@given(seed=st.integers(0, 10_000))
+def test_requantizer_matches_golden(seed):
+    rng = np.random.default_rng(seed)
+    r = CFG.requant_units
+    dut = Requantizer(CFG)
+    n = 12
+    acc = rng.integers(-(1 << 31), 1 << 31, size=(n, r))
+    acc[: n // 2] >>= rng.integers(0, 24, size=(n // 2, r))
+    mult = rng.integers(0, 1 << 16, size=(n, r))
+    shift = rng.integers(1, 48, size=(n, r))
+    ymax = [255 if i % 2 else 65535 for i in range(n)]
+    got = []
+
+    async def drive(ctx):
+        for i in range(n):
+            ctx.set(dut.valid, 1)
+            ctx.set(dut.acc, acc[i].tolist())
+            ctx.set(dut.mult, mult[i].tolist())
+            ctx.set(dut.shift, shift[i].tolist())
+            ctx.set(dut.meta, {"count": r, "dest": 0, "ymax": ymax[i], "last": 0})
+            await ctx.tick()
+        ctx.set(dut.valid, 0)
+
+    async def watch(ctx):
+        async for _clk, _rst, valid, y, meta in ctx.tick().sample(dut.out_valid, dut.y,
+                                                                 dut.out_meta):
+            if valid:
+                got.append(([int(y[k]) for k in range(r)], int(meta.ymax)))
+                if len(got) == n:
+                    return
+
+    _sim(dut, drive, watch)
+    for i, (y, ym) in enumerate(got):
+        assert ym == ymax[i]
+        assert y == golden.requantize(acc[i], mult[i], shift[i], 0, ymax[i]).tolist()
+
+
+@SLOW
+@given(seed=st.integers(0, 10_000))
+def test_result_drain_chunks_in_order_under_backpressure(seed):
+    rng = random.Random(seed)
+    cfg = CFG
+    cols, r = cfg.pe_columns, cfg.requant_units
+    dut = ResultDrain(cfg)
+    groups = []
+    for gi in range(7):
+        nvalid = rng.randint(1, cols)
+        acc = [rng.randint(-(1 << 31), (1 << 31) - 1) for _ in range(cols)]
+        mult = [rng.randrange(1 << 16) for _ in range(cols)]
+        shift = [rng.randint(1, 47) for _ in range(cols)]
+        groups.append((nvalid, acc, mult, shift, gi == 6))
+    got = []
+
+    async def push(ctx):
+        credits = cfg.result_banks
+
+        async def tick():
+            # releases are counted at the clock edge (sampled before it), like the sequencer
+            nonlocal credits
+            _, _, released = await ctx.tick().sample(dut.release)
+            credits += released
+
+        for nvalid, acc, mult, shift, last in groups:
+            while credits == 0:
+                await tick()
+            ctx.set(dut.push, 1)
+            ctx.set(dut.acc, acc)
+            ctx.set(dut.mult, mult)
+            ctx.set(dut.shift, shift)
+            ctx.set(dut.meta, {"nvalid": nvalid, "dest": nvalid & 1, "ymax": nvalid,
+                               "last": last})
+            credits -= 1
+            await tick()
+            ctx.set(dut.push, 0)
+            while rng.random() < 0.3:
+                await tick()
+
+    async def pull(ctx):
+        async for _clk, _rst in ctx.tick():
+            ctx.set(dut.go, rng.random() < 0.6)
+            if ctx.get(dut.q_valid):
+                meta = ctx.get(dut.q_meta)
+                n = int(meta.count)
+                got.append((n, [int(ctx.get(dut.q_acc[k])) for k in range(n)],
+                            [int(ctx.get(dut.q_mult[k])) for k in range(n)],
+                            [int(ctx.get(dut.q_shift[k])) for k in range(n)],
+                            int(meta.dest), int(meta.ymax), int(meta.last)))
+                if meta.last:
+                    return
+
+    _sim(dut, push, pull)
+    expect = []
+    for nvalid, acc, mult, shift, last in groups:
+        for k in range(0, nvalid, r):
+            n = min(r, nvalid - k)
+            expect.append((n, acc[k:k + n], mult[k:k + n], shift[k:k + n], nvalid & 1, nvalid,
+                           int(last and k + r >= nvalid)))
+    assert got == expect
