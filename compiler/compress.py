@@ -42,7 +42,7 @@ from . import api, quant, wformat
 from .execute import conv_float, maxpool_float
 from .ir import Graph, IRError, Node
 from .preprocess import load_image
-from .qmodel import QConv, QFire, QGlobalSum, QMaxPool, QModel
+from .qmodel import QConv, QFire, QModel
 
 __all__ = [
     "Target", "TARGETS", "LayerPlan", "METHOD_VERSION",
@@ -652,25 +652,11 @@ def qmodel_from_image(data: bytes | list[wformat.CompressedLayer], graph: Graph,
             raise wformat.FormatError(f"layer {la.name!r}: image shape {la.shape}, model "
                                       f"{tuple(c.params['W'].shape)}")
         by[la.name] = _qconv(la)
-    qlayers = []
     for n in graph.nodes:
-        if n.op == "Conv":
-            qlayers.append(by[n.name])
-        elif n.op == "Fire":
-            qlayers.append(QFire(n.name, *(by[n.params[k].name]
-                                           for k in ("squeeze", "expand1x1", "expand3x3"))))
-        elif n.op == "MaxPool":
-            qlayers.append(QMaxPool(n.name, n.attrs["kernel"], n.attrs["stride"],
-                                    n.attrs["ceil_mode"], tuple(n.attrs["pads"])))
-        elif n.op == "GlobalAveragePool":
-            qlayers.append(QGlobalSum(n.name))
-        else:
-            raise IRError(f"node {n.name!r} ({n.op}) cannot be quantised; lower the graph first")
-    qm = QModel(name=graph.name, input_shape=tuple(graph.input_shape), layers=qlayers,
-                source_sha256=graph.source_sha256, config_name=cfg.name)
-    _, h, w = qm.input_shapes()[qlayers[-1].name]
-    qm.score_scale = by[convs[-1].name].out_scale / (h * w)
-    return qm
+        if n.op == "Fire":
+            by[n.name] = QFire(n.name, *(by[n.params[k].name]
+                                         for k in ("squeeze", "expand1x1", "expand3x3")))
+    return quant.assemble(graph, by, cfg)
 
 
 def image_report(data: bytes, target: Target | str) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .golden import im2col, pool_out_size
+from .golden import im2col, maxpool_any
 from .ir import Graph, IRError, Node
 
 __all__ = ["execute", "conv_float", "maxpool_float"]
@@ -29,21 +29,7 @@ def conv_float(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int,
 
 def maxpool_float(x: np.ndarray, kernel: int, stride: int, ceil_mode: bool,
                   pads: tuple[int, int, int, int]) -> np.ndarray:
-    c, h, w = x.shape
-    top, left, bottom, right = pads
-    ho = pool_out_size(h, kernel, stride, top, bottom, ceil_mode)
-    wo = pool_out_size(w, kernel, stride, left, right, ceil_mode)
-    need_h, need_w = (ho - 1) * stride + kernel, (wo - 1) * stride + kernel
-    xp = np.full((c, need_h, need_w), -np.inf, dtype=np.float32)
-    hh, ww = min(h, need_h - top), min(w, need_w - left)
-    xp[:, top : top + hh, left : left + ww] = x[:, :hh, :ww]
-    out = None
-    for ky in range(kernel):
-        for kx in range(kernel):
-            v = xp[:, ky : ky + (ho - 1) * stride + 1 : stride,
-                   kx : kx + (wo - 1) * stride + 1 : stride]
-            out = v.copy() if out is None else np.maximum(out, v)
-    return out
+    return maxpool_any(np.asarray(x, np.float32), kernel, stride, ceil_mode, pads)
 
 
 def _conv_node(n: Node, x: np.ndarray) -> np.ndarray:

@@ -117,12 +117,18 @@ def maxpool(x: np.ndarray, kernel: int, stride: int, ceil_mode: bool = True,
             pads: tuple[int, int, int, int] = (0, 0, 0, 0)) -> np.ndarray:
     """Max over ``kernel x kernel`` windows; positions outside the input do not take part."""
     _check_int("x", x, 3)
+    return maxpool_any(x, kernel, stride, ceil_mode, pads)
+
+
+def maxpool_any(x: np.ndarray, kernel: int, stride: int, ceil_mode: bool,
+                pads: tuple[int, int, int, int]) -> np.ndarray:
+    """:func:`maxpool` for integer or float tensors (the float executor uses it too)."""
     c, h, w = x.shape
     top, left, bottom, right = pads
     ho = pool_out_size(h, kernel, stride, top, bottom, ceil_mode)
     wo = pool_out_size(w, kernel, stride, left, right, ceil_mode)
     # Pad with the smallest value of the type so padding never wins the max.
-    fill = np.iinfo(x.dtype).min
+    fill = np.iinfo(x.dtype).min if np.issubdtype(x.dtype, np.integer) else -np.inf
     need_h = (ho - 1) * stride + kernel
     need_w = (wo - 1) * stride + kernel
     xp = np.full((c, need_h, need_w), fill, dtype=x.dtype)

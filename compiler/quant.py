@@ -22,7 +22,7 @@ from .ir import Graph, IRError, Node
 from .qmodel import QConv, QFire, QGlobalSum, QMaxPool, QModel
 
 __all__ = ["calibrate", "quantize", "calibration_points", "DEFAULT_PERCENTILE",
-           "CLASSIFIER_PERCENTILE"]
+           "CLASSIFIER_PERCENTILE", "assemble"]
 
 #: percentile of each 8-bit activation tensor that maps to 255 (DESIGN.md: 99.999 is best)
 DEFAULT_PERCENTILE = 99.999
@@ -177,6 +177,19 @@ def quantize(graph: Graph, ranges: dict[str, float], cfg: AccelConfig) -> QModel
             q3 = _quantize_conv(e3, s_sq, act_max, s_f, act_max, cfg)
             layers.append(QFire(n.name, qs, q1, q3))
             s_in, in_max = s_f, act_max
+        elif n.op not in ("MaxPool", "GlobalAveragePool"):
+            raise IRError(f"node {n.name!r} ({n.op}) cannot be quantised; lower the graph first")
+    return assemble(graph, {la.name: la for la in layers}, cfg)
+
+
+def assemble(graph: Graph, convs: dict, cfg: AccelConfig) -> QModel:
+    """The :class:`QModel` of a lowered chain from its quantised layers by node name: ``convs``
+    maps each Conv node's and each Fire node's name to its :class:`QConv` or :class:`QFire`
+    (pools carry no parameters and come from the graph)."""
+    layers = []
+    for n in graph.nodes:
+        if n.op in ("Conv", "Fire"):
+            layers.append(convs[n.name])
         elif n.op == "MaxPool":
             layers.append(QMaxPool(n.name, n.attrs["kernel"], n.attrs["stride"],
                                    n.attrs["ceil_mode"], tuple(n.attrs["pads"])))
@@ -187,6 +200,6 @@ def quantize(graph: Graph, ranges: dict[str, float], cfg: AccelConfig) -> QModel
     qm = QModel(name=graph.name, input_shape=tuple(graph.input_shape), layers=layers,
                 source_sha256=graph.source_sha256, config_name=cfg.name)
     _, h, w = qm.input_shapes()[layers[-1].name]
-    qm.score_scale = s_in / (h * w)
+    qm.score_scale = convs[graph.nodes[-2].name].out_scale / (h * w)
     return qm
 
