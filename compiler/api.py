@@ -34,7 +34,10 @@ DEFAULT_IMAGE = DATA / "photos" / "pelican.jpeg"
 DEFAULT_CALIB_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "imagenet-dev"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 #: bump when calibration changes meaning, so old cache entries are not reused
-CALIB_METHOD = f"topk-percentile-v1:{quant.DEFAULT_PERCENTILE}:{quant.CLASSIFIER_PERCENTILE}"
+CALIB_METHOD = (f"topk-percentile-v1:{quant.DEFAULT_PERCENTILE}:{quant.CLASSIFIER_PERCENTILE}"
+                f"+refine-v1:{','.join(map(str, quant.REFINE_FACTORS))}")
+#: calibration images (every other one, at most this many) that choose each tensor's range
+REFINE_IMAGES = 100
 
 
 def cache_dir() -> Path:
@@ -100,6 +103,14 @@ def load_ranges(graph: Graph, calib_dir: str | Path | None = None, limit: int | 
 
     ranges = quant.calibrate(graph, (load_image(f, size) for f in files), len(files),
                              progress=report)
+    subset = files[::2][:REFINE_IMAGES] if len(files) > 1 else files
+
+    def report_refine(i, n):
+        if progress:
+            _bar("choosing ranges", i, n)
+
+    ranges = quant.refine_ranges(graph, ranges, [load_image(f, size) for f in subset],
+                                 progress=report_refine)
     cached.parent.mkdir(parents=True, exist_ok=True)
     doc = {"method": CALIB_METHOD, "model_sha256": graph.source_sha256,
            "images": f"{Path(calib_dir).name} ({len(files)} images)", "ranges": ranges}

@@ -2,8 +2,9 @@
 
 Quantising a model takes a minute or more, so the quantised :class:`QModel` and the golden
 model's per-layer outputs for a photo are pickled under the cache folder, keyed by the bytes of
-the model, the photo and every source file of ``compiler/`` and ``hw/config.py`` (a change to the
-quantiser or the configuration retires the cache).
+the model, the photo, every source file of ``compiler/``, the bundled calibrations and
+``hw/config.py`` (a change to the quantiser, the calibration or the configuration retires the
+cache).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ def _cache_dir() -> Path:
 
 def _key(*files: Path) -> str:
     h = hashlib.sha256()
-    sources = sorted((ROOT / "compiler").glob("*.py")) + [ROOT / "hw" / "config.py"]
+    sources = (sorted((ROOT / "compiler").glob("*.py"))
+               + sorted((ROOT / "compiler" / "data").glob("calibration-*.json"))
+               + [ROOT / "hw" / "config.py"])
     for f in [*files, *sources]:
         h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()[:32]
