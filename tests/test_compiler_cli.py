@@ -62,8 +62,8 @@ def test_eval_writes_the_promised_keys(tmp_path):
 @pytest.mark.parametrize("model,min_agree,max_drop", [
     # Regression guards on the 200 calibration images (the acceptance figures are measured on
     # unseen images; see README). They fail if a change loses fidelity.
-    ("squeezenet1.1.onnx", 0.95, 0.02),
-    ("squeezenet1.0-deepcompression.onnx", 0.93, 0.03),
+    ("squeezenet1.1.onnx", 0.95, 0.015),
+    ("squeezenet1.0-deepcompression.onnx", 0.95, 0.02),
 ])
 def test_accuracy_on_the_dev_images(model, min_agree, max_drop):
     from compiler.__main__ import evaluate

@@ -113,3 +113,16 @@ def test_missing_calibration_folder_is_named(tmp_path):
 def test_shared_models_have_bundled_calibration_files():
     for sha in ("73467e6893009ac7", "aa6442292a40d29b"):
         assert (Path(api.DATA) / f"calibration-{sha}.json").is_file()
+
+
+def test_refine_ranges_repairs_a_range_that_is_far_too_wide():
+    g, xs = _small(8, size=43)
+    ranges = quant.calibrate(g, xs, len(xs))
+    bad = dict(ranges, conv1=ranges["conv1"] * 64)
+    fixed = quant.refine_ranges(g, bad, xs, factors=(1 / 64, 1.0))
+    assert fixed["conv1"] == pytest.approx(ranges["conv1"])
+    # every tensor ends at one of the offered multiples, the classifier untouched
+    for t, r in fixed.items():
+        assert any(r == pytest.approx(bad[t] * f) for f in (1 / 64, 1.0))
+    assert fixed[g.nodes[-2].name] == bad[g.nodes[-2].name]
+
