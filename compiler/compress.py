@@ -533,27 +533,6 @@ def match_channel_stats(graph: Graph, plans: list[LayerPlan], images: Sequence[n
 
 # -- integers --------------------------------------------------------------------------------------
 
-def _requant(m: np.ndarray, cfg: AccelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """``M / 2**SH ~= m`` per channel, docs/numerics.md's rule (``M`` in 2^15..2^16-1 where the
-    shift range allows; 0 for a dead channel)."""
-    mbits = cfg.requant_mult_bits
-    mult = np.zeros(m.shape, np.int64)
-    shift = np.ones(m.shape, np.int64)
-    for i, mi in enumerate(m):
-        if mi <= 0:
-            continue
-        sh = min(max((mbits - 1) - math.floor(math.log2(mi)), 1), cfg.requant_max_shift)
-        mm = round(mi * 2.0**sh)
-        if mm >= 1 << mbits and sh > 1:
-            sh -= 1
-            mm = round(mi * 2.0**sh)
-        if mm >= 1 << mbits:
-            raise IRError(f"requantisation multiplier {mi:.4g} (channel {i}) does not fit "
-                          f"{mbits} bits")
-        mult[i], shift[i] = mm, sh
-    return mult, shift
-
-
 def _signed_bits(a: np.ndarray) -> int:
     a = np.asarray(a, np.int64)
     hi = int(max(a.max(initial=0), -a.min(initial=0) - 1, 0))
@@ -611,7 +590,7 @@ def _integer_layer(c: Node, p: LayerPlan, s_in: float, in_max: int, s_out: float
                       f"{cfg.acc_bits} bits")
     dead = ~np.any(p.indices.reshape(p.indices.shape[0], -1), axis=1) & (bias == 0)
     m = np.where(dead, 0.0, s_in * s_w / s_out)
-    mult, shift = _requant(m, cfg)
+    mult, shift = quant._requant_params(m, cfg, f"layer {c.name!r}")
     return wformat.CompressedLayer(
         name=c.name, indices=p.indices.astype(np.int64), codebook=cb, entry_bits=e,
         bias=bias, mult=mult, shift=shift, bias_bits=max(2, _signed_bits(bias)),
