@@ -22,7 +22,7 @@ from hw.config import AccelConfig
 from hw.program import cmd_fields, cmd_width, pack_cmd, unpack_cmd
 
 from .qmodel import QModel
-from .wimage import NAME_BYTES, place_programs
+from .wimage import NAME_BYTES, check_preamble, place_programs
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "HEADER_BYTES", "ENTRY_FIXED_BYTES", "REGION_ALIGN",
@@ -179,18 +179,8 @@ def read_schedule(data: bytes, cfg: AccelConfig) -> Schedule:
     file, a command layout other than ``cfg``'s, or inconsistent sizes.
     """
     data = bytes(data)
-    if len(data) < 6:
-        raise ScheduleFormatError(f"not a layer schedule: {len(data)} bytes, shorter than the "
-                                  f"magic and version")
-    magic, version = struct.unpack_from("<4sH", data)
-    if magic != MAGIC:
-        raise ScheduleFormatError(f"not a layer schedule: magic {magic!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
-        raise ScheduleFormatError(f"layer schedule version {version}, expected "
-                                  f"{FORMAT_VERSION}")
-    if len(data) < HEADER_BYTES:
-        raise ScheduleFormatError(f"truncated layer schedule: {len(data)} bytes, the header "
-                                  f"alone is {HEADER_BYTES}")
+    check_preamble(data, MAGIC, FORMAT_VERSION, HEADER_BYTES, "layer schedule",
+                   ScheduleFormatError)
     (_, _, n, cmd_bits, cmd_bytes, entry_bytes, _, region, fmap, in_addr, in_bytes, out_addr,
      out_bytes, layout, sha) = _HEADER.unpack_from(data)
     if layout != cmd_layout_id(cfg) or cmd_bits != cmd_width(cfg):

@@ -255,6 +255,22 @@ def write_image(img: WeightImage) -> bytes:
     return out
 
 
+
+def check_preamble(data: bytes, magic: bytes, version: int, header_bytes: int, what: str,
+                   error: type[Exception]):
+    """Refuse ``data`` unless it starts with ``magic``, the little-endian u16 ``version`` and a
+    whole header of ``header_bytes``; the message names ``what`` the file should be."""
+    if len(data) < 6:
+        raise error(f"not a {what}: {len(data)} bytes, shorter than the magic and version")
+    got, ver = struct.unpack_from("<4sH", data)
+    if got != magic:
+        raise error(f"not a {what}: magic {got!r}, expected {magic!r}")
+    if ver != version:
+        raise error(f"{what} version {ver}, expected {version}")
+    if len(data) < header_bytes:
+        raise error(f"truncated {what}: {len(data)} bytes, the header alone is {header_bytes}")
+
+
 def read_image(data: bytes, cfg: AccelConfig | None = None) -> WeightImage:
     """The :class:`WeightImage` of ``data``.
 
@@ -263,18 +279,8 @@ def read_image(data: bytes, cfg: AccelConfig | None = None) -> WeightImage:
     another geometry than ``cfg``'s.
     """
     data = bytes(data)
-    if len(data) < 6:
-        raise ImageFormatError(f"not a dense weight image: {len(data)} bytes, shorter than the "
-                               f"magic and version")
-    magic, version = struct.unpack_from("<4sH", data)
-    if magic != MAGIC:
-        raise ImageFormatError(f"not a dense weight image: magic {magic!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
-        raise ImageFormatError(f"dense weight image version {version}, expected "
-                               f"{FORMAT_VERSION}")
-    if len(data) < HEADER_BYTES:
-        raise ImageFormatError(f"truncated dense weight image: {len(data)} bytes, the header "
-                               f"alone is {HEADER_BYTES}")
+    check_preamble(data, MAGIC, FORMAT_VERSION, HEADER_BYTES, "dense weight image",
+                   ImageFormatError)
     (_, _, n, cols, lanes, wb, bb, mb, sb, nw, npar, wrb, brb, rrb, _, sha, w_off, b_off, r_off,
      total) = _HEADER.unpack_from(data)
     g = Geometry(cols, lanes, wb, bb, mb, sb)
