@@ -177,21 +177,8 @@ class MaxPool(wiring.Component):
             with m.Else():
                 m.d.sync += c0.eq(c0 + self.i.payload.count)
 
-        even = ~x1[0]
-        half = x1 >> 1
-        emit_a = Signal()
-        emit_b = Signal()
-        m.d.comb += [
-            emit_a.eq(even & (x1 >= 2) & (half - 1 < self.wo)),
-            emit_b.eq((x1 + 1 == self.w) & (half < self.wo) & ~emit_a),
-        ]
-        hvals, hnew = [], []
-        for lane in range(lanes):
-            old = hp.value(lane)
-            new = b1.data[lane]
-            mx = Mux(old > new, old, new)
-            hnew.append(Mux(even, new, mx))
-            hvals.append(Mux(even & ~emit_a, new, mx))
+        emit_a, emit_b, half, hnew, hvals = _pool_axis(
+            m, x1, self.w, self.wo, [hp.value(lane) for lane in range(lanes)], b1.data, lanes)
         hp.write(m, v1, c1, b1.count, hnew)
         m.d.sync += h_valid.eq(v1 & (emit_a | emit_b))
         with m.If(v1):
@@ -222,21 +209,8 @@ class MaxPool(wiring.Component):
             with m.Else():
                 m.d.sync += [vc0.eq(vc0 + h_beat.count), kc.eq(kc + h_beat.count)]
 
-        yeven = ~y3[0]
-        yhalf = y3 >> 1
-        vemit_a = Signal()
-        vemit_b = Signal()
-        m.d.comb += [
-            vemit_a.eq(yeven & (y3 >= 2) & (yhalf - 1 < self.ho)),
-            vemit_b.eq((y3 + 1 == self.h) & (yhalf < self.ho) & ~vemit_a),
-        ]
-        vvals, vnew = [], []
-        for lane in range(lanes):
-            old = vp.value(lane)
-            new = b3.data[lane]
-            mx = Mux(old > new, old, new)
-            vnew.append(Mux(yeven, new, mx))
-            vvals.append(Mux(yeven & ~vemit_a, new, mx))
+        vemit_a, vemit_b, _, vnew, vvals = _pool_axis(
+            m, y3, self.h, self.ho, [vp.value(lane) for lane in range(lanes)], b3.data, lanes)
         vp.write(m, v3, a3, b3.count, vnew)
         o_beat = Signal(beat)
         m.d.sync += v4.eq(v3 & (vemit_a | vemit_b))
@@ -249,6 +223,32 @@ class MaxPool(wiring.Component):
         m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
                      out.fifo.r_en.eq(self.o.ready)]
         return m
+
+
+def _pool_axis(m, pos, size, out_size, olds, news, lanes):
+    """One axis of the 3x3/2 ceil-mode max pool, shared by the horizontal and vertical stages.
+
+    ``pos`` is the input position along the axis of the values ``news`` (one per lane), ``olds``
+    the partial maxima kept for them. An even position starts a window (and, from 2 on, closes
+    the one before: ``emit_a``); the last position closes the final ceil-mode window
+    (``emit_b``). Returns ``(emit_a, emit_b, pos >> 1, kept, emitted)``: the partial maxima to
+    store and the values to emit.
+    """
+    even = ~pos[0]
+    half = pos >> 1
+    emit_a = Signal()
+    emit_b = Signal()
+    m.d.comb += [
+        emit_a.eq(even & (pos >= 2) & (half - 1 < out_size)),
+        emit_b.eq((pos + 1 == size) & (half < out_size) & ~emit_a),
+    ]
+    kept, emitted = [], []
+    for lane in range(lanes):
+        old, new = olds[lane], news[lane]
+        mx = Mux(old > new, old, new)
+        kept.append(Mux(even, new, mx))
+        emitted.append(Mux(even & ~emit_a, new, mx))
+    return emit_a, emit_b, half, kept, emitted
 
 
 class GlobalSum(wiring.Component):
