@@ -27,7 +27,8 @@ import math
 from hw.config import AccelConfig
 
 __all__ = ["PIPELINE_LATENCY", "TAIL_CYCLES", "step_groups", "steady_cycles", "layer_cycles",
-           "ideal_cycles", "layer_macs", "utilisation"]
+           "ideal_cycles", "layer_macs", "utilisation", "STEP_OVERHEAD", "step_cycles",
+           "network_cycles"]
 
 #: cycles from a pass's issue to its group landing in a result bank (hw.engine: t0 .. t6)
 PIPELINE_LATENCY = 6
@@ -135,3 +136,32 @@ def layer_cycles(cfg: AccelConfig, prog) -> int:
 def utilisation(cfg: AccelConfig, prog) -> float:
     """Ideal cycles / predicted cycles: the share of the multipliers kept busy."""
     return ideal_cycles(cfg, prog) / layer_cycles(cfg, prog)
+
+
+#: cycles the top level spends between two steps: fetch, load and launch of a schedule row,
+#: and the final cycle of the step (hw/top.py)
+STEP_OVERHEAD = 4
+
+
+def step_cycles(cfg: AccelConfig, prog, entry) -> int:
+    """Expected cycles of one step of the top level (``entry``: its schedule entry): the layer,
+    bounded below by the memory port's time for the bytes it reads and writes (one word per
+    cycle), plus the memory's first-read latency and the writer's final burst."""
+    p = cfg.fmap_port_bytes
+    words = 0
+    if not entry.in_stream:
+        words += math.ceil(entry.in_bytes / p)
+    if not entry.out_stream:
+        words += math.ceil(entry.out_bytes / p)
+    body = max(layer_cycles(cfg, prog), words)
+    extra = STEP_OVERHEAD
+    if not entry.in_stream:
+        extra += cfg.fmap_read_latency + 3          # first burst: latency, FIFO, unpacking
+    if not entry.out_stream:
+        extra += 4 + min(math.ceil(entry.out_bytes / p), cfg.fmap_burst_bytes // p)
+    return int(body + extra)
+
+
+def network_cycles(cfg: AccelConfig, progs, sched) -> int:
+    """Expected cycles of a whole network on the top level (one frame, input at full rate)."""
+    return sum(step_cycles(cfg, p, e) for p, e in zip(progs, sched.entries))

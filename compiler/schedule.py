@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 MAGIC = b"SQSC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: ping-pong regions start on multiples of this many bytes
 REGION_ALIGN = 256
 
@@ -71,6 +71,10 @@ class ScheduleEntry:
     out_addr: int
     out_values: int
     out_value_bytes: int
+    #: the input comes from the top level's input stream, not from the memory (``in_addr`` 0)
+    in_stream: bool = False
+    #: the output goes to the top level's output stream, not to the memory (``out_addr`` 0)
+    out_stream: bool = False
 
     @property
     def in_bytes(self) -> int:
@@ -103,8 +107,17 @@ def _out_value_bytes(cfg: AccelConfig, prog) -> int:
     return value_bytes(cfg.act_bits if ymax <= cfg.act_max else cfg.score_bits)
 
 
-def build_schedule(cfg: AccelConfig, qm: QModel) -> Schedule:
+#: entry flags (the u16 at entry offset 50)
+FLAG_IN_STREAM, FLAG_OUT_STREAM = 1, 2
+
+
+def build_schedule(cfg: AccelConfig, qm: QModel, *, stream_io: bool = True) -> Schedule:
     """The schedule of ``qm`` for ``cfg``, its base rows those of ``wimage.build_image``.
+
+    With ``stream_io`` (the default) the first step reads the network input straight from the
+    top level's input stream and the last step sends the scores straight to its output stream,
+    so neither ever goes through the feature-map memory; without it the host puts the input at
+    address 0 and reads the scores from the memory.
 
     Raises ``ValueError`` when a step other than the last produces values wider than an
     activation (the next step could not read them).
@@ -119,13 +132,21 @@ def build_schedule(cfg: AccelConfig, qm: QModel) -> Schedule:
                              f"({cfg.input_bits}-bit engine input)")
         ios.append((p, in_vb, out_vb))
         in_vb = out_vb
-    biggest = max(max(p.cmd["in_total"] * ivb, p.out_values * ovb) for p, ivb, ovb in ios)
-    region = -(-biggest // REGION_ALIGN) * REGION_ALIGN
+    last = len(ios) - 1
+    sizes = [0]
+    for i, (p, ivb, ovb) in enumerate(ios):
+        if not (stream_io and i == 0):
+            sizes.append(p.cmd["in_total"] * ivb)
+        if not (stream_io and i == last):
+            sizes.append(p.out_values * ovb)
+    region = max(REGION_ALIGN, -(-max(sizes) // REGION_ALIGN) * REGION_ALIGN)
     sched = Schedule(qm.source_sha256, cmd_width(cfg), cmd_layout_id(cfg), region)
     for i, (p, ivb, ovb) in enumerate(ios):
         cmd = unpack_cmd(cfg, pack_cmd(cfg, p.cmd))
-        sched.entries.append(ScheduleEntry(p.name, cmd, (i % 2) * region, p.cmd["in_total"], ivb,
-                                           ((i + 1) % 2) * region, p.out_values, ovb))
+        in_s, out_s = stream_io and i == 0, stream_io and i == last
+        sched.entries.append(ScheduleEntry(
+            p.name, cmd, 0 if in_s else (i % 2) * region, p.cmd["in_total"], ivb,
+            0 if out_s else ((i + 1) % 2) * region, p.out_values, ovb, in_s, out_s))
     return sched
 
 
@@ -157,12 +178,17 @@ def write_schedule(cfg: AccelConfig, sched: Schedule) -> bytes:
         name = e.name.encode()
         if len(name) > NAME_BYTES:
             raise ScheduleFormatError(f"step name {e.name!r} is longer than {NAME_BYTES} bytes")
-        for addr, nbytes in ((e.in_addr, e.in_bytes), (e.out_addr, e.out_bytes)):
-            if addr + nbytes > sched.fmap_bytes:
+        for addr, nbytes, streamed in ((e.in_addr, e.in_bytes, e.in_stream),
+                                       (e.out_addr, e.out_bytes, e.out_stream)):
+            if streamed and addr:
+                raise ScheduleFormatError(f"step {e.name!r}: a streamed tensor has address "
+                                          f"{addr}, expected 0")
+            if not streamed and addr + nbytes > sched.fmap_bytes:
                 raise ScheduleFormatError(f"step {e.name!r}: {nbytes} bytes at {addr} exceed "
                                           f"the {sched.fmap_bytes} feature-map bytes")
         body += _ENTRY.pack(name, e.in_addr, e.in_values, e.out_addr, e.out_values,
-                            e.in_value_bytes, e.out_value_bytes, 0)
+                            e.in_value_bytes, e.out_value_bytes,
+                            FLAG_IN_STREAM * e.in_stream + FLAG_OUT_STREAM * e.out_stream)
         body += pack_cmd(cfg, e.cmd).to_bytes(cmd_bytes, "little")
     first, last = sched.entries[0], sched.entries[-1]
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(sched.entries), sched.cmd_bits, cmd_bytes,
@@ -200,13 +226,18 @@ def read_schedule(data: bytes, cfg: AccelConfig) -> Schedule:
     sched = Schedule("" if sha == bytes(32) else sha.hex(), cmd_bits, layout, region)
     for i in range(n):
         off = HEADER_BYTES + i * entry_bytes
-        name, ia, iv, oa, ov, ivb, ovb, _ = _ENTRY.unpack_from(data, off)
+        name, ia, iv, oa, ov, ivb, ovb, flags = _ENTRY.unpack_from(data, off)
+        if flags & ~(FLAG_IN_STREAM | FLAG_OUT_STREAM):
+            raise ScheduleFormatError(f"step {i}: unknown flags {flags:#06x}, expected only bits "
+                                      f"0 (input stream) and 1 (output stream)")
         word = int.from_bytes(data[off + ENTRY_FIXED_BYTES: off + entry_bytes], "little")
         if word >> cmd_bits:
             raise ScheduleFormatError(f"step {i}: command word has bits set above bit "
                                       f"{cmd_bits - 1}")
         sched.entries.append(ScheduleEntry(name.rstrip(b"\0").decode(), unpack_cmd(cfg, word),
-                                           ia, iv, ivb, oa, ov, ovb))
+                                           ia, iv, ivb, oa, ov, ovb,
+                                           bool(flags & FLAG_IN_STREAM),
+                                           bool(flags & FLAG_OUT_STREAM)))
     first, last = sched.entries[0], sched.entries[-1]
     if (in_addr, in_bytes, out_addr, out_bytes) != (first.in_addr, first.in_bytes,
                                                     last.out_addr, last.out_bytes):

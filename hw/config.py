@@ -52,6 +52,13 @@ class AccelConfig:
     fmap_port_bytes: int = 8
     #: cycles from a read request to its first data beat
     fmap_read_latency: int = 20
+    #: bytes of one burst of the top level's feature-map reader and writer (a multiple of the
+    #: port width; the schedule aligns every tensor to 256 bytes, so a burst never straddles one)
+    fmap_burst_bytes: int = 256
+    #: bits of a word address on the feature-map port (2**bits words of fmap_port_bytes)
+    fmap_addr_bits: int = 24
+    #: steps the top level's schedule memory holds
+    schedule_depth: int = 32
 
     # -- engine geometry (hw/engine.py, docs/engine.md) ------------------------------------------
     #: multipliers per dot-product column: the input values one column multiplies per cycle
@@ -102,6 +109,10 @@ class AccelConfig:
         self._check_geometry()
 
     def _check_geometry(self):
+        if self.fmap_burst_bytes % self.fmap_port_bytes or 256 % self.fmap_burst_bytes:
+            raise ValueError(f"AccelConfig.fmap_burst_bytes must be a multiple of "
+                             f"fmap_port_bytes ({self.fmap_port_bytes}) dividing 256, not "
+                             f"{self.fmap_burst_bytes!r}")
         for name in ("buffer_banks", "in_buffer_depth", "window_buffer_depth"):
             value = getattr(self, name)
             if value & (value - 1):

@@ -332,11 +332,13 @@ class Engine(wiring.Component):
       the fused pool, if any); ``last`` marks the layer's final beat.
 
     ``weight_depth``/``param_depth`` override the configuration's memory depths (tests use small
-    ones); the command's base rows must fit them.
+    ones); the command's base rows must fit them. ``init`` (an object with ``weight_rows``,
+    ``bias_rows`` and ``requant_rows``, such as :class:`compiler.wimage.WeightImage`) gives the
+    memories' initial contents, so a design can carry a whole model from configuration on.
     """
 
     def __init__(self, cfg: AccelConfig, *, weight_depth: int | None = None,
-                 param_depth: int | None = None):
+                 param_depth: int | None = None, init=None):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"Engine needs an AccelConfig, not {cfg!r}")
         if cfg.requant_units > cfg.buffer_banks:
@@ -344,6 +346,8 @@ class Engine(wiring.Component):
         self._cfg = cfg
         self._weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
         self._param_depth = cfg.param_depth if param_depth is None else param_depth
+        self._init = ((), (), ()) if init is None else \
+            (init.weight_rows, init.bias_rows, init.requant_rows)
         super().__init__({
             "cmd": In(stream.Signature(LayerCmd(cfg))),
             "load": In(stream.Signature(LoadBeat(cfg))),
@@ -371,9 +375,12 @@ class Engine(wiring.Component):
             depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
             wlanes=max(r, cfg.in_lanes),
             width=cfg.input_bits, row_bits=w["row"] + 2)
-        m.submodules.weights = weights = WeightReader(cfg, self._weight_depth)
-        m.submodules.bias = bias = RowStore(width=bias_row_bits(cfg), depth=self._param_depth)
-        m.submodules.rq = rq = RowStore(width=requant_row_bits(cfg), depth=self._param_depth)
+        w_init, b_init, r_init = self._init
+        m.submodules.weights = weights = WeightReader(cfg, self._weight_depth, init=w_init)
+        m.submodules.bias = bias = RowStore(width=bias_row_bits(cfg), depth=self._param_depth,
+                                            init=b_init)
+        m.submodules.rq = rq = RowStore(width=requant_row_bits(cfg), depth=self._param_depth,
+                                        init=r_init)
         m.submodules.array = array = ColumnArray(cfg)
         m.submodules.drain = drain = ResultDrain(cfg)
         m.submodules.requant = requant = Requantizer(cfg)

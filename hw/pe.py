@@ -30,14 +30,21 @@ class RowStore(wiring.Component):
     """A ``depth x width`` memory: one write and one registered read per cycle.
 
     ``r_data`` holds row ``r_addr`` two cycles after ``r_en`` and keeps it until the next read.
+    ``init``: initial rows (packed integers), e.g. a weight image's, so that the memory holds
+    them from configuration on (block RAM initial contents).
     """
 
-    def __init__(self, *, width: int, depth: int):
+    def __init__(self, *, width: int, depth: int, init=()):
         if not isinstance(width, int) or width <= 0:
             raise TypeError(f"RowStore width must be a positive integer, not {width!r}")
         if not isinstance(depth, int) or depth <= 0:
             raise TypeError(f"RowStore depth must be a positive integer, not {depth!r}")
-        self._width, self._depth = width, depth
+        init = [int(v) for v in init]
+        if len(init) > depth:
+            raise ValueError(f"RowStore init has {len(init)} rows, more than its depth {depth}")
+        if any(v < 0 or v >> width for v in init):
+            raise ValueError(f"RowStore init rows must be unsigned {width}-bit integers")
+        self._width, self._depth, self._init = width, depth, init
         abits = max(1, (depth - 1).bit_length())
         super().__init__({
             "w_en": In(1), "w_addr": In(abits), "w_data": In(width),
@@ -55,7 +62,7 @@ class RowStore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.mem = mem = memory.Memory(shape=unsigned(self._width), depth=self._depth,
-                                               init=[])
+                                               init=self._init)
         wp = mem.write_port()
         rp = mem.read_port(domain="sync")
         m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data),
@@ -71,15 +78,15 @@ class WeightReader(wiring.Component):
     """The weight-read path: row ``r_addr`` as ``pe_columns x pe_lanes`` signed weights.
 
     Latency two cycles (block RAM, register). ``w_*`` load packed rows
-    (``hw.program.pack_weight_rows``).
+    (``hw.program.pack_weight_rows``); ``init`` gives the rows it holds from configuration on.
     """
 
-    def __init__(self, cfg: AccelConfig, depth: int | None = None):
+    def __init__(self, cfg: AccelConfig, depth: int | None = None, init=()):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"WeightReader needs an AccelConfig, not {cfg!r}")
         self._cfg = cfg
         self._depth = cfg.weight_depth if depth is None else depth
-        self._store = RowStore(width=weight_row_bits(cfg), depth=self._depth)
+        self._store = RowStore(width=weight_row_bits(cfg), depth=self._depth, init=init)
         row = data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), cfg.pe_lanes),
                                cfg.pe_columns)
         abits = max(1, (self._depth - 1).bit_length())

