@@ -52,6 +52,10 @@ class AccelConfig:
     fmap_port_bytes: int = 8
     #: cycles from a read request to its first data beat
     fmap_read_latency: int = 20
+    #: what serves the port in simulation: "model" (hw.memport.ModelMemory: the width and
+    #: latency above, one beat per cycle) or "sdram" (the SDR SDRAM controller in front of the
+    #: checking chip model, as on the ULX3S)
+    fmap_memory: str = "model"
     #: bytes of one burst of the top level's feature-map reader and writer (a multiple of the
     #: port width; the schedule aligns every tensor to 256 bytes, so a burst never straddles one)
     fmap_burst_bytes: int = 256
@@ -109,6 +113,9 @@ class AccelConfig:
         self._check_geometry()
 
     def _check_geometry(self):
+        if self.fmap_memory not in ("model", "sdram"):
+            raise ValueError(f"AccelConfig.fmap_memory must be 'model' or 'sdram', not "
+                             f"{self.fmap_memory!r}")
         if self.fmap_burst_bytes % self.fmap_port_bytes or 256 % self.fmap_burst_bytes:
             raise ValueError(f"AccelConfig.fmap_burst_bytes must be a multiple of "
                              f"fmap_port_bytes ({self.fmap_port_bytes}) dividing 256, not "
@@ -180,6 +187,10 @@ CONFIGS: dict[str, AccelConfig] = {
         description="ULX3S (ECP5 LFE5U-85F): Deep-Compression SqueezeNet v1.0, 16-bit SDR SDRAM",
         fmap_port_bytes=2,
         fmap_read_latency=10,
+        fmap_memory="sdram",
+        # codebook entries of the compressed model are up to 16-bit signed (docs/numerics.md);
+        # an ECP5 multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
+        weight_bits=16,
     ),
 }
 

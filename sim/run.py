@@ -55,6 +55,8 @@ class Compiled:
     schedule: object        # compiler.schedule.Schedule
     image_bytes: bytes
     schedule_bytes: bytes
+    #: for a compressed target: the compressor's report (weight_bytes, weight_ebr, fits, ...)
+    target_report: dict | None = None
 
     @property
     def steps(self):
@@ -80,9 +82,24 @@ def _compile_key(model: Path, cfg: AccelConfig) -> str:
     return h.hexdigest()[:32]
 
 
+#: the model each configuration runs by default
+DEFAULT_MODELS = {"ulx3s-85f": ROOT / "compiler" / "data" / "squeezenet1.0-deepcompression.onnx"}
+
+
+def default_model(cfg: AccelConfig) -> Path:
+    from compiler.api import DEFAULT_MODEL
+    return DEFAULT_MODELS.get(cfg.name, DEFAULT_MODEL)
+
+
 def _load_qmodel(model: Path, cfg: AccelConfig):
+    """``(qmodel, report)``: the integer model ``cfg``'s hardware carries: for ``ulx3s-85f``
+    the compressed model (shared codebooks under the board's byte budget,
+    ``compiler/compress.py``) and the compressor's report, else int8 and None."""
+    if cfg.name == "ulx3s-85f":
+        from compiler.compress import load_target_model
+        return load_target_model(model, cfg.name)
     from compiler.api import load_model
-    return load_model(model, config=cfg)
+    return load_model(model, config=cfg), None
 
 
 def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compiled:
@@ -99,11 +116,11 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
             return pickle.load(f)
     if progress:
         print(f"compiling {model.name} for {cfg.name} ...", file=sys.stderr, flush=True)
-    qm = _load_qmodel(model, cfg)
+    qm, report = _load_qmodel(model, cfg)
     img = wimage.build_image(cfg, qm)
     sched = schedule.build_schedule(cfg, qm)
     result = Compiled(qm, img, sched, wimage.write_image(img),
-                      schedule.write_schedule(cfg, sched))
+                      schedule.write_schedule(cfg, sched), report)
     tmp = path.with_suffix(f".tmp{id(result)}")
     with open(tmp, "wb") as f:
         pickle.dump(result, f)
@@ -281,6 +298,7 @@ def simulate(cfg: AccelConfig, comp: Compiled, x: np.ndarray, exe: Path, *,
 
     st, n_scores = (int(v) for v in take(np.uint32, 2))
     dev_cycles, h_cycles, rd_words, wr_words = (int(v) for v in take(np.uint64, 4))
+    mem_error = int(take(np.uint32)[0])
     n_rec = int(take(np.uint32)[0])
     recs = []
     for _ in range(n_rec):
@@ -322,6 +340,9 @@ def simulate(cfg: AccelConfig, comp: Compiled, x: np.ndarray, exe: Path, *,
                        f"{n_scores} scores out); the design hangs")
     if first_mismatch is None and not np.array_equal(scores, ref_scores):
         first_mismatch = "scores"
+    if mem_error:
+        raise SimError("the feature-map memory model reported a protocol violation (SDRAM "
+                       "command timing): the controller broke the datasheet's rules")
     return SimResult(scores, dev_cycles, h_cycles, (rd_words + wr_words) * p, records,
                      first_mismatch, sim_s)
 
@@ -352,14 +373,21 @@ def run(model=None, image=None, config: str = "default", *, trace: str | None = 
         progress: bool = False) -> dict:
     """The whole flow; the report as a dict (keys of the module docstring)."""
     from compiler import labels
-    from compiler.api import DEFAULT_IMAGE, DEFAULT_MODEL
+    from compiler.api import DEFAULT_IMAGE
     from compiler.preprocess import load_image
+    from sim.design import memory_bytes
 
     t0 = time.monotonic()
     cfg = get_config(config)
-    model = Path(DEFAULT_MODEL if model is None else model)
+    model = Path(default_model(cfg) if model is None else model)
     image = Path(DEFAULT_IMAGE if image is None else image)
+    if not image.is_file():
+        raise FileNotFoundError(f"image file {str(image)!r} does not exist")
     comp = compile_model(model, cfg, progress=progress)
+    if comp.schedule.fmap_bytes > memory_bytes(cfg):
+        raise ValueError(f"{model.name} needs {comp.schedule.fmap_bytes:,} bytes of feature-map "
+                         f"memory; the simulated memory of {cfg.name} has "
+                         f"{memory_bytes(cfg):,}")
     x = load_image(image, tuple(comp.qmodel.input_shape[1:]))
     exe = build(cfg, trace=trace, progress=progress)
     res = simulate(cfg, comp, x, exe, trace_file=trace_file, trace_cycles=trace_cycles,
@@ -381,7 +409,10 @@ def run(model=None, image=None, config: str = "default", *, trace: str | None = 
         "utilization": round(ideal / res.cycles, 4) if res.cycles else 0.0,
         "clk_mhz": cfg.clk_hz / 1e6,
         "ms_per_frame": round(1e3 * res.cycles / cfg.clk_hz, 3),
-        "weight_bytes": img.weight_bytes + img.param_bytes,
+        "weight_bytes": (comp.target_report["weight_bytes"] if comp.target_report
+                         else img.weight_bytes + img.param_bytes),
+        "weight_format": ("compressed (the simulated design holds the decoded dense rows)"
+                          if comp.target_report else "dense"),
         "buffer_bytes": buffer_bytes(cfg),
         "fmap_bytes_moved": res.fmap_bytes_moved,
         "fmap_port_bytes": cfg.fmap_port_bytes,
@@ -465,7 +496,8 @@ def write_report(report: dict, directory) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.run",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("--model", help="ONNX SqueezeNet (default: the bundled SqueezeNet v1.1)")
+    ap.add_argument("--model", help="ONNX SqueezeNet (default: the bundled SqueezeNet v1.1; "
+                    "for ulx3s-85f the bundled Deep-Compression v1.0, compressed)")
     ap.add_argument("--image", help="photo to classify (default: the bundled pelican.jpeg)")
     ap.add_argument("--config", default="default",
                     help="accelerator configuration (default, ulx3s-85f)")
@@ -478,8 +510,8 @@ def main(argv=None) -> int:
     ap.add_argument("--report", help="write the per-layer table, JSON and PNG chart here")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
-    from compiler.preprocess import ImageError
     from compiler.ir import IRError
+    from compiler.preprocess import ImageError
 
     trace = "vcd" if args.vcd else "fst" if args.fst else None
     try:
@@ -493,15 +525,16 @@ def main(argv=None) -> int:
     print(f"image     {report['image']}")
     print("top-5     " + "\n          ".join(f"{i:>4} {label:<40} {score}"
                                              for i, label, score in report["top5"]))
-    verdict = "yes" if report["bit_exact"] else f"NO: first differing step {report['first_mismatch']}"
+    verdict = ("yes" if report["bit_exact"]
+               else f"NO: first differing step {report['first_mismatch']}")
     print(f"bit-exact {verdict}")
     print(f"cycles    {report['cycles']:,} (ideal {report['ideal_cycles']:,.0f}, model "
           f"{report['predicted_cycles']:,}); {report['ms_per_frame']} ms per frame at "
           f"{report['clk_mhz']:g} MHz")
     print(f"MACs      {report['multipliers']} multipliers, utilisation "
           f"{report['utilization']:.1%}")
-    print(f"on chip   weights {report['weight_bytes']:,} bytes, buffers "
-          f"{report['buffer_bytes']:,} bytes")
+    print(f"on chip   weights {report['weight_bytes']:,} bytes ({report['weight_format']}), "
+          f"buffers {report['buffer_bytes']:,} bytes")
     print(f"fmap      {report['fmap_bytes_moved']:,} bytes moved ({report['fmap_port_bytes']}-byte "
           f"port, read latency {report['fmap_read_latency']} cycles)")
     print(f"time      simulation {report['sim_s']} s ({report['sim_cycles_per_s']:,} cycles/s), "
@@ -515,4 +548,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module, not __main__, so that pickled results name sim.run's classes
+    from sim.run import main as _main
+
+    sys.exit(_main())

@@ -13,6 +13,7 @@
 //   uint32 status (0 done, 3 no last score within max_cycles), uint32 n_scores,
 //   uint64 device_cycles (the design's own count of the frame), uint64 cycles (first input
 //   beat offered .. last score taken, inclusive), uint64 rd_words, uint64 wr_words,
+//   uint32 mem_error (the memory model saw a protocol violation: SDRAM timing),
 //   uint32 n_records, then per record: uint32 step, uint64 cycles, uint64 rd_words,
 //   uint64 wr_words (a record per step, in order; on a timeout the last one is unfinished),
 //   then n_scores x uint32 scores, then uint32 n_taps and n_taps x tap_words (every beat the
@@ -209,6 +210,7 @@ int main(int argc, char** argv) {
     const uint32_t status = done ? 0 : 3;
     const uint64_t device_cycles = top->cycles, rd_words = top->rd_words,
                    wr_words = top->wr_words;
+    const uint32_t mem_error = top->mem_error;
 #if VM_TRACE
     if (trace) {
         trace->close();
@@ -227,6 +229,7 @@ int main(int argc, char** argv) {
     std::fwrite(&cycle, 8, 1, o);
     std::fwrite(&rd_words, 8, 1, o);
     std::fwrite(&wr_words, 8, 1, o);
+    std::fwrite(&mem_error, 4, 1, o);
     std::fwrite(&n_records, 4, 1, o);
     for (const Record& r : records) {
         std::fwrite(&r.step, 4, 1, o);
