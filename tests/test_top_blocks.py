@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import numpy as np
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
+from streams import beats_of, stream_get, stream_put
 
 from hw.config import AccelConfig
 from hw.memport import MemCmd, ModelMemory
@@ -26,7 +26,6 @@ from hw.top import (
     pack_schedule,
     pack_step,
 )
-from streams import beats_of, stream_get, stream_put
 
 
 def _cfg(port_bytes: int, burst: int = 32) -> AccelConfig:
