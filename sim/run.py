@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
     sched = schedule.build_schedule(cfg, qm)
     result = Compiled(qm, img, sched, wimage.write_image(img),
                       schedule.write_schedule(cfg, sched), report)
-    tmp = path.with_suffix(f".tmp{id(result)}")
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         pickle.dump(result, f)
     tmp.replace(path)
