@@ -2,6 +2,7 @@
 
     python -m compiler run  [--model M.onnx] [--image IMG] [--top K] [--json OUT]
     python -m compiler eval [--model M.onnx] [--images DIR] [--limit N] [--json OUT]
+                            [--target ulx3s-85f]
     python -m compiler calibrate [--model M.onnx] [--images DIR] [--out FILE]
 """
 
@@ -52,15 +53,31 @@ def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()
 
 
+#: per-layer keys of ``eval --target`` (from the compression report)
+TARGET_LAYER_KEYS = ("name", "bits", "codebook_size", "entry_bits", "encoding", "density",
+                     "stream_bytes")
+
+
 def evaluate(model: str, images: str, limit: int | None = None, calib: str | None = None,
-             config: str = "default", progress: bool = True) -> dict:
-    """Float (onnxruntime) vs integer golden model over a folder of ImageNet-named images."""
+             config: str = "default", progress: bool = True, target: str | None = None) -> dict:
+    """Float (onnxruntime) vs integer golden model over a folder of ImageNet-named images.
+
+    With ``target`` the integer model is exactly what that board carries (the golden model of
+    the compressed weight image, :func:`compiler.compress.load_target_model`; ``config`` is then
+    the target's) and the result adds its size report: ``weight_bytes``, ``weight_ebr``,
+    ``fits`` and ``layers``. The ``int8_*`` keys keep their names so results stay comparable.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
         raise SystemExit("eval needs onnxruntime for the float reference: "
                          "pip install onnxruntime (or the project's [test] extra)") from None
-    qm = api.load_model(model, calib_dir=calib, config=config, progress=progress)
+    rep = None
+    if target is not None:
+        from . import compress
+        qm, rep = compress.load_target_model(model, target, calib_dir=calib, progress=progress)
+    else:
+        qm = api.load_model(model, calib_dir=calib, config=config, progress=progress)
     files = api.calibration_files(images, limit)
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     in_name = sess.get_inputs()[0].name
@@ -91,22 +108,52 @@ def evaluate(model: str, images: str, limit: int | None = None, calib: str | Non
         if progress:
             api._bar("evaluating", i, len(files))
     denom = max(labelled, 1)
-    return {
+    out = {
         "model": Path(model).name, "images": str(images), "n": n, "labelled": labelled,
         "float_top1": hits["float_top1"] / denom, "float_top5": hits["float_top5"] / denom,
         "int8_top1": hits["int8_top1"] / denom, "int8_top5": hits["int8_top5"] / denom,
         "agreement": hits["agree"] / max(n, 1), "golden_s_per_image": golden_s / max(n, 1),
         "per_image": per_image,
     }
+    if rep is not None:
+        out.update({
+            "target": rep["target"], "weight_bytes": rep["weight_bytes"],
+            "weight_budget": rep["weight_budget"], "weight_ebr": rep["weight_ebr"],
+            "ebr_available": rep["ebr_available"], "fits": rep["fits"],
+            "stream_bytes": rep["stream_bytes"], "param_bytes": rep["param_bytes"],
+            "method": rep.get("method"), "method_version": rep.get("method_version"),
+            "calib_images": rep.get("calib_images"), "shipped": bool(rep.get("shipped")),
+            "image_sha256": rep["image_sha256"],
+            "layers": [{k: la[k] for k in TARGET_LAYER_KEYS} for la in rep["layers"]],
+        })
+    return out
+
+
+def print_target_table(r: dict) -> None:
+    """The per-layer table of ``eval --target``."""
+    print(f"{r['target']}: {r['weight_bytes']} weight bytes (budget {r['weight_budget']}), "
+          f"{r['weight_ebr']} EBR of {r['ebr_available']}, fits: {r['fits']}; "
+          f"{r['method']}, calibrated on {r['calib_images']} images"
+          f"{' (shipped product)' if r['shipped'] else ''}")
+    print(f"  {'layer':18s} {'k':>2s} {'codebook':>8s} {'entry':>5s} {'encoding':9s} "
+          f"{'density':>7s} {'stream B':>9s}")
+    for la in r["layers"]:
+        print(f"  {la['name']:18s} {la['bits']:2d} {la['codebook_size']:8d} "
+              f"{la['entry_bits']:5d} {la['encoding']:9s} {la['density']:7.3f} "
+              f"{la['stream_bytes']:9.1f}")
 
 
 def cmd_eval(args) -> int:
-    r = evaluate(args.model, args.images, args.limit, args.calib, args.config)
+    r = evaluate(args.model, args.images, args.limit, args.calib, args.config,
+                 target=args.target)
+    if args.target:
+        print_target_table(r)
     print(f"{r['model']} on {r['n']} images of {r['images']}")
     print(f"{'':10s} {'top-1':>7s} {'top-5':>7s}")
     print(f"{'float':10s} {r['float_top1']:7.3f} {r['float_top5']:7.3f}")
-    print(f"{'int8':10s} {r['int8_top1']:7.3f} {r['int8_top5']:7.3f}")
-    print(f"agreement (int8 top-1 == float top-1): {r['agreement']:.3f}")
+    name = args.target or "int8"
+    print(f"{name:10s} {r['int8_top1']:7.3f} {r['int8_top5']:7.3f}")
+    print(f"agreement ({name} top-1 == float top-1): {r['agreement']:.3f}")
     print(f"golden model: {r['golden_s_per_image'] * 1000:.1f} ms per image")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
@@ -141,6 +188,10 @@ def main(argv=None) -> int:
     p.add_argument("--images", default=str(api.DEFAULT_CALIB_DIR))
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--target", default=None,
+                   help="evaluate what this board carries: the compressed weight image of a "
+                        "Deep-Compression model (e.g. ulx3s-85f); adds weight_bytes, "
+                        "weight_ebr, fits and the per-layer table")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("calibrate", help="compute activation ranges and write them as JSON")
     p.add_argument("--model", default=str(api.DEFAULT_MODEL))

@@ -51,6 +51,8 @@ __all__ = [
     "match_channel_stats", "integerize", "qmodel_from_image", "image_report",
     "student_graph", "compress", "compress_cached", "compress_for_target", "teacher_ranges",
     "split_files", "evaluate", "evaluate_split", "sweep", "main", "get_target",
+    "shipped_files", "shipped_product", "ship_product", "check_shared_weight_model",
+    "load_target_model", "SHIPPED_SEED", "MAX_SHARED_VALUES",
 ]
 
 #: bump when the compression changes meaning, so cached images are not reused
@@ -244,20 +246,51 @@ class LayerPlan:
         return int(self.w.shape[0])
 
 
-def read_shared_weights(graph: Graph) -> list[LayerPlan]:
+def read_shared_weights(graph: Graph, source: str | Path | None = None,
+                        prototxt: str | Path | None = None) -> list[LayerPlan]:
     """Read each layer's shared-weight structure: its distinct values become the codebook.
 
     A layer with ``d`` distinct non-zero values gets ``k = ceil(log2(d + 1))`` (at least 1);
-    the Deep-Compression v1.0 model has at most 255 per layer (its 8-bit codebooks).
+    the Deep-Compression v1.0 model has at most 255 per layer (its 8-bit codebooks). Centroids
+    are the distinct values in increasing order (entry 0 is 0) and ``indices`` their ranks.
+
+    ``source`` None reads the values from ``graph`` (the ONNX weights). A Deep Compression
+    ``.net`` file (:mod:`compiler.dcnet`, with ``prototxt``, default the release's) reads them
+    from the authors' own codebooks and indices instead: the codebook entries the layer uses,
+    sorted; its layers must match ``graph``'s convolutions in order and shape. Both give the
+    same plans for the release (``tests/test_dcnet.py``).
     """
+    convs = conv_nodes(graph)
+    if source is None:
+        plans = []
+        for n in convs:
+            w = np.asarray(n.params["W"], np.float64)
+            b = np.asarray(n.params["B"], np.float64)
+            d = np.unique(w[w != 0]).size
+            k = max(1, math.ceil(math.log2(d + 1)))
+            cent, idx, _ = cluster_weights(w, k)
+            plans.append(LayerPlan(n.name, w, b, k, cent, idx, np.ones(w.shape[0]), b.copy()))
+        return plans
+    from . import dcnet
+
+    layers = dcnet.read_dcnet(source, prototxt or dcnet.DEFAULT_PROTOTXT)
+    if len(layers) != len(convs):
+        raise ValueError(f"{source}: {len(layers)} layers, but model {graph.name!r} has "
+                         f"{len(convs)} convolutions; expected one layer per convolution")
     plans = []
-    for n in conv_nodes(graph):
-        w = np.asarray(n.params["W"], np.float64)
-        b = np.asarray(n.params["B"], np.float64)
-        d = np.unique(w[w != 0]).size
-        k = max(1, math.ceil(math.log2(d + 1)))
-        cent, idx, _ = cluster_weights(w, k)
-        plans.append(LayerPlan(n.name, w, b, k, cent, idx, np.ones(w.shape[0]), b.copy()))
+    for la, n in zip(layers, convs, strict=True):
+        if la.shape != tuple(n.params["W"].shape):
+            raise ValueError(f"{source}: layer {la.name!r} has shape {la.shape}; expected "
+                             f"{tuple(n.params['W'].shape)} of the model's convolution "
+                             f"{n.name!r}")
+        values = la.codebook.astype(np.float64)[la.indices]
+        used = np.unique(values[values != 0])  # the codebook entries in use, increasing
+        k = max(1, math.ceil(math.log2(used.size + 1)))
+        cent = np.zeros(1 << k)
+        cent[1:1 + used.size] = used
+        idx = np.where(values != 0, np.searchsorted(used, values) + 1, 0)
+        b = la.bias.astype(np.float64)
+        plans.append(LayerPlan(n.name, values, b, k, cent, idx, np.ones(la.shape[0]), b.copy()))
     return plans
 
 
@@ -815,6 +848,9 @@ def compress_cached(graph: Graph, calib_files: Sequence[Path], target: Target | 
         use_torch = _have_torch()
     files = [Path(f) for f in calib_files]
     key = _cache_key(graph, files, tgt, budget, seed, use_torch, distill_opts, entry_bits)
+    hit = shipped_product(graph, tgt, key)
+    if hit is not None:
+        return hit
     d = api.cache_dir() / "compress"
     img, js = d / f"{key}.sqwi", d / f"{key}.json"
     if img.is_file() and js.is_file():
@@ -832,30 +868,126 @@ def compress_cached(graph: Graph, calib_files: Sequence[Path], target: Target | 
     return data, rep
 
 
+#: the seed of the shipped products (compiler/data/compress-*.sqwi)
+SHIPPED_SEED = 0
+
+
+def shipped_files(model_sha256: str, target: str) -> tuple[Path, Path]:
+    """Where the shipped product of a model (by SHA-256) and target lives: ``(image, report)``
+    in ``compiler/data/``, named ``compress-<first 16 hex digits of the model SHA-256>-<target>``.
+    """
+    stem = f"compress-{model_sha256[:16]}-{target}"
+    return api.DATA / f"{stem}.sqwi", api.DATA / f"{stem}.json"
+
+
+def shipped_product(graph: Graph, target: Target | str, key: str | None = None
+                    ) -> tuple[bytes, dict] | None:
+    """The weight image shipped in ``compiler/data/`` for ``graph``'s model on ``target``, or
+    None: it is used only when its report names the model's SHA-256, this
+    :data:`METHOD_VERSION` and the same target budget (and, with ``key``, the same cache key).
+    A shipped image whose bytes do not match its report raises
+    :class:`compiler.wformat.FormatError`."""
+    tgt = get_target(target)
+    if not graph.source_sha256:
+        return None
+    img, js = shipped_files(graph.source_sha256, tgt.name)
+    if not (img.is_file() and js.is_file()):
+        return None
+    rep = json.loads(js.read_text())
+    if (rep.get("method_version") != METHOD_VERSION
+            or rep.get("model_sha256") != graph.source_sha256
+            or rep.get("target") != tgt.name or rep.get("weight_budget") != tgt.weight_bytes
+            or rep.get("ebr_available") != tgt.ebr_max
+            or (key is not None and rep.get("cache_key") != key)):
+        return None
+    data = img.read_bytes()
+    if wformat.image_sha256(data) != rep.get("image_sha256"):
+        raise wformat.FormatError(f"shipped weight image {str(img)!r} does not match its report "
+                                  f"{js.name} (SHA-256 {wformat.image_sha256(data)[:12]}, "
+                                  f"expected {str(rep.get('image_sha256'))[:12]})")
+    return data, dict(rep, shipped=True)
+
+
+def ship_product(graph: Graph, data: bytes, rep: dict, key: str) -> tuple[Path, Path]:
+    """Write a product (image and report, with its cache key) to ``compiler/data/``."""
+    img, js = shipped_files(graph.source_sha256, rep["target"])
+    doc = {k: v for k, v in rep.items() if k not in ("image_path", "shipped")}
+    doc.update(cache_key=key, model_sha256=graph.source_sha256)
+    img.write_bytes(data)
+    js.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return img, js
+
+
 def compress_for_target(model_path: str | Path, target: str = "ulx3s-85f",
                         calib_dir: str | Path | None = None, seed: int = 0,
                         budget: int | None = None, use_torch: bool | None = None,
-                        progress: bool = False) -> tuple[QModel, dict]:
+                        progress: bool = False, graph: Graph | None = None
+                        ) -> tuple[QModel, dict]:
     """The model exactly as ``target`` carries it: ``(QModel, report)``.
 
-    Compresses (or reads from the cache) the model's weights into the target's budget using the
-    images of ``calib_dir`` (default: ../shared/images/imagenet-dev) and returns the golden model
-    decoded from the weight image, with the report of :func:`image_report` plus ``budget``,
-    ``method``, ``timings``. The image itself is in ``report['image_path']``.
+    With the defaults (``calib_dir`` None, seed 0, the target's budget, ``use_torch`` not
+    False) the product shipped in ``compiler/data/`` is returned when its report matches the
+    model's SHA-256 and :data:`METHOD_VERSION` (:func:`shipped_product`): no calibration image
+    and no PyTorch are needed. Otherwise compresses (or reads from the cache) the model's
+    weights into the target's budget using the images of ``calib_dir`` (default:
+    ../shared/images/imagenet-dev) and returns the golden model decoded from the weight image,
+    with the report of :func:`image_report` plus ``budget``, ``method``, ``timings``. The image
+    itself is in ``report['image_path']``.
     """
-    graph = api.import_model(model_path)
-    files = api.calibration_files(calib_dir or api.DEFAULT_CALIB_DIR)
+    graph = graph if graph is not None else api.import_model(model_path)
     tgt = get_target(target)
-    data, rep = compress_cached(graph, files, tgt, budget=budget, seed=seed,
-                                use_torch=use_torch, progress=progress)
-    cfg_name = tgt.name if tgt.name in _configs() else "default"
-    qm = qmodel_from_image(data, graph, cfg_name)
-    path = api.cache_dir() / "compress" / f"{wformat.image_sha256(data)}.sqwi"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+    hit = None
+    if calib_dir is None and seed == SHIPPED_SEED and budget in (None, tgt.weight_bytes) \
+            and use_torch is not False:
+        hit = shipped_product(graph, tgt)
+    if hit is not None:
+        data, rep = hit
+        path = shipped_files(graph.source_sha256, tgt.name)[0]
+    else:
+        files = api.calibration_files(calib_dir or api.DEFAULT_CALIB_DIR)
+        data, rep = compress_cached(graph, files, tgt, budget=budget, seed=seed,
+                                    use_torch=use_torch, progress=progress)
+        path = api.cache_dir() / "compress" / f"{wformat.image_sha256(data)}.sqwi"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    qm = qmodel_from_image(data, graph, _config_name(tgt))
     rep = dict(rep, image_path=str(path))
     return qm, rep
+
+
+#: most distinct non-zero weight values per layer of a shared-weight (Deep-Compression) model
+MAX_SHARED_VALUES = 255
+
+
+def check_shared_weight_model(graph: Graph, model_path: str | Path = "") -> None:
+    """Raise ``ValueError`` unless every convolution of ``graph`` has at most
+    :data:`MAX_SHARED_VALUES` distinct non-zero weights (an 8-bit shared codebook, as in the
+    Deep-Compression release); the message names the model, the layer and the count."""
+    for n in conv_nodes(graph):
+        w = np.asarray(n.params["W"])
+        d = np.unique(w[w != 0]).size
+        if d > MAX_SHARED_VALUES:
+            raise ValueError(
+                f"model {str(model_path or graph.name)!r} is not a Deep-Compression "
+                f"(shared-weight) model: layer {n.name!r} has {d} distinct non-zero weights, "
+                f"expected at most {MAX_SHARED_VALUES} per layer; a compressed target "
+                f"({', '.join(sorted(TARGETS))}) needs a model such as "
+                f"squeezenet1.0-deepcompression.onnx")
+
+
+def load_target_model(model_path: str | Path, target: str = "ulx3s-85f",
+                      calib_dir: str | Path | None = None, seed: int = 0,
+                      progress: bool = False) -> tuple[QModel, dict]:
+    """What ``target`` carries for ``model_path``: :func:`compress_for_target` after checking
+    the target name (``ValueError`` listing the valid ones) and that the model is a
+    shared-weight model (:func:`check_shared_weight_model`). Used by
+    ``python -m compiler eval --target``."""
+    tgt = get_target(target)
+    graph = api.import_model(model_path)
+    check_shared_weight_model(graph, model_path)
+    return compress_for_target(model_path, tgt.name, calib_dir, seed, progress=progress,
+                               graph=graph)
 
 
 # -- evaluation, sweep, command line ---------------------------------------------------------
@@ -934,10 +1066,11 @@ def sweep(model_path: str | Path, budgets: Sequence[int], out_png: str | Path,
         rows.append(r)
         _log(progress, f"budget {b}: {r['weight_bytes']} bytes, top-1 {r['int_top1']:.3f} "
                        f"(float {r['float_top1']:.3f}), agreement {r['agreement']:.3f}")
-    kib = [r["weight_bytes"] / 1024 for r in rows]
+    pts = sorted(rows, key=lambda r: r["weight_bytes"])
+    kib = [r["weight_bytes"] / 1024 for r in pts]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(kib, [r["int_top1"] for r in rows], "o-", label="compressed top-1")
-    ax.plot(kib, [r["agreement"] for r in rows], "s--", label="agreement with float")
+    ax.plot(kib, [r["int_top1"] for r in pts], "o-", label="compressed top-1")
+    ax.plot(kib, [r["agreement"] for r in pts], "s--", label="agreement with float")
     if rows:
         ax.axhline(rows[0]["float_top1"], color="gray", lw=1, label="float top-1")
     tgt = get_target(target)

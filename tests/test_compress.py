@@ -7,6 +7,7 @@ Deep-Compression release) and a few generated images keep every test fast.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -339,3 +340,16 @@ def test_sweep_writes_a_plot(tiny, tmp_path, monkeypatch):
     assert [r["weight_bytes"] <= b for r, b in zip(rows, [800, 2000], strict=True)] == [True] * 2
     assert all(0 <= r["agreement"] <= 1 for r in rows)
 
+
+
+def test_sweep_command_line_writes_plot_and_rows(tiny, tmp_path, monkeypatch):
+    model, images, _, _ = tiny
+    monkeypatch.setitem(compress.TARGETS, "tiny", TINY)
+    png, js = tmp_path / "s.png", tmp_path / "s.json"
+    assert compress.main(["--model", str(model), "--target", "tiny", "--images", str(images),
+                          "--no-torch", "--budgets", "1.9,0.8", "--plot", str(png),
+                          "--json", str(js)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads(js.read_text())
+    assert [r["budget"] for r in rows] == [int(1.9 * 1024), int(0.8 * 1024)]  # KiB on the CLI
+    assert all(r["weight_bytes"] <= r["budget"] and r["method"] == "stats" for r in rows)
