@@ -1,11 +1,15 @@
 """``python -m boards``: build a board's bitstream, load it, talk to the bring-up design.
 
-    python -m boards build ulx3s-85f [--json report.json] [--build-dir DIR] [--program]
+    python -m boards build ulx3s-85f [--model M.onnx] [--json report.json] [--build-dir DIR]
+                                     [--program]
     python -m boards build icebreaker
     python -m boards memtest --port /dev/ttyUSB0 [--words N]
 
 ``build`` exits with 1 when a tool fails, the design does not fit or it misses timing (the
 JSON report is written in every case), with 3 when ``--program`` finds no programming tool.
+``--model`` first checks that the model's weight image fits the block RAM the board gives the
+weights (compressed for the ULX3S, dense int8 elsewhere) and refuses it before synthesis,
+naming the bytes needed and available.
 """
 
 from __future__ import annotations
@@ -20,11 +24,58 @@ from . import BOARDS, get_board
 from .common import BuildError, MemTestClient, pattern_words, run_build
 
 
+def weight_image_check(board, config, model) -> dict:
+    """How many block-RAM bytes ``model``'s weight image needs on ``board`` and whether they fit:
+    ``{"model", "weight_bytes", "weight_capacity", "weight_format", "fits_weights"}``."""
+    from compiler.ir import IRError
+
+    model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"model file {str(model)!r} does not exist")
+    need, fmt = None, f"dense, {config.weight_bits}-bit weights of configuration {config.name!r}"
+    if board.weight_target:
+        from compiler.compress import load_target_model
+        try:
+            _, rep = load_target_model(model, board.weight_target)
+            need, fmt = rep["weight_bytes"], f"compressed ({board.weight_target})"
+        except (ValueError, IRError):
+            need = None          # not a shared-weight model: it can only go dense
+    if need is None:
+        from compiler import wimage
+        from compiler.api import load_model
+
+        qm = load_model(model, config=config)
+        img = wimage.build_image(config, qm)
+        need = img.weight_bytes + img.param_bytes
+    return {"model": str(model), "weight_bytes": int(need),
+            "weight_capacity": board.weight_capacity_bytes, "weight_format": fmt,
+            "fits_weights": need <= board.weight_capacity_bytes}
+
+
 def _build(args) -> int:
     board = get_board(args.board)
     build_dir = Path(args.build_dir or f"build/{board.name}")
     top = board.top()
     config = top.config
+    if args.model:
+        try:
+            check = weight_image_check(board, config, args.model)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not check["fits_weights"]:
+            print(f"REFUSED before synthesis: {Path(args.model).name} needs "
+                  f"{check['weight_bytes']:,} bytes of block RAM for its weights "
+                  f"({check['weight_format']}); the {board.description} has "
+                  f"{check['weight_capacity']:,} for them", file=sys.stderr)
+            if args.json:
+                Path(args.json).write_text(json.dumps({
+                    "board": board.name, "fits": False, "timing_met": False, **check,
+                    "error": "weight image does not fit the block RAM"}, indent=2) + "\n")
+            return 1
+        print(f"weights: {check['weight_bytes']:,} of {check['weight_capacity']:,} bytes "
+              f"({check['weight_format']}); note: the board build is still the bring-up "
+              f"design, which does not carry the model yet")
     print(f"Building {board.description}: {type(top.design).__name__} at "
           f"{config.clk_hz / 1e6:g} MHz (configuration {config.name!r}) in {build_dir}")
     try:
@@ -91,6 +142,8 @@ def main(argv=None) -> int:
     build = sub.add_parser("build", help="synthesise, place and route, pack (and program)")
     build.add_argument("board", choices=sorted(BOARDS))
     build.add_argument("--json", help="write the build report (JSON) here")
+    build.add_argument("--model", help="ONNX model whose weight image must fit the board's "
+                       "block RAM (checked before synthesis)")
     build.add_argument("--build-dir", help="build folder (default build/BOARD)")
     build.add_argument("--program", action="store_true",
                        help="load the bitstream with openFPGALoader (or iceprog)")

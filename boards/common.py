@@ -642,6 +642,10 @@ class Board:
     bitstream_ext: str
     program: tuple
     install_hint: str
+    #: block RAM bytes the board gives the weight image (the rest holds the engine's buffers)
+    weight_capacity_bytes: int = 0
+    #: compression target of ``compiler.compress`` whose image the board carries (None: dense)
+    weight_target: str | None = None
 
     def program_command(self, bitstream) -> list[str] | None:
         """The command that loads ``bitstream`` with the first installed tool, or None."""

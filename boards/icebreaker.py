@@ -168,4 +168,6 @@ BOARD = Board(
     install_hint="iceprog: apt install fpga-icestorm; or openFPGALoader: apt install "
                  "openfpgaloader, or the OSS CAD Suite "
                  "(https://github.com/YosysHQ/oss-cad-suite-build)",
+    # the four 32 KiB SPRAMs; the 30 EBR (15 KiB) are the buffers'
+    weight_capacity_bytes=4 * 32 * 1024,
 )

@@ -265,4 +265,7 @@ BOARD = Board(
     program=(("openFPGALoader", ("-b", "ulx3s", "{bitstream}")),),
     install_hint="openFPGALoader: apt install openfpgaloader, or the OSS CAD Suite "
                  "(https://github.com/YosysHQ/oss-cad-suite-build)",
+    # 188 of the 208 EBR (20 kept for the engine's buffers): the compress target's budget
+    weight_capacity_bytes=400 * 1024,
+    weight_target="ulx3s-85f",
 )

@@ -24,12 +24,15 @@ from .passes import lower
 from .preprocess import load_image
 from .qmodel import QModel
 
-__all__ = ["DATA", "DEFAULT_MODEL", "DEFAULT_IMAGE", "DEFAULT_CALIB_DIR", "cache_dir",
-           "import_model", "calibration_files", "load_ranges", "load_model", "softmax_top"]
+__all__ = ["DATA", "DEFAULT_MODEL", "DEFAULT_MODELS", "default_model", "DEFAULT_IMAGE",
+           "DEFAULT_CALIB_DIR", "cache_dir", "import_model", "calibration_files", "load_ranges",
+           "load_model", "softmax_top"]
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA / "squeezenet1.1.onnx"
 DEFAULT_IMAGE = DATA / "photos" / "pelican.jpeg"
+#: the model a configuration runs when none is named (others: DEFAULT_MODEL)
+DEFAULT_MODELS = {"ulx3s-85f": DATA / "squeezenet1.0-deepcompression.onnx"}
 #: the shared calibration images, beside the project checkout
 DEFAULT_CALIB_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "imagenet-dev"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -38,6 +41,13 @@ CALIB_METHOD = (f"topk-percentile-v1:{quant.DEFAULT_PERCENTILE}:{quant.CLASSIFIE
                 f"+refine-v1:{','.join(map(str, quant.REFINE_FACTORS))}")
 #: calibration images (every other one, at most this many) that choose each tensor's range
 REFINE_IMAGES = 100
+
+
+def default_model(config: AccelConfig | str = "default") -> Path:
+    """The model ``config`` (a configuration or its name) runs by default: the compressed
+    Deep-Compression v1.0 on the ULX3S, else the bundled SqueezeNet v1.1."""
+    name = config.name if isinstance(config, AccelConfig) else str(config)
+    return DEFAULT_MODELS.get(name, DEFAULT_MODEL)
 
 
 def cache_dir() -> Path:

@@ -48,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=5, metavar="K", help="classes to print (5)")
     c.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT ('-': stdout)")
     c.add_argument("--model", metavar="M.onnx",
-                   help="the local model the device must run (default: the bundled "
-                   "SqueezeNet v1.1); its hash is checked against the device's")
+                   help="the local model the device must run (default: the default model of "
+                   "the device's configuration: the bundled SqueezeNet v1.1, or the "
+                   "Deep-Compression v1.0 on ulx3s-85f); its hash is checked against the "
+                   "device's")
     link_options(c, f"seconds to wait for the result once the image is sent (default "
                     f"{driver.COMPUTE_TIMEOUT:g} + 1.5 x the image's wire time; "
                     f"{driver.SIM_TIMEOUT:g} on --port sim)")
@@ -202,8 +204,7 @@ def cmd_classify(args) -> int:
     if not image.exists():
         raise UsageError(f"image {str(image)!r} does not exist")
     if args.model is None:
-        from compiler.api import DEFAULT_MODEL
-        model = DEFAULT_MODEL
+        model = None            # the device's configuration's default, once it has said
     else:
         model = Path(args.model)
         if not model.is_file():
@@ -217,6 +218,9 @@ def cmd_classify(args) -> int:
             pixels = image_pixels(image, info)  # bad images fail before the model check
         except ImageError as e:
             raise UsageError(str(e)) from None
+        if model is None:
+            from compiler.api import default_model
+            model = default_model(info.config_name)
         model_check = _check_model(dev, model)
         result = dev.classify(pixels, progress=_Bar(sys.stderr) if show_bar else None)
         port = dev.port

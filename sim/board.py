@@ -73,11 +73,11 @@ class SimBoard:
 
     def __init__(self, config: str = "default", model=None, *, divisor: int | None = None,
                  progress: bool = False, startup_timeout: float = 120.0):
-        from compiler.api import DEFAULT_MODEL
+        from compiler.api import default_model
         from sim.run import _load_rows, compile_model
 
         self.config = get_config(config)
-        self.model = Path(DEFAULT_MODEL if model is None else model)
+        self.model = Path(default_model(self.config) if model is None else model)
         self._comp = compile_model(self.model, self.config, progress=progress)
         self._exe, self.divisor = build_board(self.config, self._comp, divisor=divisor,
                                               progress=progress)

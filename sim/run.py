@@ -83,13 +83,9 @@ def _compile_key(model: Path, cfg: AccelConfig) -> str:
     return h.hexdigest()[:32]
 
 
-#: the model each configuration runs by default
-DEFAULT_MODELS = {"ulx3s-85f": ROOT / "compiler" / "data" / "squeezenet1.0-deepcompression.onnx"}
-
-
 def default_model(cfg: AccelConfig) -> Path:
-    from compiler.api import DEFAULT_MODEL
-    return DEFAULT_MODELS.get(cfg.name, DEFAULT_MODEL)
+    from compiler.api import default_model as _default
+    return _default(cfg)
 
 
 def _load_qmodel(model: Path, cfg: AccelConfig):

@@ -415,3 +415,28 @@ def test_full_build(board, tmp_path, capsys):
     assert report["fmax_mhz"] >= report["target_mhz"]
     assert report["luts"] > 100 and report["ffs"] > 100
     assert Path(report["bitstream"]).is_file()
+
+
+def test_oversized_weight_image_is_refused_before_synthesis(tmp_path, capsys):
+    """``build --model``: v1.1 cannot fit the ULX3S's block RAM; the build stops before any tool
+    runs, naming the bytes needed and available; the compressed v1.0 fits."""
+    from boards.__main__ import main, weight_image_check
+    from compiler.api import DATA
+
+    out = tmp_path / "r.json"
+    build_dir = tmp_path / "build"
+    code = main(["build", "ulx3s-85f", "--model", str(DATA / "squeezenet1.1.onnx"),
+                 "--json", str(out), "--build-dir", str(build_dir)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "REFUSED before synthesis" in err and "409,600" in err
+    report = json.loads(out.read_text())
+    assert report["fits"] is False and report["weight_bytes"] > report["weight_capacity"]
+    assert not build_dir.exists()
+    board = get_board("ulx3s-85f")
+    from hw.config import get_config
+
+    ok = weight_image_check(board, get_config("ulx3s-85f"),
+                            DATA / "squeezenet1.0-deepcompression.onnx")
+    assert ok["fits_weights"] and ok["weight_bytes"] <= 400 * 1024
+    assert ok["weight_format"].startswith("compressed")

@@ -73,3 +73,13 @@ def test_accuracy_on_the_dev_images(model, min_agree, max_drop):
     assert r["agreement"] >= min_agree
     assert r["float_top1"] - r["int8_top1"] <= max_drop
     assert r["golden_s_per_image"] < 1.0
+
+
+def test_default_model_follows_the_configuration():
+    from compiler.api import DEFAULT_MODEL, default_model
+    from hw.config import get_config
+
+    assert default_model("default") == DEFAULT_MODEL
+    assert default_model(get_config("ulx3s-85f")).name == "squeezenet1.0-deepcompression.onnx"
+    assert default_model("ulx3s-85f").is_file()
+    assert default_model("some-other-board") == DEFAULT_MODEL

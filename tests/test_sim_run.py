@@ -142,3 +142,16 @@ def test_ulx3s_config_runs_the_compressed_model_through_the_sdram_model():
     assert r["fmap_port_bytes"] == 2
     assert abs(r["predicted_cycles"] - r["cycles"]) <= 0.05 * r["cycles"]
     assert r["top5"][0][0] == 144
+
+
+@pytest.mark.slow
+def test_vcd_trace_of_the_frame(tmp_path):
+    """``--vcd FILE --trace-cycles N``: a VCD of the first N cycles of the frame (a separate,
+    cached build with tracing); the run is still checked."""
+    vcd = tmp_path / "frame.vcd"
+    code = simrun.main(["--vcd", str(vcd), "--trace-cycles", "300", "-q"])
+    assert code == 0
+    text = vcd.read_text()
+    assert "$enddefinitions" in text and "i__valid" in text
+    stamps = [int(line[1:]) for line in text.splitlines() if line.startswith("#")]
+    assert stamps and max(stamps) < 2 * 300 and len(stamps) >= 300

@@ -2,6 +2,7 @@
 // collects the class scores and the cycle counts of every step.
 //
 // usage: accel JOB OUT [TRACE_FILE TRACE_CYCLES]
+//   (a trace covers the first TRACE_CYCLES cycles of the frame, after the memories are loaded)
 //
 // JOB (little-endian uint32 words, written by sim/run.py):
 //   magic 0x4c434341 ("ACCL"), version 1,
@@ -122,14 +123,16 @@ int main(int argc, char** argv) {
 #else
     if (argc == 5) fail("this build has no tracing; build it with trace enabled");
 #endif
-    uint64_t now = 0;  // half-cycles, for the trace's time stamps
+    // half-cycles since the frame began (the trace covers the frame, not the loading)
+    uint64_t now = 0;
+    bool in_frame = false;
     auto half = [&](int clk) {
         top->clk = clk;
         top->eval();
 #if VM_TRACE
-        if (trace && now / 2 < trace_cycles) trace->dump(now);
+        if (trace && in_frame && now / 2 < trace_cycles) trace->dump(now);
 #endif
-        ++now;
+        if (in_frame) ++now;
     };
     top->rst = 1;
     half(0);
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
         half(0);
     }
     top->load___05Fvalid = 0;
+    in_frame = true;
 
     std::vector<uint32_t> scores;
     std::vector<Record> records;
