@@ -4,7 +4,7 @@
 
 The layer's input comes from the golden model (``QModel.run`` on the preprocessed image); the
 engine (``hw.engine.Engine``, compiled with Verilator and the C++ harness
-``tests/harness/engine_layer.cpp``) runs the layer and its output is compared with the golden
+``sim/harness/engine_layer.cpp``) runs the layer and its output is compared with the golden
 model's output of that layer. Prints (and with ``--json`` writes) ``bit_exact``, ``cycles``,
 ``ideal_cycles`` (layer MACs / multipliers), ``multipliers`` and ``predicted_cycles``
 (``compiler.cycles``). ``--pool`` fuses the pool that follows the layer in the network (if any)
@@ -30,7 +30,7 @@ from hw.program import LayerProgram, layer_program, pack_cmd, pack_weight_rows
 __all__ = ["harness_config", "build_harness", "run_program", "LayerRun", "run_layer", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS_CPP = ROOT / "tests" / "harness" / "engine_layer.cpp"
+HARNESS_CPP = Path(__file__).resolve().parent / "harness" / "engine_layer.cpp"
 TOP = "engine_top"
 _MAGIC, _VERSION = 0x454E474E, 1
 

@@ -32,6 +32,12 @@
 
 #include "Vaccel_top.h"
 #include "verilated.h"
+#include "harness_io.h"
+
+using harness::fail;
+using harness::get_words;
+using harness::set_words;
+using harness::stall;
 #if VM_TRACE_FST
 #include "verilated_fst_c.h"
 typedef VerilatedFstC Trace;
@@ -42,41 +48,6 @@ typedef VerilatedVcdC Trace;
 
 namespace {
 
-uint32_t rng_state = 1;
-uint32_t next_rand() {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-bool stall(uint32_t permille) { return permille && (next_rand() % 1000) < permille; }
-
-template <std::size_t N>
-void set_words(VlWide<N>& port, const uint32_t* words, uint32_t n) {
-    for (std::size_t i = 0; i < N; ++i) port[i] = i < n ? words[i] : 0;
-}
-template <typename T>
-void set_words(T& port, const uint32_t* words, uint32_t n) {
-    uint64_t v = n > 0 ? words[0] : 0;
-    if (n > 1 && sizeof(T) > 4) v |= static_cast<uint64_t>(words[1]) << 32;
-    port = static_cast<T>(v);
-}
-
-template <std::size_t N>
-void get_words(const VlWide<N>& port, uint32_t* words, uint32_t n) {
-    for (uint32_t i = 0; i < n; ++i) words[i] = i < N ? port[i] : 0;
-}
-template <typename T>
-void get_words(const T& port, uint32_t* words, uint32_t n) {
-    uint64_t v = port;
-    for (uint32_t i = 0; i < n; ++i) words[i] = i < 2 ? static_cast<uint32_t>(v >> (32 * i)) : 0;
-}
-
-[[noreturn]] void fail(const char* msg) {
-    std::fprintf(stderr, "accel: %s\n", msg);
-    std::exit(2);
-}
-
 struct Record {
     uint32_t step;
     uint64_t start, rd0, wr0;
@@ -86,6 +57,7 @@ struct Record {
 }  // namespace
 
 int main(int argc, char** argv) {
+    harness::name = "accel";
     if (argc != 3 && argc != 5) fail("usage: accel JOB OUT [TRACE_FILE TRACE_CYCLES]");
     FILE* f = std::fopen(argv[1], "rb");
     if (!f) fail("cannot open the job file");
@@ -97,7 +69,7 @@ int main(int argc, char** argv) {
     if (job.size() < head || job[0] != 0x4c434341u || job[1] != 1) fail("not a version-1 job");
     const uint32_t n_load = job[2], load_words = job[3], n_in = job[4], in_words = job[5];
     const uint32_t max_cycles = job[6], in_stall = job[7], out_stall = job[8];
-    rng_state = job[9] ? job[9] : 1;
+    harness::rng_state = job[9] ? job[9] : 1;
     const uint32_t tap_words = job[10];
     std::vector<uint32_t> taps;
     std::vector<uint32_t> tap(tap_words);

@@ -32,20 +32,13 @@
 
 #include "Vboard_top.h"
 #include "verilated.h"
+#include "harness_io.h"
 
 namespace {
 
-template <std::size_t N>
-void set_words(VlWide<N>& port, const uint32_t* words, uint32_t n) {
-    for (std::size_t i = 0; i < N; ++i) port[i] = i < n ? words[i] : 0;
-}
-template <typename T>
-void set_words(T& port, const uint32_t* words, uint32_t n) {
-    uint64_t v = n > 0 ? words[0] : 0;
-    if (n > 1 && sizeof(T) > 4) v |= static_cast<uint64_t>(words[1]) << 32;
-    port = static_cast<T>(v);
-}
+using harness::set_words;
 
+// a fatal error of a system call: its message and errno's
 [[noreturn]] void fail(const char* msg) {
     std::fprintf(stderr, "board: %s (%s)\n", msg, std::strerror(errno));
     std::exit(2);

@@ -23,46 +23,16 @@
 
 #include "Vengine_top.h"
 #include "verilated.h"
+#include "harness_io.h"
 
-namespace {
+using harness::fail;
+using harness::get_words;
+using harness::set_words;
+using harness::stall;
 
-uint32_t rng_state = 1;
-uint32_t next_rand() {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 17;
-    rng_state ^= rng_state << 5;
-    return rng_state;
-}
-bool stall(uint32_t permille) { return permille && (next_rand() % 1000) < permille; }
-
-template <std::size_t N>
-void set_words(VlWide<N>& port, const uint32_t* words, uint32_t n) {
-    for (std::size_t i = 0; i < N; ++i) port[i] = i < n ? words[i] : 0;
-}
-template <typename T>
-void set_words(T& port, const uint32_t* words, uint32_t n) {
-    uint64_t v = n > 0 ? words[0] : 0;
-    if (n > 1 && sizeof(T) > 4) v |= static_cast<uint64_t>(words[1]) << 32;
-    port = static_cast<T>(v);
-}
-template <std::size_t N>
-void get_words(const VlWide<N>& port, uint32_t* words, uint32_t n) {
-    for (uint32_t i = 0; i < n; ++i) words[i] = i < N ? port[i] : 0;
-}
-template <typename T>
-void get_words(const T& port, uint32_t* words, uint32_t n) {
-    uint64_t v = port;
-    for (uint32_t i = 0; i < n; ++i) words[i] = i < 2 ? static_cast<uint32_t>(v >> (32 * i)) : 0;
-}
-
-[[noreturn]] void fail(const char* msg) {
-    std::fprintf(stderr, "engine_layer: %s\n", msg);
-    std::exit(2);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
+    harness::name = "engine_layer";
     if (argc != 3) fail("usage: engine_layer JOB OUT");
     FILE* f = std::fopen(argv[1], "rb");
     if (!f) fail("cannot open the job file");
@@ -74,7 +44,7 @@ int main(int argc, char** argv) {
     const uint32_t n_load = job[2], load_words = job[3], cmd_words = job[4], n_in = job[5];
     const uint32_t in_words = job[6], out_words = job[7], last_bit = job[8];
     const uint32_t max_cycles = job[9], in_stall = job[10], out_stall = job[11];
-    rng_state = job[12] ? job[12] : 1;
+    harness::rng_state = job[12] ? job[12] : 1;
     const std::size_t need = 15 + std::size_t(n_load) * load_words + cmd_words +
                              std::size_t(n_in) * in_words;
     if (job.size() != need) fail("job file has the wrong length");
