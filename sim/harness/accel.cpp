@@ -59,12 +59,7 @@ struct Record {
 int main(int argc, char** argv) {
     harness::name = "accel";
     if (argc != 3 && argc != 5) fail("usage: accel JOB OUT [TRACE_FILE TRACE_CYCLES]");
-    FILE* f = std::fopen(argv[1], "rb");
-    if (!f) fail("cannot open the job file");
-    std::vector<uint32_t> job;
-    uint32_t word;
-    while (std::fread(&word, 4, 1, f) == 1) job.push_back(word);
-    std::fclose(f);
+    const std::vector<uint32_t> job = harness::read_words(argv[1]);
     const std::size_t head = 13;
     if (job.size() < head || job[0] != 0x4c434341u || job[1] != 1) fail("not a version-1 job");
     const uint32_t n_load = job[2], load_words = job[3], n_in = job[4], in_words = job[5];
@@ -106,19 +101,8 @@ int main(int argc, char** argv) {
 #endif
         if (in_frame) ++now;
     };
-    top->rst = 1;
-    half(0);
-    for (int i = 0; i < 2; ++i) { half(1); half(0); }
-    top->rst = 0;
-
-    // load the memories (the load stream is always ready)
-    top->load___05Fvalid = 1;
-    for (uint32_t b = 0; b < n_load; ++b) {
-        set_words(top->load___05Fpayload, loads + std::size_t(b) * load_words, load_words);
-        half(1);
-        half(0);
-    }
-    top->load___05Fvalid = 0;
+    // reset, then load the memories (the load stream is always ready); not traced
+    harness::reset_and_load(top, loads, n_load, load_words);
     in_frame = true;
 
     std::vector<uint32_t> scores;

@@ -48,12 +48,7 @@ using harness::set_words;
 
 int main(int argc, char** argv) {
     if (argc != 2) fail("usage: board JOB");
-    FILE* f = std::fopen(argv[1], "rb");
-    if (!f) fail("cannot open the job file");
-    std::vector<uint32_t> job;
-    uint32_t word;
-    while (std::fread(&word, 4, 1, f) == 1) job.push_back(word);
-    std::fclose(f);
+    const std::vector<uint32_t> job = harness::read_words(argv[1]);
     const std::size_t head = 6;
     if (job.size() < head || job[0] != 0x44524f42u || job[1] != 1) fail("not a version-1 job");
     const uint32_t n_load = job[2], load_words = job[3], divisor = job[4];
@@ -63,25 +58,9 @@ int main(int argc, char** argv) {
 
     Verilated::commandArgs(argc, argv);
     auto* top = new Vboard_top;
-    auto tick = [&]() {
-        top->clk = 0;
-        top->eval();
-        top->clk = 1;
-        top->eval();
-    };
+    auto tick = [&]() { harness::tick(top); };
     top->rxd = 1;
-    top->rst = 1;
-    top->clk = 0;
-    top->eval();
-    tick();
-    tick();
-    top->rst = 0;
-    top->load___05Fvalid = 1;
-    for (uint32_t b = 0; b < n_load; ++b) {
-        set_words(top->load___05Fpayload, loads + std::size_t(b) * load_words, load_words);
-        tick();
-    }
-    top->load___05Fvalid = 0;
+    harness::reset_and_load(top, loads, n_load, load_words);
     tick();
 
     const int srv = socket(AF_INET, SOCK_STREAM, 0);

@@ -34,12 +34,7 @@ using harness::stall;
 int main(int argc, char** argv) {
     harness::name = "engine_layer";
     if (argc != 3) fail("usage: engine_layer JOB OUT");
-    FILE* f = std::fopen(argv[1], "rb");
-    if (!f) fail("cannot open the job file");
-    std::vector<uint32_t> job;
-    uint32_t word;
-    while (std::fread(&word, 4, 1, f) == 1) job.push_back(word);
-    std::fclose(f);
+    const std::vector<uint32_t> job = harness::read_words(argv[1]);
     if (job.size() < 15 || job[0] != 0x454e474eu || job[1] != 1) fail("not a version-1 job");
     const uint32_t n_load = job[2], load_words = job[3], cmd_words = job[4], n_in = job[5];
     const uint32_t in_words = job[6], out_words = job[7], last_bit = job[8];
@@ -54,26 +49,8 @@ int main(int argc, char** argv) {
 
     Verilated::commandArgs(argc, argv);
     auto* top = new Vengine_top;
-    auto tick = [&]() {
-        top->clk = 0;
-        top->eval();
-        top->clk = 1;
-        top->eval();
-    };
-    top->rst = 1;
-    top->clk = 0;
-    top->eval();
-    tick();
-    tick();
-    top->rst = 0;
-
-    // load the memories (the load stream is always ready)
-    top->load___05Fvalid = 1;
-    for (uint32_t b = 0; b < n_load; ++b) {
-        set_words(top->load___05Fpayload, loads + std::size_t(b) * load_words, load_words);
-        tick();
-    }
-    top->load___05Fvalid = 0;
+    // reset, then load the memories (the load stream is always ready)
+    harness::reset_and_load(top, loads, n_load, load_words);
 
     set_words(top->cmd___05Fpayload, cmd, cmd_words);
     top->cmd___05Fvalid = 1;

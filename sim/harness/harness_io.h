@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include "verilated.h"
 
@@ -47,6 +48,43 @@ void get_words(const T& port, uint32_t* words, uint32_t n) {
 [[noreturn]] inline void fail(const char* msg) {
     std::fprintf(stderr, "%s: %s\n", name, msg);
     std::exit(2);
+}
+
+// the whole file as little-endian uint32 words
+inline std::vector<uint32_t> read_words(const char* path) {
+    FILE* f = std::fopen(path, "rb");
+    if (!f) fail("cannot open the job file");
+    std::vector<uint32_t> words;
+    uint32_t word;
+    while (std::fread(&word, 4, 1, f) == 1) words.push_back(word);
+    std::fclose(f);
+    return words;
+}
+
+// one clock cycle of a model whose clock is `clk`
+template <typename Top>
+void tick(Top* top) {
+    top->clk = 0;
+    top->eval();
+    top->clk = 1;
+    top->eval();
+}
+
+// two cycles of reset, then `n` rows (of `words` words each) on the always-ready `load` stream
+template <typename Top>
+void reset_and_load(Top* top, const uint32_t* rows, uint32_t n, uint32_t words) {
+    top->rst = 1;
+    top->clk = 0;
+    top->eval();
+    tick(top);
+    tick(top);
+    top->rst = 0;
+    top->load___05Fvalid = 1;
+    for (uint32_t b = 0; b < n; ++b) {
+        set_words(top->load___05Fpayload, rows + std::size_t(b) * words, words);
+        tick(top);
+    }
+    top->load___05Fvalid = 0;
 }
 
 }  // namespace harness
