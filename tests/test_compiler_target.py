@@ -15,9 +15,9 @@ from compiler import api, compress, wformat
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-DC = SHARED / "models" / "squeezenet1.0-deepcompression.onnx"
+# the bundled copy of ../shared/models/squeezenet1.0-deepcompression.onnx (same bytes)
+DC = ROOT / "compiler" / "data" / "squeezenet1.0-deepcompression.onnx"
 DC_SHA = "aa6442292a40d29b408b5be1023651f560c0c45157416dca70efcded1a731d30"
-needs_dc = pytest.mark.skipif(not DC.is_file(), reason="needs ../shared/models")
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,6 @@ def test_shipped_product_is_in_the_package_and_consistent():
     assert all(la.entry_bits <= 16 for la in layers)
 
 
-@needs_dc
 def test_fresh_machine_uses_the_shipped_product(monkeypatch, tmp_path):
     # no PyTorch, no calibration images, empty cache: nothing may be recompressed
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -74,10 +73,10 @@ def _convs(qm):
             yield from (la.squeeze, la.expand1x1, la.expand3x3)
 
 
-@needs_dc
 def test_shipped_product_is_the_cache_entry_of_the_default_inputs(monkeypatch):
     if not api.DEFAULT_CALIB_DIR.is_dir():
-        pytest.skip("needs ../shared/images")
+        pytest.fail(f"the shared calibration images are missing: {api.DEFAULT_CALIB_DIR} "
+                    f"(../shared must be beside the checkout)")
     graph = api.import_model(DC)
     files = api.calibration_files(api.DEFAULT_CALIB_DIR)
     tgt = compress.get_target("ulx3s-85f")
@@ -150,7 +149,6 @@ def _cli(*args, home):
                           capture_output=True, text=True, timeout=600)
 
 
-@needs_dc
 @pytest.mark.onnxruntime
 def test_eval_target_reports_what_the_board_carries(tmp_path):
     out = tmp_path / "e.json"
@@ -181,8 +179,7 @@ def test_eval_target_reports_what_the_board_carries(tmp_path):
     (str(DC), "icebreaker", ["icebreaker", "ulx3s-85f"]),
 ])
 def test_eval_target_refuses_bad_input(tmp_path, model, target, words):
-    if not Path(model).is_file():
-        pytest.skip("needs ../shared/models")
+    assert Path(model).is_file(), model
     r = _cli("eval", "--model", model, "--target", target, "--limit", "1", home=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error:")
     for w in words:

@@ -18,8 +18,12 @@ from compiler import api, compress, dcnet
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
 NET = SHARED / "squeezenet1.0-deepcompression.net"
 ONNX = SHARED / "squeezenet1.0-deepcompression.onnx"
-needs_shared = pytest.mark.skipif(not (NET.is_file() and ONNX.is_file()),
-                                  reason="needs ../shared/models")
+
+
+def _needs_shared():
+    for f in (NET, ONNX):
+        if not f.is_file():
+            pytest.fail(f"shared model file missing: {f} (../shared must be beside the checkout)")
 
 PROTOTXT = """\
 name: "tiny"  # a comment
@@ -155,8 +159,8 @@ def test_bad_prototxt_is_refused(tmp_path):
         dcnet.conv_specs(p)
 
 
-@needs_shared
 def test_release_decodes_to_the_onnx_weights_bit_for_bit():
+    _needs_shared()
     graph = api.import_model(ONNX)
     layers = dcnet.read_dcnet(NET)
     convs = compress.conv_nodes(graph)
@@ -172,8 +176,8 @@ def test_release_decodes_to_the_onnx_weights_bit_for_bit():
         int(np.count_nonzero(n.params["W"])) for n in convs)
 
 
-@needs_shared
 def test_both_sources_give_the_same_shared_weight_structure(tmp_path):
+    _needs_shared()
     graph = api.import_model(ONNX)
     a = compress.read_shared_weights(graph)
     b = compress.read_shared_weights(graph, NET)
