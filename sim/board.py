@@ -74,14 +74,14 @@ class SimBoard:
     def __init__(self, config: str = "default", model=None, *, divisor: int | None = None,
                  progress: bool = False, startup_timeout: float = 120.0):
         from compiler.api import default_model
-        from sim.run import _load_rows, compile_model
+        from sim.run import compile_model, load_rows
 
         self.config = get_config(config)
         self.model = Path(default_model(self.config) if model is None else model)
         self._comp = compile_model(self.model, self.config, progress=progress)
         self._exe, self.divisor = build_board(self.config, self._comp, divisor=divisor,
                                               progress=progress)
-        loads = _load_rows(self.config, self._comp)
+        loads = load_rows(self.config, self._comp)
         self._tmp = tempfile.TemporaryDirectory(prefix="sim-board-")
         job = Path(self._tmp.name) / "job.bin"
         header = np.array([_MAGIC, _VERSION, loads.shape[0], loads.shape[1], self.divisor, 0],

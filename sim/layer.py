@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.cycles import ideal_cycles
 from hw.config import AccelConfig
 from hw.program import LayerProgram, layer_program, pack_cmd, pack_weight_rows
+
+from .jobs import beat_values, input_beats, load_rows, n_words, words
 
 __all__ = ["harness_config", "build_harness", "run_program", "LayerRun", "run_layer", "main"]
 
@@ -55,33 +58,15 @@ def build_harness(cfg: AccelConfig, build_dir=None) -> Path:
     vpath.write_text(text)
     return build_cpp_harness([vpath], TOP, [HARNESS_CPP], build_dir, opt_fast="-O2")
 
-def _words(value: int, bits: int) -> list[int]:
-    n = -(-bits // 32)
-    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(n)]
-
-
-def _pack(layout, values: dict) -> int:
-    word = 0
-    for name, field in layout:
-        v = int(values.get(name, 0)) & ((1 << field.width) - 1)
-        word |= v << field.offset
-    return word
-
-
-def _load_words(cfg: AccelConfig, prog: LayerProgram) -> list[list[int]]:
-    from hw.engine import LOAD_BIAS, LOAD_REQUANT, LOAD_WEIGHTS, LoadBeat
+def _load_words(cfg: AccelConfig, prog: LayerProgram) -> np.ndarray:
+    """The ``LoadBeat`` payloads [n, words] of a program's weight, bias and requant rows."""
+    from hw.engine import LOAD_BIAS, LOAD_REQUANT, LOAD_WEIGHTS
     from hw.program import pack_bias_rows, pack_requant_rows
 
-    layout = LoadBeat(cfg)
-    rows = []
-    for target, words in ((LOAD_WEIGHTS, pack_weight_rows(cfg, prog.weight_rows)),
-                          (LOAD_BIAS, pack_bias_rows(cfg, prog.bias_rows)),
-                          (LOAD_REQUANT, pack_requant_rows(cfg, prog.mult_rows,
-                                                           prog.shift_rows))):
-        for i, word in enumerate(words):
-            rows.append(_words(_pack(layout, {"target": target, "addr": i, "data": word}),
-                               layout.size))
-    return rows
+    return load_rows(cfg, [(LOAD_WEIGHTS, pack_weight_rows(cfg, prog.weight_rows)),
+                           (LOAD_BIAS, pack_bias_rows(cfg, prog.bias_rows)),
+                           (LOAD_REQUANT, pack_requant_rows(cfg, prog.mult_rows,
+                                                            prog.shift_rows))])
 
 
 class LayerRun:
@@ -104,32 +89,28 @@ def run_program(cfg: AccelConfig, prog: LayerProgram, x: np.ndarray, exe: Path, 
     """
     import subprocess
 
-    from hw.engine import InBeat, LayerCmd
+    from hw.engine import LayerCmd
     from hw.pool import Beat
 
     beat = Beat(width=cfg.sum_bits, lanes=cfg.requant_units)
-    out_words = -(-beat.size // 32)
+    out_words = n_words(beat.size)
     loads = _load_words(cfg, prog)
-    load_words = len(loads[0]) if loads else 0
-    cmd = _words(pack_cmd(cfg, prog.cmd), LayerCmd(cfg).size)
+    cmd = words(pack_cmd(cfg, prog.cmd), LayerCmd(cfg).size)
     inputs = prog.input_stream(x)
-    in_layout = InBeat(cfg)
-    in_words = -(-in_layout.size // 32)
-    packed = _pack_inputs(inputs, cfg.in_lanes, cfg.input_bits, in_layout["count"].offset,
-                          in_words)
+    packed = input_beats(cfg, inputs)
     if max_cycles is None:
-        macs = _macs(prog)
-        max_cycles = int(4 * macs / cfg.multipliers + 50 * inputs.size + 100_000)
+        max_cycles = int(4 * ideal_cycles(cfg, prog) + 50 * inputs.size + 100_000)
     max_cycles = min(max_cycles, 0xFFFFFFFF)
-    header = [_MAGIC, _VERSION, len(loads), load_words, len(cmd), len(packed), in_words,
-              out_words, beat["last"].offset, max_cycles, int(in_stall * 1000),
-              int(out_stall * 1000), seed & 0xFFFFFFFF, 0, 0]
+    header = [_MAGIC, _VERSION, loads.shape[0], loads.shape[1], len(cmd), packed.shape[0],
+              packed.shape[1], out_words, beat["last"].offset, max_cycles,
+              int(in_stall * 1000), int(out_stall * 1000), seed & 0xFFFFFFFF, 0, 0]
     with tempfile.TemporaryDirectory(prefix="engine-job-") as tmp:
         job = Path(tmp) / "job.bin"
         out = Path(tmp) / "out.bin"
-        body = np.array(header + [w for row in loads for w in row] + cmd, dtype=np.uint32)
         with open(job, "wb") as f:
-            f.write(body.tobytes())
+            f.write(np.array(header, dtype=np.uint32).tobytes())
+            f.write(loads.tobytes())
+            f.write(np.array(cmd, dtype=np.uint32).tobytes())
             f.write(packed.tobytes())
         res = subprocess.run([str(exe), str(job), str(out)], capture_output=True, text=True,
                              check=False)
@@ -139,55 +120,8 @@ def run_program(cfg: AccelConfig, prog: LayerProgram, x: np.ndarray, exe: Path, 
         raw = out.read_bytes()
     n_beats = int(np.frombuffer(raw[:4], dtype=np.uint32)[0])
     cycles, in_done = (int(v) for v in np.frombuffer(raw[4:20], dtype=np.uint64))
-    words = np.frombuffer(raw[20:], dtype=np.uint32).reshape(n_beats, out_words)
-    values = _beat_values(words, beat, cfg.requant_units, cfg.sum_bits)
+    values = beat_values(cfg, np.frombuffer(raw[20:], dtype=np.uint32).reshape(n_beats, out_words))
     return LayerRun(prog.output_from_stream(values), cycles, in_done, n_beats)
-
-
-def _pack_inputs(values: np.ndarray, lanes: int, bits: int, count_off: int, words: int
-                 ) -> np.ndarray:
-    """Input beats of ``lanes`` values each (the last one shorter) as uint32 words [n, words]."""
-    n = -(-values.size // lanes)
-    padded = np.zeros(n * lanes, dtype=np.int64)
-    padded[: values.size] = values
-    fields = (padded & ((1 << bits) - 1)).reshape(n, lanes).astype(object)
-    counts = np.full(n, lanes, dtype=object)
-    counts[-1] = values.size - (n - 1) * lanes
-    out = np.zeros((n, words), dtype=np.uint32)
-    for i in range(n):
-        big = int(counts[i]) << count_off
-        for k in range(lanes):
-            big |= int(fields[i, k]) << (bits * k)
-        for wi in range(words):
-            out[i, wi] = (big >> (32 * wi)) & 0xFFFFFFFF
-    return out
-
-
-def _beat_values(words: np.ndarray, beat, lanes: int, width: int) -> list[int]:
-    w64 = words.astype(np.uint64)
-    out = []
-    count_off = beat["count"].offset
-    count_w = beat["count"].width
-    for row in w64:
-        big = 0
-        for i, v in enumerate(row.tolist()):
-            big |= int(v) << (32 * i)
-        n = (big >> count_off) & ((1 << count_w) - 1)
-        out.extend((big >> (width * k)) & ((1 << width) - 1) for k in range(n))
-    return out
-
-
-def _macs(prog: LayerProgram) -> int:
-    total = 0
-    parts = ([prog.squeeze] if prog.squeeze else []) + prog.branches
-    for br in parts:
-        total += br.conv.macs(br.in_shape)
-    return total
-
-
-def ideal_cycles(cfg: AccelConfig, prog: LayerProgram) -> float:
-    """Layer MACs / all multipliers of the engine."""
-    return _macs(prog) / cfg.multipliers
 
 
 def run_layer(model_path, image_path, layer_name: str, *, pool: bool = False,

@@ -32,8 +32,10 @@ import numpy as np
 
 from hw.config import AccelConfig, get_config
 
-__all__ = ["Compiled", "compile_model", "build", "simulate", "run", "write_report", "main",
-           "SimError"]
+from . import jobs
+
+__all__ = ["Compiled", "compile_model", "load_rows", "build", "simulate", "run", "write_report",
+           "main", "SimError"]
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS_CPP = Path(__file__).resolve().parent / "harness" / "accel.cpp"
@@ -143,76 +145,16 @@ def build(cfg: AccelConfig, *, trace: str | None = None, progress: bool = False)
 
 # -- running ----------------------------------------------------------------------------------
 
-def _words(value: int, bits: int) -> list[int]:
-    return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(-(-bits // 32))]
-
-
-def _load_rows(cfg: AccelConfig, comp: Compiled) -> np.ndarray:
-    from hw.engine import LOAD_BIAS, LOAD_REQUANT, LOAD_WEIGHTS, LoadBeat
+def load_rows(cfg: AccelConfig, comp: Compiled) -> np.ndarray:
+    """The ``load`` stream of a compiled model: weight, bias and requantisation rows (the weight
+    image) and the schedule rows, as harness payload words [n, words]."""
+    from hw.engine import LOAD_BIAS, LOAD_REQUANT, LOAD_WEIGHTS
     from hw.top import LOAD_SCHEDULE, pack_schedule
 
-    layout = LoadBeat(cfg)
-    t_off, a_off, d_off = (layout[n].offset for n in ("target", "addr", "data"))
-    rows = []
-    for target, words in ((LOAD_WEIGHTS, comp.image.weight_rows),
-                          (LOAD_BIAS, comp.image.bias_rows),
-                          (LOAD_REQUANT, comp.image.requant_rows),
-                          (LOAD_SCHEDULE, pack_schedule(cfg, comp.schedule))):
-        for i, word in enumerate(words):
-            rows.append(_words((target << t_off) | (i << a_off) | (int(word) << d_off),
-                               layout.size))
-    return np.array(rows, dtype=np.uint32)
-
-
-def _input_beats(cfg: AccelConfig, values: np.ndarray) -> np.ndarray:
-    """Input beats of ``in_lanes`` values (the last one shorter) as uint32 words [n, words]."""
-    from hw.engine import InBeat
-
-    layout = InBeat(cfg)
-    lanes, bits = cfg.in_lanes, cfg.input_bits
-    words = -(-layout.size // 32)
-    n = -(-values.size // lanes)
-    padded = np.zeros(n * lanes, dtype=np.uint64)
-    padded[: values.size] = values.astype(np.int64) & ((1 << bits) - 1)
-    lanes_v = padded.reshape(n, lanes)
-    counts = np.full(n, lanes, dtype=np.uint64)
-    counts[-1] = values.size - (n - 1) * lanes
-    # assemble the bit string of each beat 32 bits at a time
-    out = np.zeros((n, words), dtype=np.uint64)
-    fields = [(lanes_v[:, k], bits * k, bits) for k in range(lanes)]
-    fields.append((counts, layout["count"].offset, layout["count"].width))
-    for vals, off, width in fields:
-        for w in range(words):
-            lo, hi = 32 * w, 32 * w + 32
-            if off >= hi or off + width <= lo:
-                continue
-            shift = off - lo
-            part = (vals << np.uint64(shift)) if shift >= 0 else (vals >> np.uint64(-shift))
-            out[:, w] |= part & np.uint64(0xFFFFFFFF)
-    return out.astype(np.uint32)
-
-
-def _tap_values(cfg: AccelConfig, words: np.ndarray) -> list[tuple[np.ndarray, bool]]:
-    """Decode tap beats [n, words] into (values, last) per beat."""
-    from hw.pool import Beat
-
-    beat = Beat(width=cfg.sum_bits, lanes=cfg.requant_units)
-    w64 = words.astype(np.uint64)
-
-    def field(off, width):
-        word, bit = divmod(off, 32)
-        v = w64[:, word] >> np.uint64(bit)
-        if bit + width > 32 and word + 1 < w64.shape[1]:
-            v |= w64[:, word + 1] << np.uint64(32 - bit)
-        return v & np.uint64((1 << width) - 1)
-
-    counts = field(beat["count"].offset, beat["count"].width).astype(np.int64)
-    lasts = field(beat["last"].offset, 1).astype(bool)
-    data = np.stack([field(cfg.sum_bits * k, cfg.sum_bits) for k in range(cfg.requant_units)],
-                    axis=1).astype(np.int64)
-    sign = 1 << (cfg.sum_bits - 1)
-    data = np.where(data >= sign, data - (1 << cfg.sum_bits), data)
-    return counts, lasts, data
+    return jobs.load_rows(cfg, [(LOAD_WEIGHTS, comp.image.weight_rows),
+                                (LOAD_BIAS, comp.image.bias_rows),
+                                (LOAD_REQUANT, comp.image.requant_rows),
+                                (LOAD_SCHEDULE, pack_schedule(cfg, comp.schedule))])
 
 
 @dataclasses.dataclass
@@ -250,9 +192,9 @@ def simulate(cfg: AccelConfig, comp: Compiled, x: np.ndarray, exe: Path, *,
     progs = place_programs(cfg, qm)
     steps = comp.steps
     outs = qm.run(x)
-    loads = _load_rows(cfg, comp)
-    inputs = _input_beats(cfg, progs[0].input_stream(x))
-    tap_words = -(-Beat(width=cfg.sum_bits, lanes=cfg.requant_units).size // 32)
+    loads = load_rows(cfg, comp)
+    inputs = jobs.input_beats(cfg, progs[0].input_stream(x))
+    tap_words = jobs.n_words(Beat(width=cfg.sum_bits, lanes=cfg.requant_units).size)
     ideal = [cycle_model.ideal_cycles(cfg, p) for p in progs]
     max_cycles = min(int(4 * sum(ideal) + 20 * inputs.shape[0] + 1_000_000), 0xFFFFFFFF)
     header = np.array([_MAGIC, _VERSION, loads.shape[0], loads.shape[1], inputs.shape[0],
@@ -307,7 +249,7 @@ def simulate(cfg: AccelConfig, comp: Compiled, x: np.ndarray, exe: Path, *,
     taps = take(np.uint32, n_taps * tap_words).reshape(n_taps, tap_words)
 
     # each step's output, from the tap beats (a step ends with its `last` beat)
-    counts, lasts, data = _tap_values(cfg, taps)
+    counts, lasts, data = jobs.beat_fields(cfg, taps)
     ends = list(np.flatnonzero(lasts))
     step_vals, start = [], 0
     for e in ends:

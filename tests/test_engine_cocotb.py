@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from compiler.qmodel import QGlobalSum, QMaxPool
 from hw.config import AccelConfig
-from hw.engine import Engine, InBeat, LayerCmd
+from hw.engine import Engine, LayerCmd
 from hw.pool import Beat
 from hw.program import layer_program, pack_cmd
-from sim.layer import _load_words, _pack_inputs
+from sim.jobs import input_beats
+from sim.layer import _load_words
 
 pytestmark = pytest.mark.verilator
 
@@ -42,9 +43,7 @@ def _job(name, layer, x, pool, seed, stall):
     y = layer(x)
     ref = pool(y) if pool is not None else y
     beat = Beat(width=CFG.sum_bits, lanes=CFG.requant_units)
-    layout = InBeat(CFG)
-    packed = _pack_inputs(prog.input_stream(x), CFG.in_lanes, CFG.input_bits,
-                          layout["count"].offset, -(-layout.size // 32))
+    packed = input_beats(CFG, prog.input_stream(x))
     flat = ref.ravel() if ref.ndim == 1 else ref.transpose(1, 2, 0).ravel()
     return {
         "name": name, "seed": seed, "stall": stall,
