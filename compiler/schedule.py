@@ -22,7 +22,7 @@ from hw.config import AccelConfig
 from hw.program import cmd_fields, cmd_width, pack_cmd, unpack_cmd
 
 from .qmodel import QModel
-from .wimage import NAME_BYTES, check_preamble, place_programs
+from .wimage import NAME_BYTES, check_preamble, place_programs, sha_bytes
 
 __all__ = [
     "MAGIC", "FORMAT_VERSION", "HEADER_BYTES", "ENTRY_FIXED_BYTES", "REGION_ALIGN",
@@ -150,19 +150,6 @@ def build_schedule(cfg: AccelConfig, qm: QModel, *, stream_io: bool = True) -> S
     return sched
 
 
-def _sha_bytes(sha: str) -> bytes:
-    if sha == "":
-        return bytes(32)
-    try:
-        raw = bytes.fromhex(sha)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise ScheduleFormatError(f"model hash must be 64 hex digits (sha256) or empty, not "
-                                  f"{sha!r}")
-    return raw
-
-
 def write_schedule(cfg: AccelConfig, sched: Schedule) -> bytes:
     """The bytes of ``sched`` (docs/schedule.md); deterministic. ``cfg`` gives the command
     word's layout, which must be the one ``sched`` was built for."""
@@ -194,7 +181,7 @@ def write_schedule(cfg: AccelConfig, sched: Schedule) -> bytes:
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(sched.entries), sched.cmd_bits, cmd_bytes,
                         ENTRY_FIXED_BYTES + cmd_bytes, 0, sched.region_bytes, sched.fmap_bytes,
                         first.in_addr, first.in_bytes, last.out_addr, last.out_bytes,
-                        sched.cmd_layout, _sha_bytes(sched.model_sha256))
+                        sched.cmd_layout, sha_bytes(sched.model_sha256, ScheduleFormatError))
     return head + body
 
 

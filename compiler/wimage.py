@@ -208,7 +208,9 @@ def _rows_from(data: bytes, off: int, n: int, nbytes: int) -> list[int]:
             for i in range(n)]
 
 
-def _sha_bytes(sha: str) -> bytes:
+def sha_bytes(sha: str, error: type[ValueError] = ImageFormatError) -> bytes:
+    """The 32 raw bytes of a model hash given as 64 hex digits (all zero for ""); ``error``
+    (the calling format's error class) for anything else."""
     if sha == "":
         return bytes(32)
     try:
@@ -216,7 +218,7 @@ def _sha_bytes(sha: str) -> bytes:
     except ValueError:
         raw = b""
     if len(raw) != 32:
-        raise ImageFormatError(f"model hash must be 64 hex digits (sha256) or empty, not {sha!r}")
+        raise error(f"model hash must be 64 hex digits (sha256) or empty, not {sha!r}")
     return raw
 
 
@@ -246,7 +248,7 @@ def write_image(img: WeightImage) -> bytes:
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(img.layers), g.pe_columns, g.pe_lanes,
                         g.weight_bits, g.bias_bits, g.mult_bits, g.shift_bits,
                         len(img.weight_rows), len(img.bias_rows), g.weight_row_bytes,
-                        g.bias_row_bytes, g.requant_row_bytes, 0, _sha_bytes(img.model_sha256),
+                        g.bias_row_bytes, g.requant_row_bytes, 0, sha_bytes(img.model_sha256),
                         w_off, b_off, r_off, total)
     out = (head + table + _rows_bytes(img.weight_rows, g.weight_row_bytes)
            + _rows_bytes(img.bias_rows, g.bias_row_bytes)
