@@ -39,6 +39,22 @@ class Beat(data.StructLayout):
         })
 
 
+def _advance_cursor(m, beat, c, w, c0, x, y):
+    """After taking ``beat``, move the input cursor (channel ``c0`` of pixel ``x``, row ``y``
+    of a ``w``-wide map of ``c`` channels) past its ``count`` values; back to 0 after ``last``.
+    A beat never crosses a pixel."""
+    with m.If(beat.last):
+        m.d.sync += [x.eq(0), y.eq(0), c0.eq(0)]
+    with m.Elif(c0 + beat.count >= c):
+        m.d.sync += c0.eq(0)
+        with m.If(x + 1 >= w):
+            m.d.sync += [x.eq(0), y.eq(y + 1)]
+        with m.Else():
+            m.d.sync += x.eq(x + 1)
+    with m.Else():
+        m.d.sync += c0.eq(c0 + beat.count)
+
+
 def _log2(n):
     return n.bit_length() - 1
 
@@ -166,16 +182,7 @@ class MaxPool(wiring.Component):
         m.d.sync += v1.eq(take)
         with m.If(take):
             m.d.sync += [b1.eq(self.i.payload), x1.eq(x), y1.eq(y), c1.eq(c0)]
-            with m.If(self.i.payload.last):
-                m.d.sync += [x.eq(0), y.eq(0), c0.eq(0)]
-            with m.Elif(c0 + self.i.payload.count >= self.c):
-                m.d.sync += c0.eq(0)
-                with m.If(x + 1 >= self.w):
-                    m.d.sync += [x.eq(0), y.eq(y + 1)]
-                with m.Else():
-                    m.d.sync += x.eq(x + 1)
-            with m.Else():
-                m.d.sync += c0.eq(c0 + self.i.payload.count)
+            _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
 
         emit_a, emit_b, half, hnew, hvals = _pool_axis(
             m, x1, self.w, self.wo, [hp.value(lane) for lane in range(lanes)], b1.data, lanes)
@@ -299,16 +306,7 @@ class GlobalSum(wiring.Component):
             m.d.sync += [b1.eq(self.i.payload), c1.eq(c0),
                          firstpix.eq((x == 0) & (y == 0)),
                          lastpix.eq((x + 1 == self.w) & (y + 1 == self.h))]
-            with m.If(self.i.payload.last):
-                m.d.sync += [x.eq(0), y.eq(0), c0.eq(0)]
-            with m.Elif(c0 + self.i.payload.count >= self.c):
-                m.d.sync += c0.eq(0)
-                with m.If(x + 1 >= self.w):
-                    m.d.sync += [x.eq(0), y.eq(y + 1)]
-                with m.Else():
-                    m.d.sync += x.eq(x + 1)
-            with m.Else():
-                m.d.sync += c0.eq(c0 + self.i.payload.count)
+            _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
         sums = []
         for lane in range(lanes):
             sums.append(Mux(firstpix, 0, acc.value(lane)) + b1.data[lane])
