@@ -113,6 +113,24 @@ def bad_frames(rng: random.Random, n: int, image_bytes: int) -> list[tuple[str, 
     return out
 
 
+def _receive(transport, parser, wait: float) -> tuple[bool, list]:
+    """One read, waiting up to ``wait`` s: (whether any byte came, the frames and parser
+    errors now complete, in order)."""
+    got = []
+    data = transport.read(4096, wait)
+    if data:
+        parser.feed(data)
+    while True:
+        try:
+            frame = parser.pop()
+        except ProtocolError as e:
+            got.append(e)
+            continue
+        if frame is None:
+            return bool(data), got
+        got.append(frame)
+
+
 def _frames_until(transport, parser, want_seq: int, timeout: float) -> tuple[list, Frame]:
     """Frames received until one with ``want_seq`` that is not an error reply; (others, it)."""
     import time
@@ -120,18 +138,9 @@ def _frames_until(transport, parser, want_seq: int, timeout: float) -> tuple[lis
     others = []
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        data = transport.read(4096, 0.2)
-        if data:
-            parser.feed(data)
-        while True:
-            try:
-                frame = parser.pop()
-            except ProtocolError as e:
-                others.append(e)
-                continue
-            if frame is None:
-                break
-            if frame.seq == want_seq and frame.type != MsgType.ERROR:
+        for frame in _receive(transport, parser, 0.2)[1]:
+            if (isinstance(frame, Frame) and frame.seq == want_seq
+                    and frame.type != MsgType.ERROR):
                 return others, frame
             others.append(frame)
     raise AssertionError(f"no reply with seq {want_seq} within {timeout} s; got {others!r}")
@@ -147,20 +156,10 @@ def _drain(transport, parser, quiet: float, limit: float = 60.0, first: bool = F
     last = time.monotonic()
     while time.monotonic() - last < quiet:
         assert time.monotonic() < end, f"the device never went quiet; got {got!r}"
-        data = transport.read(4096, 0.05)
-        if data:
+        came, new = _receive(transport, parser, 0.05)
+        if came or new:
             last = time.monotonic()
-            parser.feed(data)
-        while True:
-            try:
-                frame = parser.pop()
-            except ProtocolError as e:
-                got.append(e)
-                continue
-            if frame is None:
-                break
-            got.append(frame)
-            last = time.monotonic()
+        got += new
         if first and got:
             break
     return got
