@@ -130,43 +130,20 @@ def _info_doc(info, port: str) -> dict:
 
 
 def _check_model(dev: driver.Device, model: Path) -> str:
-    """Compare the device's model hash with ``model``'s: the SHA-256 of the ONNX file (what a
-    weight image header records), or failing that of the dense weight image the compiler builds
-    for the device's configuration. Returns a note for the JSON."""
+    """Compare the device's model hash with ``model``'s: the SHA-256 of the ONNX file (what the
+    weight image records and the device reports). Returns a note for the JSON."""
     info = dev.info()
     if not any(info.model_hash):
         return "device reports no model hash"
     onnx = driver.file_sha256(model)
-    candidates = [onnx]
-    if info.model_hash != onnx:
-        image = _weight_image_sha256(model, info.config_name)
-        if image is not None:
-            candidates.append(image)
     try:
-        dev.check_model(candidates, what=f"local model {str(model)!r}")
+        dev.check_model([onnx], what=f"local model {str(model)!r}")
     except ModelMismatchError as e:
         raise ModelMismatchError(
             f"the device runs model {info.model_hash.hex()}, the local model {str(model)!r} is "
-            f"{onnx.hex()} (ONNX file)"
-            + (f" / {candidates[1].hex()} (weight image)" if len(candidates) > 1 else "")
-            + ": program the board with this model or pass --model with the device's",
-            device_hash=e.device_hash, local_hashes=e.local_hashes) from None
+            f"{onnx.hex()} (ONNX file): program the board with this model or pass --model with "
+            f"the device's", device_hash=e.device_hash, local_hashes=e.local_hashes) from None
     return "ok"
-
-
-def _weight_image_sha256(model: Path, config_name: str) -> bytes | None:
-    import hashlib
-
-    try:
-        from compiler import wimage
-        from compiler.api import load_model
-        from hw.config import get_config
-
-        cfg = get_config(config_name)
-        data = wimage.write_image(wimage.build_image(cfg, load_model(model, config=cfg)))
-    except Exception:  # unknown configuration, other image format: only the ONNX hash counts
-        return None
-    return hashlib.sha256(data).digest()
 
 
 def _open(args, **kw):
