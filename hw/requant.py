@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -115,20 +115,24 @@ class ResultDrain(wiring.Component):
 
         m.d.sync += self.q_valid.eq(issue)
         with m.If(issue):
+            # index by Cat(chunk, rd), not rd * nchunks + chunk: a multiplier here would take
+            # one of the device's MULT18X18D blocks, all of which the columns need
+            cpad = 1 << len(chunk)
+            sel = Cat(chunk, rd)
             for lane in range(r):
                 accs, mults, shifts = [], [], []
                 for i in range(nb):
-                    for k in range(nchunks_max):
-                        col = min(k * r + lane, cols - 1)
+                    for k in range(cpad):
+                        col = min(min(k, nchunks_max - 1) * r + lane, cols - 1)
                         accs.append(e_acc[i][col])
                         mults.append(e_mult[i][col])
                         shifts.append(e_shift[i][col])
-                sel = rd * nchunks_max + chunk
                 m.d.sync += [self.q_acc[lane].eq(Array(accs)[sel]),
                              self.q_mult[lane].eq(Array(mults)[sel]),
                              self.q_shift[lane].eq(Array(shifts)[sel])]
             left = Signal(range(cols + 1))
-            m.d.comb += left.eq(head_meta.nvalid - chunk * r)
+            done_cols = Array(Const(k * r, range(cols + 1)) for k in range(nchunks_max))
+            m.d.comb += left.eq(head_meta.nvalid - done_cols[chunk])
             m.d.sync += [
                 self.q_meta.count.eq(Mux(left > r, r, left)),
                 self.q_meta.dest.eq(head_meta.dest),
