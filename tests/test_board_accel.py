@@ -1,0 +1,63 @@
+"""The accelerator as a board design (boards.accel): it elaborates on the ULX3S with a real
+compiled model in its memories, and its status follows the memory and the classifier."""
+
+from __future__ import annotations
+
+import pytest
+from amaranth.sim import Simulator
+from test_top_amaranth import tiny_model
+
+from boards import get_board
+from boards.accel import BoardClassifier, classifier_factory
+from compiler import schedule, wimage
+from hw.config import get_config
+from hw.memport import MemPortSignature
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    cfg = get_config("ulx3s-85f")
+    qm = tiny_model(cfg)
+    return cfg, qm, wimage.build_image(cfg, qm), schedule.build_schedule(cfg, qm)
+
+
+def test_memories_sized_to_the_model(compiled):
+    cfg, qm, img, sched = compiled
+    design = BoardClassifier(cfg, MemPortSignature(2, cfg.fmap_addr_bits), qmodel=qm,
+                             image=img, schedule=sched)
+    eng = design.classifier._acc
+    assert eng._weight_depth == len(img.weight_rows)
+    assert eng._param_depth == len(img.bias_rows)
+
+
+def test_status_follows_memory_ready(compiled):
+    cfg, qm, img, sched = compiled
+    design = BoardClassifier(cfg, MemPortSignature(2, cfg.fmap_addr_bits), qmodel=qm,
+                             image=img, schedule=sched)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(design.mem_ready, 0)
+        await ctx.tick().repeat(3)
+        seen.append((ctx.get(design.status.idle), ctx.get(design.status.error)))
+        ctx.set(design.mem_ready, 1)
+        await ctx.tick().repeat(3)
+        seen.append((ctx.get(design.status.idle), ctx.get(design.status.error)))
+
+    sim = Simulator(design)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(0, 1), (1, 0)]
+
+
+def test_ulx3s_smoke_build_with_the_accelerator(compiled, tmp_path):
+    """The ULX3S top with the classifier elaborates and its build files are generated (no
+    tools run); the engine's 144 multipliers are in the netlist."""
+    cfg, qm, img, sched = compiled
+    board = get_board("ulx3s-85f")
+    top = board.top(classifier_factory(qm, img, sched))
+    plan = board.platform().build(top, name="top", build_dir=tmp_path, do_build=False)
+    rtlil = plan.files["top.il"]
+    assert "EHXPLLL" in rtlil
+    assert rtlil.count("cell $mul ") >= cfg.pe_columns * cfg.pe_lanes
