@@ -145,14 +145,12 @@ class Sequencer(wiring.Component):
         xb = Signal(signed(w["row"] + 1))      # left value offset of the union window
 
         need_rows = Signal(signed(ab))
-        need_end = Signal(signed(ab))
         need_start = Signal(signed(ab))
         xend = Signal(signed(w["row"] + 2))
         m.d.comb += [
             need_rows.eq(Mux(ys + cmd.b_win_rows >= cmd.b_h, cmd.b_hlast,
                              ys_abs + cmd.b_win_last)),
             xend.eq(xb + cmd.b_win_bytes),
-            need_end.eq(need_rows + Mux(xend > cmd.b_rb, cmd.b_rb, xend)),
             # while the window's top row is padding, the first real row is still wholly needed
             # by the next output row (regression: v1.0 conv10, a 1x1 kernel with pad 1)
             need_start.eq(Mux(ys < 0, 0, ys_abs + Mux(xb < 0, 0, xb))),
@@ -160,16 +158,65 @@ class Sequencer(wiring.Component):
         b_last_pixel = Signal()
         m.d.comb += b_last_pixel.eq((by + 1 == cmd.b_ho) & (bx + 1 == cmd.b_wo))
 
+        # Everything the step choice looks at is registered, in three stages: (1) sums of the
+        # cursors, (2) the window's end, (3) comparisons; ``cur_ok`` is low for the three
+        # cycles after a cursor moved, and no step is chosen then. The choice itself only ANDs
+        # flags, where it used to add and compare in series (46 MHz on the ECP5 before:
+        # ``python -m boards.timing sequencer``). A real layer's steps are many passes long, so
+        # the wait never shows.
+        cur_ok = Signal()
+        cur_ok1 = Signal()
+        cur_ok2 = Signal()
+        win_free = Signal(signed(ab))
+        need_rows_q = Signal(signed(ab))
+        xmin_q = Signal(signed(w["row"] + 2))
+        need_start_q = Signal(signed(ab))
+        a_in_end_q = Signal(signed(ab + 1))
+        a_win_end_q = Signal(signed(ab + 1))
+        win_lim_q = Signal(signed(ab + 1))
+        qm_lead_q = Signal(signed(ab + 1))
+        q_more_q = Signal()
+        # the branch starts of the pixel at the cursor: first value, its row offset, first row
+        b_base_q = [Signal(signed(ab), name=f"b_base{k}_q") for k in (0, 1)]
+        b_off_q = [Signal(signed(w["row"] + 2), name=f"b_off{k}_q") for k in (0, 1)]
+        b_r0_q = [Signal(signed(w["dim"] + 2), name=f"b_r0{k}_q") for k in (0, 1)]
+        b_col_q = [Signal(signed(ab), name=f"b_col{k}_q") for k in (0, 1)]
+        m.d.sync += [
+            cur_ok2.eq(1), cur_ok1.eq(cur_ok2), cur_ok.eq(cur_ok1),
+            need_rows_q.eq(need_rows), xmin_q.eq(Mux(xend > cmd.b_rb, cmd.b_rb, xend)),
+            need_start_q.eq(need_start),
+            a_in_end_q.eq(q_abs + cmd.a_cin), a_win_end_q.eq(qm_abs + cmd.a_out),
+            win_lim_q.eq(win_free + cfg.window_buffer_depth), q_more_q.eq(q < cmd.a_pixels),
+            qm_lead_q.eq(qm_abs - cmd.a_lead),
+        ]
+        for k in (0, 1):
+            m.d.sync += [
+                b_col_q[k].eq(ys_abs + getattr(cmd, f"g{k}_dabs")),
+                b_off_q[k].eq(xb + getattr(cmd, f"g{k}_dbyte")),
+                b_base_q[k].eq(b_col_q[k] + b_off_q[k]),
+                b_r0_q[k].eq(ys + getattr(cmd, f"g{k}_drow")),
+            ]
+        need_end_q = Signal(signed(ab + 1))
+        m.d.sync += need_end_q.eq(need_rows_q + xmin_q)
+        # the comparisons use the buffers' write counts of the cycle before (they only grow, so
+        # an older count is a safe one)
+        in_ok_q = Signal()
+        win_room_q = Signal()
+        win_ok_q = Signal()
+        lead_q = Signal()
+        m.d.sync += [
+            in_ok_q.eq(self.in_written >= a_in_end_q),
+            win_room_q.eq(a_win_end_q <= win_lim_q),
+            win_ok_q.eq(self.win_written >= need_end_q),
+            lead_q.eq(qm_lead_q < need_end_q),
+        ]
         ready_a = Signal()
         ready_b = Signal()
         prefer_a = Signal()
-        win_free = Signal(signed(ab))
         m.d.comb += [
-            ready_a.eq(cmd.fire & (q < cmd.a_pixels)
-                       & (self.in_written >= q_abs + cmd.a_cin)
-                       & (qm_abs + cmd.a_out <= win_free + cfg.window_buffer_depth)),
-            ready_b.eq(~b_done & (self.win_written >= need_end)),
-            prefer_a.eq(ready_a & (qm_abs < need_end + cmd.a_lead)),
+            ready_a.eq(cmd.fire & q_more_q & in_ok_q & win_room_q),
+            ready_b.eq(~b_done & win_ok_q),
+            prefer_a.eq(ready_a & lead_q),
         ]
 
         # -- the step (one pixel of one stage) and its pass loop ---------------------------
@@ -188,22 +235,28 @@ class Sequencer(wiring.Component):
         row = Signal(signed(w["dim"] + 2))
         wrow = Signal(w["wrow"])
         prow = Signal(w["prow"])
-        s_ys_abs = Signal(signed(ab))
-        s_xb = Signal(signed(w["row"] + 1))
-        s_ys = Signal(signed(w["dim"] + 2))
+        s_base1 = Signal(signed(ab))
+        s_off1 = Signal(signed(w["row"] + 2))
+        s_r01 = Signal(signed(w["dim"] + 2))
         s_last = Signal()
         in_free = Signal(signed(ab))
         issued_all = Signal()
         credits = Signal(range(cfg.result_banks + 1))
 
-        def bsel(name):
-            return Mux(br, getattr(cmd, f"g1_{name}"), getattr(cmd, f"g0_{name}"))
+        # the loop bounds of the stage or branch being issued, registered when it is loaded
+        # (not multiplexed from the command every cycle: that was the next critical path)
+        groups = Signal(w["groups"])
+        kh = Signal(w["kernel"])
+        nseg = Signal(w["nseg"])
+        nlast = Signal(w["ncol"])
+        ymax = Signal(w["ymax"])
 
-        groups = Mux(is_a, cmd.a_groups, bsel("groups"))
-        kh = Mux(is_a, 1, bsel("kh"))
-        nseg = Mux(is_a, cmd.a_nseg, bsel("nseg"))
-        nlast = Mux(is_a, cmd.a_nlast, bsel("nlast"))
-        ymax = Mux(is_a, cmd.a_ymax, bsel("ymax"))
+        def load_bounds(prefix):
+            m.d.sync += [groups.eq(getattr(cmd, f"{prefix}_groups")),
+                         nseg.eq(getattr(cmd, f"{prefix}_nseg")),
+                         nlast.eq(getattr(cmd, f"{prefix}_nlast")),
+                         ymax.eq(getattr(cmd, f"{prefix}_ymax")),
+                         kh.eq(1 if prefix == "a" else getattr(cmd, f"{prefix}_kh"))]
 
         first = Signal()
         last = Signal()
@@ -243,6 +296,7 @@ class Sequencer(wiring.Component):
 
         # loading a step or a branch sets the whole pass state
         def load_a():
+            load_bounds("a")
             m.d.sync += [
                 active.eq(1), is_a.eq(1), br.eq(0), g.eq(0), ky.eq(0), j.eq(0),
                 abs_g0.eq(q_abs), abs_ky.eq(q_abs), abs_cur.eq(q_abs),
@@ -250,12 +304,11 @@ class Sequencer(wiring.Component):
                 wrow.eq(cmd.a_wbase), prow.eq(cmd.a_pbase),
                 in_free.eq(q_abs),
                 q.eq(q + 1), q_abs.eq(q_abs + cmd.a_cin), qm_abs.eq(qm_abs + cmd.a_out),
+                cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0),
             ]
 
-        def load_branch(k, ys_abs_v, xb_v, ys_v):
-            base = ys_abs_v + getattr(cmd, f"g{k}_dabs") + xb_v + getattr(cmd, f"g{k}_dbyte")
-            off = xb_v + getattr(cmd, f"g{k}_dbyte")
-            r0 = ys_v + getattr(cmd, f"g{k}_drow")
+        def load_branch(k, base, off, r0):
+            load_bounds(f"g{k}")
             m.d.sync += [
                 active.eq(1), is_a.eq(0), br.eq(k), g.eq(0), ky.eq(0), j.eq(0),
                 abs_g0.eq(base), abs_ky.eq(base), abs_cur.eq(base),
@@ -264,9 +317,10 @@ class Sequencer(wiring.Component):
             ]
 
         def load_b():
-            load_branch(0, ys_abs, xb, ys)
-            m.d.sync += [s_ys_abs.eq(ys_abs), s_xb.eq(xb), s_ys.eq(ys), s_last.eq(b_last_pixel),
-                         win_free.eq(need_start)]
+            load_branch(0, b_base_q[0], b_off_q[0], b_r0_q[0])
+            m.d.sync += [s_base1.eq(b_base_q[1]), s_off1.eq(b_off_q[1]), s_r01.eq(b_r0_q[1]),
+                         s_last.eq(b_last_pixel), win_free.eq(need_start_q),
+                         cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0)]
             with m.If(b_last_pixel):
                 m.d.sync += b_done.eq(1)
             with m.If(bx + 1 == cmd.b_wo):
@@ -276,7 +330,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += [bx.eq(bx + 1), xb.eq(xb + cmd.b_pix)]
 
         def choose():
-            with m.If(prefer_a):
+            with m.If(~cur_ok):
+                m.d.sync += active.eq(0)
+            with m.Elif(prefer_a):
                 load_a()
             with m.Elif(ready_b):
                 load_b()
@@ -292,7 +348,7 @@ class Sequencer(wiring.Component):
                 active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks),
                 q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
                 by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
-                xb.eq(cmd.b_left),
+                xb.eq(cmd.b_left), cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0),
             ]
         with m.Elif(~active):
             with m.If(~issued_all):
@@ -312,7 +368,7 @@ class Sequencer(wiring.Component):
                              abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
                              prow.eq(prow + 1)]
             with m.Elif(~last_branch):
-                load_branch(1, s_ys_abs, s_xb, s_ys)
+                load_branch(1, s_base1, s_off1, s_r01)
             with m.Else():
                 choose()
         return m

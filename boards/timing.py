@@ -1,0 +1,185 @@
+"""``python -m boards.timing [COMPONENT ...] [--config NAME] [--json OUT]``: the ECP5 fmax of one
+gateware component at a time.
+
+A whole-accelerator place and route on the LFE5U-85F takes tens of minutes and names one
+critical path; this places and routes each component on its own (a few minutes each) so the
+paths that keep the design from ``config.clk_hz`` are found one component at a time. Every input
+port of the component is driven from a shift register fed by one pin and every output is
+registered and folded into one pin, so nothing is optimised away and the I/O pins add no paths
+of their own. Prints, per component, fmax against the configuration's clock, LUT4s, flip-flops,
+EBR and multipliers, and where the critical path starts and ends (nextpnr's report, with the
+source lines it passes through).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from amaranth import Cat, ClockDomain, Elaboratable, Module, Signal, Value
+from amaranth.lib import io, wiring
+
+from hw.config import get_config
+
+from .common import BuildError
+
+__all__ = ["COMPONENTS", "Harness", "component_timing", "main"]
+
+
+def _sequencer(cfg):
+    from hw.engine import Sequencer
+    return Sequencer(cfg)
+
+
+def _drain(cfg):
+    from hw.requant import ResultDrain
+    return ResultDrain(cfg)
+
+
+def _requantizer(cfg):
+    from hw.requant import Requantizer
+    return Requantizer(cfg)
+
+
+def _array(cfg):
+    from hw.pe import ColumnArray
+    return ColumnArray(cfg)
+
+
+def _maxpool(cfg):
+    from hw.pool import MaxPool
+    return MaxPool(cfg)
+
+
+def _gsum(cfg):
+    from hw.pool import GlobalSum
+    return GlobalSum(cfg)
+
+
+def _engine(cfg):
+    from hw.engine import Engine
+    return Engine(cfg, weight_depth=64, param_depth=16)
+
+
+#: name -> (factory(config), what it is)
+COMPONENTS = {
+    "sequencer": (_sequencer, "hw.engine.Sequencer: pixel cursors, pass loop, flow control"),
+    "drain": (_drain, "hw.requant.ResultDrain: result banks to requantiser lanes"),
+    "requantizer": (_requantizer, "hw.requant.Requantizer: multiply, round, shift, clamp"),
+    "array": (_array, "hw.pe.ColumnArray: the multipliers, adder trees, accumulators"),
+    "maxpool": (_maxpool, "hw.pool.MaxPool"),
+    "gsum": (_gsum, "hw.pool.GlobalSum"),
+    "engine": (_engine, "hw.engine.Engine with a 64-row weight memory (slow: ~30 min)"),
+}
+
+
+class Harness(Elaboratable):
+    """``component`` between a serial input chain and a folded, registered output pin."""
+
+    def __init__(self, component: wiring.Component, clk_hz: float):
+        self.component = component
+        self.clk_hz = clk_hz
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.clk = clk = io.Buffer("i", platform.request("clk25", dir="-"))
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += sync.clk.eq(clk.i)
+        m.submodules.dut = dut = self.component
+        ins, outs = [], []
+        for _, member, value in dut.signature.flatten(dut):
+            (ins if member.flow == wiring.In else outs).append(Value.cast(value))
+        m.submodules.pin_i = pin_i = io.Buffer("i", platform.request("button_fire", 0, dir="-"))
+        m.submodules.pin_o = pin_o = io.Buffer("o", platform.request("led", 0, dir="-"))
+        chain = Signal(max(1, sum(len(v) for v in ins)))
+        m.d.sync += chain.eq(Cat(pin_i.i, chain[:-1]))
+        pos = 0
+        for v in ins:
+            m.d.comb += v.eq(chain[pos:pos + len(v)])
+            pos += len(v)
+        out = Cat(*outs)
+        held = Signal(len(out))
+        fold = Signal()
+        m.d.sync += [held.eq(out), fold.eq(held.xor())]
+        m.d.comb += pin_o.o.eq(fold)
+        return m
+
+
+def _critical_path(tim: Path) -> dict:
+    """Start, end and the source lines (``hw/...py:N``) of nextpnr's last critical path."""
+    text = tim.read_text(errors="replace")
+    reports = text.split("Critical path report for clock")
+    if len(reports) < 2:
+        return {}
+    body = reports[-1].split("Max frequency")[0]
+    cells = re.findall(r"(?:Source|Sink) (\S+)", body)
+    lines = []
+    for src in re.findall(r"(hw/\w+\.py:\d+)", body):
+        if src not in lines:
+            lines.append(src)
+    return {"from": cells[0] if cells else None, "to": cells[-1] if cells else None,
+            "source_lines": lines}
+
+
+def component_timing(name: str, cfg, build_dir: Path, progress=print) -> dict:
+    """Place and route component ``name`` alone; its figures (see the module docstring)."""
+    from .common import run_build
+    from .ulx3s import _platform, _resources
+
+    factory, _ = COMPONENTS[name]
+    rep = run_build(_platform(), Harness(factory(cfg), cfg.clk_hz), name=name,
+                    build_dir=build_dir, board="ulx3s-85f", target_hz=25e6,
+                    resources=_resources, bitstream_ext="bit", progress=progress)
+    target = cfg.clk_hz / 1e6
+    return {"component": name, "config": cfg.name, "fmax_mhz": rep.fmax_mhz,
+            "target_mhz": target, "meets": rep.fmax_mhz is not None and rep.fmax_mhz >= target,
+            "luts": rep.luts, "ffs": rep.ffs, "ebr": rep.ebr, "mult18": rep.mult18,
+            "build_s": rep.build_s,
+            "critical_path": _critical_path(Path(build_dir) / f"{name}.tim")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m boards.timing", description=__doc__.split(
+        "\n\n")[0])
+    ap.add_argument("components", nargs="*", metavar="COMPONENT",
+                    help=f"any of {', '.join(COMPONENTS)} (default: all but engine)")
+    ap.add_argument("--config", default="ulx3s-85f")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--build-dir", type=Path, help="keep the build files here")
+    args = ap.parse_args(argv)
+    names = args.components or [n for n in COMPONENTS if n != "engine"]
+    unknown = [n for n in names if n not in COMPONENTS]
+    if unknown:
+        ap.error(f"unknown component(s) {', '.join(unknown)}; expected any of "
+                 f"{', '.join(COMPONENTS)}")
+    cfg = get_config(args.config)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.build_dir or Path(tmp)
+        for name in names:
+            try:
+                r = component_timing(name, cfg, root / name, progress=lambda s: None)
+            except BuildError as e:
+                print(f"{name:12s} build failed: {str(e).splitlines()[0]}")
+                results.append({"component": name, "config": cfg.name, "error": str(e),
+                                "meets": False})
+                continue
+            results.append(r)
+            cp = r["critical_path"]
+            print(f"{name:12s} fmax {r['fmax_mhz']:7.2f} MHz / {r['target_mhz']:g} "
+                  f"{'ok  ' if r['meets'] else 'FAIL'}  LUT4 {r['luts']}  FF {r['ffs']}  "
+                  f"EBR {r['ebr']}  MULT18 {r['mult18']}  ({r['build_s']:.0f} s)")
+            if cp.get("source_lines"):
+                print(f"{'':12s} critical path through {' '.join(cp['source_lines'])}")
+            sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0 if all(r["meets"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
