@@ -158,6 +158,14 @@ class AccelConfig:
         return self.multipliers + self.requant_units * pieces
 
     @property
+    def pool_banks(self) -> int:
+        """Banks of the pools' memories: the smallest power of two that takes a beat of
+        ``requant_units`` lanes (fewer banks than the line buffers' ``buffer_banks``, which serve
+        ``pe_lanes``: each bank is a block RAM of its own however shallow, so on the ECP5 8
+        banks instead of 16 save 8 of the max pool's EBR and 5 of the global sum's)."""
+        return max(2, 1 << (self.requant_units - 1).bit_length())
+
+    @property
     def act_max(self) -> int:
         """Largest activation value."""
         return (1 << self.act_bits) - 1

@@ -7,7 +7,8 @@ in the same order, so they sit on the way out of the producing layer (fused pool
 - :class:`MaxPool`: ``P[c, j, k] = max A[c, 2j + dy, 2k + dx]`` over the positions inside the
   map, with the ceil-mode output size of ``compiler.golden.pool_out_size`` (no padding). A
   horizontal stage keeps one pixel of partial maxima per channel, a vertical stage one output row
-  per channel; both are banked by ``index mod buffer_banks`` so a beat is one read and one write
+  per channel; both are banked by ``index mod pool_banks`` (``AccelConfig.pool_banks``, the
+  fewest banks a beat of ``requant_units`` lanes needs) so a beat is one read and one write
   per bank, with read-modify-write in consecutive cycles (transparent read ports).
 - :class:`GlobalSum`: ``S[c] = sum A[c, y, x]``; the sums leave with the last pixel's beats.
 
@@ -80,6 +81,7 @@ class _BankedRMW:
             self.rps.append(rp)
             self.wps.append(wp)
         self.lo_q = Signal(self.lb, name=f"{name}_lo")
+        self.raddr_q = [Signal(self.ibits, name=f"{name}_ra{b}") for b in range(banks)]
 
     def _index(self, base, b):
         return bank_row(base, b, self.lb, self.ibits)
@@ -89,9 +91,20 @@ class _BankedRMW:
             m.d.comb += [rp.en.eq(en), rp.addr.eq(self._index(base, b))]
         with m.If(en):
             m.d.sync += self.lo_q.eq(base[: self.lb])
+            m.d.sync += [ra.eq(self._index(base, b)) for b, ra in enumerate(self.raddr_q)]
 
     def value(self, lane):
         return Array(rp.data for rp in self.rps)[(self.lo_q + lane)[: self.lb]]
+
+    def value_bypass(self, m, lane):
+        """``value(lane)``, but a write to the same row in this cycle (the read was issued the
+        cycle before it) is seen: for a pipeline that writes two cycles after it reads."""
+        banks = []
+        for b, (rp, wp) in enumerate(zip(self.rps, self.wps)):
+            v = Signal.like(rp.data, name=f"byp{b}_{lane}_{id(self) % 997}")
+            m.d.comb += v.eq(Mux(wp.en & (wp.addr == self.raddr_q[b]), wp.data, rp.data))
+            banks.append(v)
+        return Array(banks)[(self.lo_q + lane)[: self.lb]]
 
     def write(self, m, en, base, count, values):
         lo = base[: self.lb]
@@ -147,7 +160,7 @@ class MaxPool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        lanes, banks = cfg.requant_units, cfg.buffer_banks
+        lanes, banks = cfg.requant_units, cfg.pool_banks
         beat = Beat(width=self._width, lanes=lanes)
         out = _Credit(m, beat, cfg.out_fifo_depth, 4)
 
@@ -280,9 +293,9 @@ class GlobalSum(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg
-        lanes, banks = cfg.requant_units, cfg.buffer_banks
+        lanes, banks = cfg.requant_units, cfg.pool_banks
         obeat = Beat(width=cfg.sum_bits, lanes=lanes)
-        out = _Credit(m, obeat, cfg.out_fifo_depth, 2)
+        out = _Credit(m, obeat, cfg.out_fifo_depth, 3)
         acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
                          lanes=lanes)
         chan_bits = (cfg.max_channels).bit_length()
@@ -290,34 +303,49 @@ class GlobalSum(wiring.Component):
         x = Signal(dim_bits)
         y = Signal(dim_bits)
         c0 = Signal(chan_bits)
+        # three stages: read (take), old sums registered (v1), add and write (v2); the add
+        # no longer sits between the block RAM's output and its input in one cycle (52 MHz
+        # on the ECP5 that way, ``python -m boards.timing gsum``)
         v1 = Signal()
         v2 = Signal()
+        v3 = Signal()
         b1 = Signal(self.i.payload.shape())
+        b2 = Signal(self.i.payload.shape())
         c1 = Signal(chan_bits)
-        firstpix = Signal()
-        lastpix = Signal()
-        room = out.room(m, v1 + v2)
+        c2 = Signal(chan_bits)
+        first1 = Signal()
+        first2 = Signal()
+        last1 = Signal()
+        last2 = Signal()
+        old = [Signal(cfg.sum_bits, name=f"old{lane}") for lane in range(lanes)]
+        room = out.room(m, v1 + v2 + v3)
         m.d.comb += self.i.ready.eq(room)
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         acc.read(m, take, c0)
-        m.d.sync += v1.eq(take)
+        m.d.sync += [v1.eq(take), v2.eq(v1)]
         with m.If(take):
             m.d.sync += [b1.eq(self.i.payload), c1.eq(c0),
-                         firstpix.eq((x == 0) & (y == 0)),
-                         lastpix.eq((x + 1 == self.w) & (y + 1 == self.h))]
+                         first1.eq((x == 0) & (y == 0)),
+                         last1.eq((x + 1 == self.w) & (y + 1 == self.h))]
             _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
-        sums = []
-        for lane in range(lanes):
-            sums.append(Mux(firstpix, 0, acc.value(lane)) + b1.data[lane])
-        acc.write(m, v1, c1, b1.count, sums)
-        o_beat = Signal(obeat)
-        m.d.sync += v2.eq(v1 & lastpix)
         with m.If(v1):
-            m.d.sync += [o_beat.count.eq(b1.count), o_beat.last.eq(b1.last)]
+            m.d.sync += [b2.eq(b1), c2.eq(c1), first2.eq(first1), last2.eq(last1)]
+            # a row written this cycle by the beat before (read one cycle earlier) is seen
+            m.d.sync += [old[lane].eq(acc.value_bypass(m, lane)) for lane in range(lanes)]
+        sums = [Signal(cfg.sum_bits, name=f"sum{lane}") for lane in range(lanes)]
+        for lane in range(lanes):
+            m.d.comb += sums[lane].eq(Mux(first2, 0, old[lane]) + b2.data[lane])
+        acc.write(m, v2, c2, b2.count, sums)
+        m.d.sync += v3.eq(v2)
+        o_beat = Signal(obeat)
+        o_valid = Signal()
+        m.d.sync += o_valid.eq(v2 & last2)
+        with m.If(v2):
+            m.d.sync += [o_beat.count.eq(b2.count), o_beat.last.eq(b2.last)]
             for lane in range(lanes):
                 m.d.sync += o_beat.data[lane].eq(sums[lane])
-        m.d.comb += [out.fifo.w_en.eq(v2), out.fifo.w_data.eq(o_beat)]
+        m.d.comb += [out.fifo.w_en.eq(o_valid), out.fifo.w_data.eq(o_beat)]
         r = data.View(obeat, out.fifo.r_data)
         m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
                      out.fifo.r_en.eq(self.o.ready)]
