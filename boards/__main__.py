@@ -2,14 +2,17 @@
 
     python -m boards build ulx3s-85f [--model M.onnx] [--json report.json] [--build-dir DIR]
                                      [--program]
-    python -m boards build icebreaker
+    python -m boards build icebreaker [--design accel|memtest] [--model M.onnx] ...
     python -m boards memtest --port /dev/ttyUSB0 [--words N]
 
 ``build`` exits with 1 when a tool fails, the design does not fit or it misses timing (the
-JSON report is written in every case), with 3 when ``--program`` finds no programming tool.
-``--model`` first checks that the model's weight image fits the block RAM the board gives the
-weights (compressed for the ULX3S, dense int8 elsewhere) and refuses it before synthesis,
-naming the bytes needed and available.
+JSON report is written in every case), with 2 when the model cannot be used, with 3 when
+``--program`` finds no programming tool. ``--design`` chooses what goes on the board: the
+accelerator (``accel``, the iCEBreaker's default: :mod:`boards.accel`, carrying ``--model`` or
+the board's default model, compiled for the board's configuration) or the bring-up memory test
+(``memtest``, the ULX3S's default). With the memory test, ``--model`` only checks that the
+model's weight image fits the block RAM the board gives the weights (compressed for the ULX3S,
+dense int8 elsewhere) and refuses it before synthesis, naming the bytes needed and available.
 """
 
 from __future__ import annotations
@@ -52,12 +55,52 @@ def weight_image_check(board, config, model) -> dict:
             "fits_weights": need <= board.weight_capacity_bytes}
 
 
+def _accel_top(board, args):
+    """The board's top level with the accelerator carrying ``--model`` (or the board's default
+    model); None (after an error message) when the model cannot be used."""
+    from compiler.ir import IRError
+
+    from .accel import classifier_factory, compile_model
+
+    if board.config is None:
+        print(f"error: {board.name} has no accelerator design yet; use --design memtest",
+              file=sys.stderr)
+        return None
+    if args.model is None and board.default_model is None:
+        print(f"error: {board.name} carries no default model yet (the compressed SqueezeNet "
+              f"needs the weight decoder, docs/compression.md); give --model with a model whose "
+              f"dense weights fit the block RAM", file=sys.stderr)
+        return None
+    model = args.model or board.default_model
+    if not Path(model).is_file():
+        print(f"error: model file {str(model)!r} does not exist", file=sys.stderr)
+        return None
+    config = board.config()
+    try:
+        qm, image, sched = compile_model(model, config)
+    except (IRError, ValueError) as exc:
+        print(f"error: {Path(model).name} does not compile for configuration "
+              f"{config.name!r}: {exc}", file=sys.stderr)
+        return None
+    top = board.top(classifier_factory(qm, image, sched), config=config)
+    print(f"model: {Path(model).name}, input {tuple(int(v) for v in qm.input_shape)}, "
+          f"{len(sched.entries)} steps, weights {image.weight_bytes + image.param_bytes:,} bytes "
+          f"({len(image.weight_rows)} weight rows), feature maps {sched.fmap_bytes:,} bytes")
+    return top
+
+
 def _build(args) -> int:
     board = get_board(args.board)
     build_dir = Path(args.build_dir or f"build/{board.name}")
-    top = board.top()
+    design = args.design or board.default_design
+    if design == "accel":
+        top = _accel_top(board, args)
+        if top is None:
+            return 2
+    else:
+        top = board.top()
     config = top.config
-    if args.model:
+    if args.model and design == "memtest":
         try:
             check = weight_image_check(board, config, args.model)
         except (FileNotFoundError, ValueError) as exc:
@@ -81,7 +124,8 @@ def _build(args) -> int:
     try:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
-                           resources=board.resources, bitstream_ext=board.bitstream_ext)
+                           resources=board.resources, bitstream_ext=board.bitstream_ext,
+                           synth_opts=board.synth_opts)
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         if args.json:
@@ -142,8 +186,12 @@ def main(argv=None) -> int:
     build = sub.add_parser("build", help="synthesise, place and route, pack (and program)")
     build.add_argument("board", choices=sorted(BOARDS))
     build.add_argument("--json", help="write the build report (JSON) here")
-    build.add_argument("--model", help="ONNX model whose weight image must fit the board's "
-                       "block RAM (checked before synthesis)")
+    build.add_argument("--design", choices=("accel", "memtest"),
+                       help="the accelerator or the bring-up memory test (default: the board's, "
+                       "accel on the iCEBreaker, memtest on the ULX3S)")
+    build.add_argument("--model", help="ONNX model the accelerator carries; with the memory "
+                       "test, a model whose weight image must fit the board's block RAM "
+                       "(checked before synthesis)")
     build.add_argument("--build-dir", help="build folder (default build/BOARD)")
     build.add_argument("--program", action="store_true",
                        help="load the bitstream with openFPGALoader (or iceprog)")

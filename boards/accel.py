@@ -8,9 +8,16 @@ configuration on (the load stream is tied off).
 
 Status LEDs: ``idle`` when the memory is ready and no request runs, ``busy`` while a request is
 received, computed or answered, ``error`` while the memory is not ready.
+
+:func:`compile_model` compiles an ONNX model for a board without calibration images (seeded
+random inputs choose the ranges, so a build is reproducible); :data:`TINY_MODEL` is the small
+Fire-family model the iCEBreaker carries by default (``compiler/data/fire-tiny-15.onnx``, made
+by ``tests/netgen.py``'s ``squeezenet(**TINY_MODEL_PARAMS)``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from amaranth import Module
 from amaranth.lib import wiring
@@ -19,10 +26,42 @@ from amaranth.lib.wiring import In, Out
 from hw.config import AccelConfig
 from hw.memport import MemPortSignature
 from hw.soc import Classifier, device_info
+from hw.top import Accelerator
 
 from .common import DesignFactory, Status
 
-__all__ = ["BoardClassifier", "classifier_factory"]
+__all__ = ["TINY_MODEL", "TINY_MODEL_PARAMS", "CALIBRATION_SEED", "compile_model",
+           "BoardClassifier", "classifier_factory"]
+
+#: The iCEBreaker's default model: a Fire-family network small enough for the smallest engine.
+TINY_MODEL = Path(__file__).resolve().parent.parent / "compiler" / "data" / "fire-tiny-15.onnx"
+#: ``tests/netgen.py`` ``squeezenet(**TINY_MODEL_PARAMS)`` makes :data:`TINY_MODEL`: conv1 3x3/2
+#: (3 -> 4 channels, 15x15 -> 7x7), max pool 3x3/2 (3x3), two Fire modules (squeeze 1, expand
+#: 2 + 2), conv10 (4 classes), global average pool; random weights (seeded).
+TINY_MODEL_PARAMS = dict(size=15, conv1_out=4, n_fire=2, base_e=4, incr_e=0, pools_after=(),
+                         classes=4, seed=0)
+#: Seed of the random calibration inputs of :func:`compile_model`.
+CALIBRATION_SEED = 0
+
+
+def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
+                  n_inputs: int = 8):
+    """``(qmodel, image, schedule)`` of the ONNX model ``path`` for ``config``.
+
+    Calibrated on ``n_inputs`` random mean-subtracted images (seeded), not on photos: enough to
+    set the integer ranges of a board build without the calibration image folder. Raises
+    ``ValueError`` (``compiler.ir.IRError``) when the model exceeds the configuration.
+    """
+    import numpy as np
+
+    from compiler import quant, schedule, wimage
+    from compiler.api import import_model
+
+    graph = import_model(path)
+    rng = np.random.default_rng(seed)
+    xs = [rng.integers(-123, 152, graph.input_shape) for _ in range(n_inputs)]
+    qm = quant.quantize(graph, quant.calibrate(graph, xs, len(xs)), config)
+    return qm, wimage.build_image(config, qm), schedule.build_schedule(config, qm)
 
 
 class BoardClassifier(wiring.Component):
@@ -34,12 +73,13 @@ class BoardClassifier(wiring.Component):
         n_scores = 1
         for d in qmodel.shapes()[qmodel.layers[-1].name]:
             n_scores *= int(d)
+        # memories exactly as deep as the model needs (block RAM is the scarce resource)
+        acc = Accelerator(cfg, image=image, schedule=schedule,
+                               weight_depth=max(2, len(image.weight_rows)),
+                               param_depth=max(2, len(image.bias_rows)))
         self.classifier = Classifier(
             cfg, info=device_info(cfg, qmodel), image_shape=(c, h, w), n_scores=n_scores,
-            image=image, schedule=schedule,
-            # memories exactly as deep as the model needs (block RAM is the scarce resource)
-            weight_depth=max(2, len(image.weight_rows)),
-            param_depth=max(2, len(image.bias_rows)))
+            accelerator=acc)
         super().__init__({
             "rxd": In(1, init=1), "txd": Out(1, init=1), "mem": Out(mem_signature),
             "mem_ready": In(1), "status": Out(Status),

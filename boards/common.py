@@ -560,7 +560,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: float,
               resources: Callable[[dict, dict], dict], bitstream_ext: str,
-              progress=print) -> BuildReport:
+              synth_opts: str = "", progress=print) -> BuildReport:
     """Synthesise, place and route, and pack ``top`` for ``platform`` in ``build_dir``.
 
     Amaranth writes the files and the command list; each command then runs here, with a
@@ -568,7 +568,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     :func:`sim.toolchain.yowasp_env`). nextpnr runs with ``--timing-allow-fail`` so that a
     design that misses timing still gives a report (``timing_met`` false). ``resources(util,
     cells)`` maps nextpnr's utilisation and yosys's cell counts to ``luts``, ``ffs``, ``mult18``
-    and ``ebr``. Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
+    and ``ebr``; ``synth_opts``: extra options of yosys's ``synth_*`` command (``-dsp`` on the
+    iCE40UP5K). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
     """
     from sim.toolchain import yowasp_env
 
@@ -579,8 +580,10 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     steps = {}
     progress(f"[{board}] elaborating {type(top).__name__} ...")
     t0 = time.monotonic()
+    extra = {"synth_opts": synth_opts} if synth_opts else {}
     plan = platform.prepare(top, name=name,
-                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail")
+                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail",
+                            **extra)
     plan.extract(build_dir)
     steps["elaborate"] = round(time.monotonic() - t0, 1)
     commands = json.loads((build_dir / f"build_{name}.json").read_text())["commands"]
@@ -646,6 +649,17 @@ class Board:
     weight_capacity_bytes: int = 0
     #: compression target of ``compiler.compress`` whose image the board carries (None: dense)
     weight_target: str | None = None
+    #: what ``python -m boards build`` puts on the board unless ``--design`` says: "accel" (the
+    #: accelerator with ``default_model``, :mod:`boards.accel`) or "memtest" (the bring-up test)
+    default_design: str = "memtest"
+    #: the ONNX model the accelerator design carries unless ``--model`` names another (None:
+    #: the board has no accelerator design)
+    default_model: str | None = None
+    #: the configuration ``top`` uses by default (needed to compile a model before the top
+    #: level exists)
+    config: Callable[[], AccelConfig] | None = None
+    #: extra options of yosys's ``synth_*`` command (:func:`run_build`)
+    synth_opts: str = ""
 
     def program_command(self, bitstream) -> list[str] | None:
         """The command that loads ``bitstream`` with the first installed tool, or None."""

@@ -1,32 +1,38 @@
 """The iCEBreaker (Lattice iCE40UP5K, 12 MHz oscillator, FT2232H UART, no SDRAM).
 
 A small second target for the open flow: the board has no external RAM, so the design's memory
-port is served by :class:`hw.memport.ModelMemory` in block RAM (8 KB). Clocks: an SB_PLL40_PAD
-makes ``clk_hz`` (24 MHz by default: 3 Mbaud is exactly 8 clocks per bit) from the 12 MHz
-oscillator (:func:`ice40_pll_params`); at 12 MHz the PLL is left out. LEDs: green = idle, red =
-error (busy shows as both off).
+port is served by :class:`BlockRAMMemory` (``2**fmap_addr_bits`` words of the configuration:
+512 bytes for ``icebreaker``). The default design is the accelerator (:mod:`boards.accel`) with
+the tiny Fire model; the bring-up memory test is the other one. Clocks: the configuration's
+``clk_hz`` is 12 MHz, the oscillator itself (3 Mbaud = 4 clocks per bit; the accelerator
+reaches ~18 MHz on the UP5K); any other ``clk_hz`` comes from an SB_PLL40_PAD
+(:func:`ice40_pll_params`, e.g. 24 MHz for 8 clocks per bit). LEDs: green = idle, red = error
+(busy shows as both off).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth import ClockDomain, Elaboratable, Instance, Module, Mux, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+from amaranth.utils import ceil_log2
 
 from hw.config import AccelConfig, get_config
-from hw.memport import ModelMemory
+from hw.memport import MemPortSignature
 
+from .accel import TINY_MODEL
 from .common import Board, DesignFactory, check_design, make_memtest
 
-__all__ = ["ICE40PLLParams", "ice40_pll_params", "ICEBreakerTop", "BOARD", "DEFAULT_CLK_HZ"]
+__all__ = ["ICE40PLLParams", "ice40_pll_params", "BlockRAMMemory", "ICEBreakerTop", "BOARD",
+           "DEFAULT_CLK_HZ"]
 
 OSC_HZ = 12_000_000
-DEFAULT_CLK_HZ = 24_000_000
-#: Words of the block-RAM memory behind the memory port (16-bit words: 16 of the 30 EBR).
-MEMORY_WORDS = 4096
-MEMORY_LATENCY = 4
+#: The clock of the ``icebreaker`` configuration (12 MHz: the oscillator, no PLL).
+DEFAULT_CLK_HZ = get_config("icebreaker").clk_hz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +82,79 @@ def ice40_pll_params(f_in: float, f_out: float, *, tolerance: float = 0.0) -> IC
 
 
 def icebreaker_config(clk_hz: int = DEFAULT_CLK_HZ) -> AccelConfig:
-    """The configuration the iCEBreaker runs: ``ulx3s-85f``'s 2-byte memory port at
-    ``clk_hz``."""
-    return dataclasses.replace(get_config("ulx3s-85f"), name="icebreaker", clk_hz=clk_hz,
-                               description="iCEBreaker (iCE40UP5K) bring-up: block-RAM memory "
-                                           "port, no accelerator")
+    """The configuration the iCEBreaker runs: ``hw.config``'s ``icebreaker`` (the smallest
+    engine), at ``clk_hz``."""
+    cfg = get_config("icebreaker")
+    return cfg if clk_hz == cfg.clk_hz else dataclasses.replace(cfg, clk_hz=clk_hz)
+
+
+class BlockRAMMemory(wiring.Component):
+    """Block RAM behind a memory port (:mod:`hw.memport`), as small as the port allows.
+
+    ``depth`` words of ``data_bytes`` (a power of two; the port's word address has
+    ``log2(depth)`` bits). Commands are served in order, one word per cycle; a read's data
+    comes two cycles after its command is accepted and waits in the block RAM's output register
+    while ``rdata.ready`` is low (the next read is issued only as the previous word is taken),
+    so there is no output buffer: :class:`hw.memport.ModelMemory` keeps ``latency + 4`` words of
+    flip-flops for it, 250 logic cells the UP5K cannot spare.
+    """
+
+    def __init__(self, *, data_bytes: int, depth: int, max_len: int = 256, init=()):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"BlockRAMMemory depth must be a power of two, not {depth!r}")
+        self._data_bytes, self._depth, self._init = data_bytes, depth, list(init)
+        super().__init__({"bus": In(MemPortSignature(data_bytes, ceil_log2(depth),
+                                                     max_len=max_len))})
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    def elaborate(self, platform):
+        m = Module()
+        bus = self.bus
+        m.submodules.mem = mem = Memory(shape=8 * self._data_bytes, depth=self._depth,
+                                        init=self._init)
+        wr = mem.write_port(granularity=8)
+        rd = mem.read_port()
+
+        addr = Signal.like(bus.cmd.payload.addr)
+        left = Signal.like(bus.cmd.payload.len)
+        writing = Signal()
+        active = Signal()
+        held = Signal()        # the read port's output holds a word not yet taken
+        advance = Signal()     # the read port may load a new word (its output is free)
+        issue = Signal()       # one word of the current command is served this cycle
+        last = Signal()
+        m.d.comb += [
+            last.eq(left == 1),
+            advance.eq(~held | bus.rdata.ready),
+            bus.wdata.ready.eq(active & writing),
+            issue.eq(active & Mux(writing, bus.wdata.valid, advance)),
+            wr.addr.eq(addr),
+            wr.data.eq(bus.wdata.payload.data),
+            rd.addr.eq(addr),
+            rd.en.eq(advance),
+            bus.rdata.valid.eq(held),
+            bus.rdata.payload.data.eq(rd.data),
+            bus.cmd.ready.eq(~active | (issue & last)),
+        ]
+        with m.If(active & writing & bus.wdata.valid):
+            m.d.comb += wr.en.eq(bus.wdata.payload.mask)
+        with m.If(advance):
+            m.d.sync += held.eq(issue & ~writing)
+        with m.If(issue):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+            with m.If(last):
+                m.d.sync += active.eq(0)
+        with m.If(bus.cmd.valid & bus.cmd.ready):
+            m.d.sync += [
+                addr.eq(bus.cmd.payload.addr),
+                left.eq(bus.cmd.payload.len),
+                writing.eq(bus.cmd.payload.write),
+                active.eq(bus.cmd.payload.len != 0),
+            ]
+        return m
 
 
 class ICEBreakerTop(Elaboratable):
@@ -92,8 +166,8 @@ class ICEBreakerTop(Elaboratable):
         self._config = icebreaker_config() if config is None else config
         self._pll = (None if self._config.clk_hz == OSC_HZ
                      else ice40_pll_params(OSC_HZ, self._config.clk_hz))
-        self.memory = ModelMemory(data_bytes=self._config.fmap_port_bytes, depth=MEMORY_WORDS,
-                                  latency=MEMORY_LATENCY)
+        self.memory = BlockRAMMemory(data_bytes=self._config.fmap_port_bytes,
+                                     depth=1 << self._config.fmap_addr_bits)
         self.mem_signature = self.memory.bus.signature.flip()
         self.design = make_design(self._config, self.mem_signature)
         check_design(self.design, self.mem_signature)
@@ -168,6 +242,12 @@ BOARD = Board(
     install_hint="iceprog: apt install fpga-icestorm; or openFPGALoader: apt install "
                  "openfpgaloader, or the OSS CAD Suite "
                  "(https://github.com/YosysHQ/oss-cad-suite-build)",
-    # the four 32 KiB SPRAMs; the 30 EBR (15 KiB) are the buffers'
+    # the four 32 KiB SPRAMs; the 30 EBR (15 KiB) are the buffers'. (The accelerator design
+    # keeps its weights in EBR today: yosys does not infer SB_SPRAM256KA for them.)
     weight_capacity_bytes=4 * 32 * 1024,
+    default_design="accel",
+    default_model=str(TINY_MODEL),
+    config=icebreaker_config,
+    # the multipliers into the SB_MAC16 DSPs (without it yosys builds them from LUTs)
+    synth_opts="-dsp",
 )

@@ -268,4 +268,6 @@ BOARD = Board(
     # 188 of the 208 EBR (20 kept for the engine's buffers): the compress target's budget
     weight_capacity_bytes=400 * 1024,
     weight_target="ulx3s-85f",
+    # the accelerator (--design accel) with --model: dense weights only, until the decoder
+    config=lambda: get_config("ulx3s-85f"),
 )

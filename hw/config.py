@@ -46,6 +46,9 @@ class AccelConfig:
     # -- clock and host link -------------------------------------------------------------------
     clk_hz: int = 100_000_000
     uart_baud: int = 3_000_000
+    #: low bits of the frame cycle counter the host link reports (the reply's field is 64 bits
+    #: wide; the rest reads 0): a small device spares the counter's upper half
+    cycle_bits: int = 64
 
     # -- feature-map memory port (a model of it in simulation) --------------------------------
     #: bytes per beat of the feature-map memory port
@@ -107,6 +110,8 @@ class AccelConfig:
                                  f"not {value!r}")
         if not 2 <= self.act_bits <= 16:
             raise ValueError(f"AccelConfig.act_bits must be in 2..16, not {self.act_bits!r}")
+        if self.cycle_bits > 64:
+            raise ValueError(f"AccelConfig.cycle_bits must be at most 64, not {self.cycle_bits!r}")
         if self.input_bits < self.act_bits:
             raise ValueError(f"AccelConfig.input_bits ({self.input_bits}) must be at least "
                              f"act_bits ({self.act_bits})")
@@ -199,6 +204,42 @@ CONFIGS: dict[str, AccelConfig] = {
         # codebook entries of the compressed model are up to 16-bit signed (docs/numerics.md);
         # an ECP5 multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
         weight_bits=16,
+    ),
+    # The smallest engine for the iCE40UP5K (5280 LUT4, 8 SB_MAC16, 30 EBR): 2 lanes x 1 column,
+    # narrow numerics, buffers and limits sized for boards.accel's tiny Fire model; the feature
+    # maps live in 512 bytes of block RAM behind the memory port (docs/boards.md).
+    "icebreaker": AccelConfig(
+        name="icebreaker",
+        description="iCEBreaker (iCE40UP5K): the smallest engine, a tiny Fire model, block-RAM "
+                    "feature maps",
+        clk_hz=12_000_000,           # the board's oscillator, no PLL; 3 Mbaud = 4 clocks per bit
+        cycle_bits=32,
+        fmap_port_bytes=2,
+        fmap_read_latency=3,         # the simulation model's least (the board's memory: 2)
+        fmap_addr_bits=8,            # 256 words x 2 bytes: the board's block-RAM memory
+        schedule_depth=4,
+        pe_lanes=2,
+        pe_columns=1,
+        requant_units=1,
+        result_banks=1,
+        buffer_banks=2,
+        in_lanes=1,
+        in_buffer_depth=32,
+        # the compiler accepts 128 for the tiny model, but the engine then stalls in conv1
+        window_buffer_depth=256,
+        weight_depth=128,
+        param_depth=32,
+        max_dim=15,
+        max_kernel=3,
+        max_channels=4,
+        pool_row_depth=32,
+        out_fifo_depth=4,            # 2 or 3 stall the engine (no output at all)
+        acc_bits=20,
+        bias_bits=20,
+        requant_mult_bits=10,
+        requant_max_shift=31,
+        score_bits=8,
+        sum_bits=16,
     ),
 }
 

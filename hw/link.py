@@ -655,9 +655,11 @@ class LinkBridge(wiring.Component):
         n = self._n_scores
         result_len = 4 * n + 8
 
+        # Both ROMs are read synchronously at the index the next cycle will have, so their data
+        # belongs to the current index (and they can be block RAM, not logic).
         m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(self._info),
                                                   init=list(self._info))
-        info_rd = info_rom.read_port(domain="comb")
+        info_rd = info_rom.read_port()
 
         codes = sorted(ERROR_REASONS)
         reasons = b"".join(ERROR_REASONS[c].encode("utf-8") for c in codes)
@@ -670,7 +672,7 @@ class LinkBridge(wiring.Component):
             at += lengths[c]
         m.submodules.reason_rom = reason_rom = Memory(shape=8, depth=len(reasons),
                                                       init=list(reasons))
-        reason_rd = reason_rom.read_port(domain="comb")
+        reason_rd = reason_rom.read_port()
         reason_offset = Array(Const(v, range(len(reasons) + 1)) for v in offsets)
         reason_length = Array(Const(v, 8) for v in lengths)
 
@@ -682,6 +684,7 @@ class LinkBridge(wiring.Component):
         plen = Signal(32)
         reply_type = Signal(8)
         index = Signal(range(max(len(self._info), result_len, 6 + max(lengths)) + 1))
+        index_next = Signal.like(index)     # what index becomes at the next clock edge
         cycles = Signal(64)
 
         with m.Switch(kind):
@@ -702,9 +705,15 @@ class LinkBridge(wiring.Component):
                 with m.Else():
                     m.d.sync += drained.eq(drained + 1)
 
+        m.d.comb += [
+            index_next.eq(index),
+            info_rd.addr.eq(index_next),
+            reason_rd.addr.eq(reason_offset[err_code] + index_next - 6),
+        ]
+        m.d.sync += index.eq(index_next)
         with m.FSM(name="transmit"):
             with m.State("IDLE"):
-                m.d.sync += index.eq(0)
+                m.d.comb += index_next.eq(0)
                 with m.If((job == _Job.OK) & self.scores.valid):
                     m.d.sync += [kind.eq(_Reply.RESULT), seq.eq(job_seq), plen.eq(result_len)]
                     m.next = "HEADER"
@@ -734,9 +743,9 @@ class LinkBridge(wiring.Component):
                         with m.Case(3 + k):
                             m.d.comb += body.payload.data.eq(plen.word_select(k, 8))
                 with m.If(body.ready):
-                    m.d.sync += index.eq(index + 1)
+                    m.d.comb += index_next.eq(index + 1)
                     with m.If(index == HEADER_SIZE - 1):
-                        m.d.sync += index.eq(0)
+                        m.d.comb += index_next.eq(0)
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 last = index == plen - 1
@@ -745,7 +754,6 @@ class LinkBridge(wiring.Component):
                     with m.Case(_Reply.INFO):
                         m.d.comb += [
                             body.valid.eq(1),
-                            info_rd.addr.eq(index),
                             body.payload.data.eq(info_rd.data),
                         ]
                     with m.Case(_Reply.ERROR):
@@ -759,10 +767,7 @@ class LinkBridge(wiring.Component):
                                 with m.Case(2 + k):
                                     m.d.comb += body.payload.data.eq(err_detail.word_select(k, 8))
                             with m.Default():
-                                m.d.comb += [
-                                    reason_rd.addr.eq(reason_offset[err_code] + index - 6),
-                                    body.payload.data.eq(reason_rd.data),
-                                ]
+                                m.d.comb += body.payload.data.eq(reason_rd.data)
                     with m.Case(_Reply.RESULT):
                         with m.If(index < 4 * n):
                             m.d.comb += [
@@ -780,7 +785,7 @@ class LinkBridge(wiring.Component):
                                 body.payload.data.eq(cycles.word_select((index - 4 * n)[:3], 8)),
                             ]
                 with m.If(body.valid & body.ready):
-                    m.d.sync += index.eq(index + 1)
+                    m.d.comb += index_next.eq(index + 1)
                     with m.If(last):
                         with m.If(kind == _Reply.RESULT):
                             m.d.sync += job.eq(_Job.IDLE)

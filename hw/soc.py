@@ -50,7 +50,10 @@ class Classifier(wiring.Component):
     ``info``: the info reply payload (:func:`device_info`); ``image_shape`` ``(C, H, W)`` and
     ``n_scores`` must agree with it. ``image``/``schedule`` as for :class:`Accelerator` (block
     RAM contents; a simulation may leave them out and fill the memories through ``load``).
-    ``divisor`` overrides the UART divisor of the configuration.
+    ``divisor`` overrides the UART divisor of the configuration. ``accelerator``: an
+    :class:`Accelerator` (or subclass) for ``cfg`` built by the caller, used instead of one built
+    here from ``image``, ``schedule``, ``weight_depth`` and ``param_depth`` (which must then be
+    left out).
 
     Ports: ``rxd``/``txd`` (UART), ``mem`` (feature-map port), ``load`` (as the accelerator's),
     ``busy`` (a request is in progress or the accelerator runs), ``frames``.
@@ -58,10 +61,19 @@ class Classifier(wiring.Component):
 
     def __init__(self, cfg: AccelConfig, *, info: bytes, image_shape, n_scores: int,
                  image=None, schedule=None, divisor: int | None = None,
-                 weight_depth: int | None = None, param_depth: int | None = None):
+                 weight_depth: int | None = None, param_depth: int | None = None,
+                 accelerator: Accelerator | None = None):
         self._cfg = cfg
-        self._acc = Accelerator(cfg, image=image, schedule=schedule, weight_depth=weight_depth,
-                                param_depth=param_depth)
+        if accelerator is None:
+            accelerator = Accelerator(cfg, image=image, schedule=schedule,
+                                      weight_depth=weight_depth, param_depth=param_depth)
+        elif not isinstance(accelerator, Accelerator) or accelerator.config != cfg:
+            raise TypeError(f"accelerator must be an Accelerator for configuration "
+                            f"{cfg.name!r}, not {accelerator!r}")
+        elif any(v is not None for v in (image, schedule, weight_depth, param_depth)):
+            raise TypeError("Give image, schedule and the depths to the accelerator, not "
+                            "to a Classifier given an accelerator")
+        self._acc = accelerator
         self._bridge = SerialBridge(divisor=divisor, config=None if divisor else cfg,
                                     image_shape=image_shape, n_scores=n_scores, info=info,
                                     pixel_width=cfg.input_bits, means=PREPROCESS_MEANS,
@@ -96,7 +108,8 @@ class Classifier(wiring.Component):
             px.ready.eq(acc.i.ready),
         ]
         wiring.connect(m, acc.o, link.scores)
-        m.d.comb += [link.cycles.eq(acc.cycles), self.busy.eq(link.busy | acc.busy),
+        m.d.comb += [link.cycles.eq(acc.cycles[:self._cfg.cycle_bits]),
+                     self.busy.eq(link.busy | acc.busy),
                      self.frames.eq(acc.frames)]
         return m
 

@@ -444,9 +444,12 @@ class Accelerator(wiring.Component):
         self._weight_depth = weight_depth
         self._param_depth = param_depth
         load = LoadBeat(cfg)
-        if StepLayout(cfg).size > load.members["data"].width:
+        if schedule is None and StepLayout(cfg).size > load.members["data"].width:
+            # a small engine's weight rows (hence load beats) can be narrower than a schedule
+            # row; such an accelerator takes its schedule as initial contents only (a board)
             raise ValueError(f"A schedule row ({StepLayout(cfg).size} bits) is wider than a "
-                             f"load beat ({load.members['data'].width} bits)")
+                             f"load beat ({load.members['data'].width} bits): give the "
+                             f"schedule as initial contents (schedule=)")
         super().__init__({
             "load": In(stream.Signature(load)),
             "i": In(stream.Signature(InBeat(cfg))),

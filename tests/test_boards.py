@@ -4,6 +4,7 @@ the build report parsers; and, marked slow, real builds with the YoWASP tools.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
@@ -28,7 +29,7 @@ from boards.common import (
     parse_yosys_cells,
     pattern_words,
 )
-from boards.icebreaker import ICEBreakerTop, ice40_pll_params
+from boards.icebreaker import BlockRAMMemory, ICEBreakerTop, ice40_pll_params, icebreaker_config
 from boards.ulx3s import ULX3STop, ecp5_pll_params
 from hw.config import get_config
 from hw.memport import MemPortSignature, ModelMemory
@@ -336,7 +337,8 @@ def test_board_smoke_build(name, tmp_path):
         for pin in ("F19", "P20", "J16", "M1", "L4", "B2"):   # SDRAM clk/cs/dq0, UART, LED 0
             assert pin in lpf
     else:
-        assert "SB_PLL40_PAD" in rtlil and "SB_RAM40_4K" not in rtlil   # yosys maps RAMs
+        # 12 MHz straight from the oscillator; yosys maps the RAMs
+        assert "SB_PLL40_PAD" not in rtlil and "SB_RAM40_4K" not in rtlil
         pcf = files["top.pcf"]
         for pin in ("35", "6", "9", "37"):
             assert pin in pcf
@@ -351,10 +353,243 @@ def test_ulx3s_top_uses_config():
         ULX3STop(config=get_config("default"))
 
 
-def test_icebreaker_top_runs_at_24mhz():
+def test_icebreaker_top_clock():
     top = ICEBreakerTop()
+    assert top.config.clk_hz == 12_000_000 and top.pll is None
+    assert top.design.divisor == 4                               # 3 Mbaud
+    top = ICEBreakerTop(config=icebreaker_config(24_000_000))
     assert top.config.clk_hz == 24_000_000 and top.pll.f_out == 24e6
     assert top.design.divisor == 8
+
+
+def test_icebreaker_pll_smoke_build(tmp_path):
+    top = ICEBreakerTop(config=icebreaker_config(24_000_000))
+    plan = get_board("icebreaker").platform().build(top, name="top", build_dir=tmp_path,
+                                                     do_build=False)
+    assert "SB_PLL40_PAD" in plan.files["top.il"]
+
+
+# -- the iCEBreaker accelerator --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_compiled():
+    from boards.accel import TINY_MODEL, compile_model
+
+    return compile_model(TINY_MODEL, get_config("icebreaker"))
+
+
+def test_icebreaker_config_is_the_smallest_engine():
+    from hw.uart import resolve_divisor
+
+    cfg = get_config("icebreaker")
+    top = ICEBreakerTop()
+    assert top.config == cfg and cfg.clk_hz == 12_000_000
+    assert resolve_divisor(None, cfg) == 4                      # 3 Mbaud
+    # the board's block-RAM memory is exactly the port the configuration addresses
+    assert top.memory.depth == 1 << cfg.fmap_addr_bits
+    assert top.mem_signature.addr_bits == cfg.fmap_addr_bits
+    assert top.mem_signature.data_bytes == cfg.fmap_port_bytes
+    assert isinstance(top.memory, BlockRAMMemory)
+    # every multiplier in one of the UP5K's 8 SB_MAC16 (a 22 x 12-bit requantiser takes two)
+    assert cfg.multipliers + 2 * cfg.requant_units <= 8
+    assert ICEBreakerTop(config=dataclasses.replace(cfg, clk_hz=48_000_000)).pll.f_out == 48e6
+
+
+def test_tiny_model_compiles_for_icebreaker(tiny_compiled):
+    from hw.top import pack_schedule
+
+    cfg = get_config("icebreaker")
+    qm, image, sched = tiny_compiled
+    assert tuple(qm.input_shape) == (3, 15, 15)
+    assert [e.name for e in sched.entries] == ["conv1", "fire2", "fire3", "conv10"]
+    assert 0 < len(image.weight_rows) <= cfg.weight_depth
+    assert 0 < len(image.bias_rows) <= cfg.param_depth
+    assert sched.fmap_bytes <= cfg.fmap_port_bytes << cfg.fmap_addr_bits
+    assert len(pack_schedule(cfg, sched)) == 4
+    # the configuration's limits are tight: with fewer channels the model is refused
+    from boards.accel import TINY_MODEL, compile_model
+
+    with pytest.raises(ValueError, match="channels"):
+        compile_model(TINY_MODEL, dataclasses.replace(cfg, max_channels=2))
+
+
+def test_tiny_model_is_the_netgen_model():
+    """compiler/data/fire-tiny-15.onnx is what tests/netgen.py makes from TINY_MODEL_PARAMS."""
+    import numpy as np
+    import onnx
+    from netgen import squeezenet
+    from onnx import numpy_helper
+
+    from boards.accel import TINY_MODEL, TINY_MODEL_PARAMS
+
+    shipped = onnx.load(str(TINY_MODEL))
+    made = squeezenet(**TINY_MODEL_PARAMS)
+    assert [n.op_type for n in shipped.graph.node] == [n.op_type for n in made.graph.node]
+    a = {t.name: numpy_helper.to_array(t) for t in shipped.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in made.graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_icebreaker_accelerator_smoke_build(tiny_compiled, tmp_path):
+    """The iCEBreaker's accelerator design elaborates and its build files are generated (no
+    tools run): the classifier's UART link and engine, the -dsp synthesis option."""
+    from boards.accel import BoardClassifier, classifier_factory
+
+    board = get_board("icebreaker")
+    assert board.default_design == "accel" and "-dsp" in board.synth_opts
+    top = ICEBreakerTop(classifier_factory(*tiny_compiled))
+    assert isinstance(top.design, BoardClassifier)
+    plan = board.platform().prepare(top, name="top", synth_opts=board.synth_opts)
+    rtlil = plan.files["top.il"]
+    assert "SB_PLL40_PAD" not in rtlil                 # 12 MHz: the oscillator itself
+    for name in ("design.classifier.link", "design.classifier.acc.engine.array",
+                 "design.classifier.acc.engine.weights"):
+        assert f"module \\top.{name}\n" in rtlil, name
+    assert "synth_ice40 -dsp" in plan.files["top.ys"]
+
+
+@pytest.mark.parametrize("stall, seed", [(0.0, 0), (0.4, 1), (0.8, 2)])
+def test_block_ram_memory_random_traffic(stall, seed):
+    """The iCEBreaker's lean block-RAM memory serves the port contract (in order, writes with
+    byte masks, back-pressure on every stream) like hw.memport.ModelMemory."""
+    from test_memport import _Master, add_traffic, expected_reads, random_ops
+
+    rng = random.Random(seed)
+    depth = 256
+    init = [rng.getrandbits(16) for _ in range(depth)]
+    mem = BlockRAMMemory(data_bytes=2, depth=depth, max_len=32, init=init)
+    ops = random_ops(rng, 60, data_bytes=2, space=depth, max_len=32)
+    want = expected_reads(ops, data_bytes=2, space=depth, initial=dict(enumerate(init)))
+    assert want
+    dut = _Master(mem)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    result = {}
+    add_traffic(sim, dut.port, ops, rng=rng, stall=stall, expected=want, result=result)
+    sim.run()
+    assert result["reads"] == len(want)
+
+
+def test_block_ram_memory_under_the_memory_test():
+    memory = BlockRAMMemory(data_bytes=2, depth=256, max_len=16)
+    words = [0x1234, 0xABCD, 0x0001, 0xFFFF, 0x8000]
+    body = b"".join(w.to_bytes(2, "little") for w in words)
+    replies, statuses = _run_core(memory, [
+        (_req("W", 40, len(words), body=body), 1),
+        (_req("R", 39, 7), 1 + 14),
+        (_req("T", 100, 150, 4), 13),
+    ])
+    got = [int.from_bytes(replies[1][1 + 2 * i:3 + 2 * i], "little") for i in range(7)]
+    assert replies[1][:1] == b"D" and got == [0, *words, 0]
+    errors, wcyc, rcyc = (int.from_bytes(replies[2][i:i + 4], "little") for i in (1, 5, 9))
+    assert errors == 0 and statuses[2]["idle"]
+    assert 150 <= wcyc <= 155 and 150 <= rcyc <= 155     # one word per cycle
+
+
+def test_icebreaker_accelerator_is_bit_exact(tiny_compiled):
+    """The iCEBreaker's engine (2 multipliers, the smallest buffers) runs the tiny model bit for
+    bit like the golden model, through the board's block-RAM memory, with random stalls."""
+    import numpy as np
+    from streams import in_beats
+
+    from compiler import wimage
+    from hw.top import Accelerator
+
+    cfg = get_config("icebreaker")
+    qm, image, sched = tiny_compiled
+    acc = Accelerator(cfg, image=image, schedule=sched,
+                           weight_depth=len(image.weight_rows),
+                           param_depth=len(image.bias_rows))
+    m = Module()
+    m.submodules.acc = acc
+    m.submodules.mem = mem = BlockRAMMemory(data_bytes=cfg.fmap_port_bytes,
+                                            depth=1 << cfg.fmap_addr_bits)
+    wiring.connect(m, acc.mem, mem.bus)
+    x = np.random.default_rng(5).integers(-123, 152, qm.input_shape).astype(np.int16)
+    outs = qm.run(x)
+    want = [int(v) for v in np.asarray(outs[wimage.engine_steps(qm)[-1].out_name]).ravel()]
+    first = wimage.place_programs(cfg, qm)[0]
+    scores = []
+
+    async def feed(ctx):
+        rng = random.Random(0)
+        for beat in in_beats(first.input_stream(x), cfg.in_lanes, rng):
+            await stream_put(ctx, acc.i, beat, rng=rng, stall=0.2)
+
+    async def drain(ctx):
+        rng = random.Random(1)
+        while not scores or not last[0]:
+            s = await stream_get(ctx, acc.o, rng=rng, stall=0.2)
+            scores.append(int(s.data))
+            last[0] = bool(s.last)
+
+    async def guard(ctx):
+        for _ in range(20_000):               # the frame takes ~4,300 cycles
+            await ctx.tick()
+            if last[0]:
+                return
+        raise AssertionError(f"no complete frame after 20,000 cycles: scores {scores}")
+
+    last = [False]
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain, background=True)
+    sim.add_testbench(guard)
+    sim.run()
+    assert scores == want and len(want) == 4
+
+
+def test_narrow_load_beat_needs_the_schedule_as_initial_contents(tiny_compiled):
+    """The iCEBreaker's load beat (a 2-weight row) is narrower than a schedule row: the
+    accelerator refuses to be built without the schedule, and takes it as initial contents."""
+    from compiler import wimage
+    from hw.top import Accelerator
+
+    cfg = get_config("icebreaker")
+    qm, image, sched = tiny_compiled
+    with pytest.raises(ValueError, match="wider than a load beat"):
+        Accelerator(cfg)
+    acc = Accelerator(cfg, image=image, schedule=sched)
+    assert len(acc._sched_init) == len(wimage.engine_steps(qm))
+    acc._MustUse__silence = True
+
+
+def test_classifier_takes_an_accelerator_for_its_config(tiny_compiled):
+    from hw.soc import Classifier
+    from hw.top import Accelerator
+
+    qm, image, sched = tiny_compiled
+    cfg = get_config("icebreaker")
+    acc = Accelerator(cfg, image=image, schedule=sched)
+    acc._MustUse__silence = True                # refused below, never elaborated
+    kw = dict(info=b"", image_shape=(3, 15, 15), n_scores=8)
+    with pytest.raises(TypeError, match="Accelerator for configuration"):
+        Classifier(get_config("default"), accelerator=acc, **kw)
+    with pytest.raises(TypeError, match="not to a Classifier given an accelerator"):
+        Classifier(cfg, accelerator=acc, schedule=sched, **kw)
+
+
+def test_build_refuses_a_model_too_big_for_icebreaker(tmp_path, capsys):
+    """``build icebreaker --model``: a model exceeding the configuration stops before any
+    tool runs (exit 2, naming the limit)."""
+    import onnx
+    from netgen import squeezenet
+
+    from boards.__main__ import main
+    from boards.accel import TINY_MODEL_PARAMS
+
+    model = tmp_path / "wide.onnx"
+    onnx.save(squeezenet(**{**TINY_MODEL_PARAMS, "classes": 40}), str(model))
+    build_dir = tmp_path / "build"
+    assert main(["build", "icebreaker", "--model", str(model), "--build-dir",
+                 str(build_dir)]) == 2
+    assert "does not compile for configuration 'icebreaker'" in capsys.readouterr().err
+    assert not build_dir.exists()
+    assert main(["build", "ulx3s-85f", "--design", "accel", "--build-dir",
+                 str(build_dir)]) == 2
+    assert "no default model yet" in capsys.readouterr().err
+    assert not build_dir.exists()
 
 
 # -- build report parsing -------------------------------------------------------------------------
@@ -392,21 +627,25 @@ def test_parse_nextpnr_report():
 
 # -- real builds ----------------------------------------------------------------------------------
 
-def _build(board: str, tmp_path) -> tuple[subprocess.CompletedProcess, dict]:
+def _build(board: str, tmp_path, *extra) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "report.json"
     run = subprocess.run([sys.executable, "-m", "boards", "build", board, "--json", str(out),
-                          "--build-dir", str(tmp_path / "build")], cwd=ROOT,
+                          "--build-dir", str(tmp_path / "build"), *extra], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800, check=False)
     return run, json.loads(out.read_text())
 
 
 @pytest.mark.slow
 @pytest.mark.nextpnr
-@pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
-def test_full_build(board, tmp_path, capsys):
-    run, report = _build(board, tmp_path)
+@pytest.mark.parametrize("board, design", [
+    ("icebreaker", None),              # the accelerator with the tiny Fire model
+    ("icebreaker", "memtest"),
+    ("ulx3s-85f", None),               # the memory test
+])
+def test_full_build(board, design, tmp_path, capsys):
+    run, report = _build(board, tmp_path, *(("--design", design) if design else ()))
     with capsys.disabled():
-        print(f"\n{board}: fmax {report.get('fmax_mhz')} MHz (target "
+        print(f"\n{board} {design}: fmax {report.get('fmax_mhz')} MHz (target "
               f"{report.get('target_mhz')}), LUTs {report.get('luts')}, FFs "
               f"{report.get('ffs')}, EBR {report.get('ebr')}, build {report.get('build_s')} s")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -415,6 +654,8 @@ def test_full_build(board, tmp_path, capsys):
     assert report["fmax_mhz"] >= report["target_mhz"]
     assert report["luts"] > 100 and report["ffs"] > 100
     assert Path(report["bitstream"]).is_file()
+    if board == "icebreaker" and design is None:
+        assert "BoardClassifier" in run.stdout and report["mult18"] > 0
 
 
 def test_oversized_weight_image_is_refused_before_synthesis(tmp_path, capsys):
