@@ -68,6 +68,10 @@ class AccelConfig:
     schedule_depth: int = 32
 
     # -- engine geometry (hw/engine.py, docs/engine.md) ------------------------------------------
+    #: extra pipeline registers for 100 MHz on the ECP5 (the sequencer's step choice, the
+    #: global sum's read-modify-write); False keeps the shorter pipelines, a few hundred fewer
+    #: flip-flops for a small, slow device (the iCEBreaker at 12 MHz)
+    fast_pipeline: bool = True
     #: multipliers per dot-product column: the input values one column multiplies per cycle
     pe_lanes: int = 9
     #: dot-product columns, each one output channel at a time (multipliers = lanes x columns)
@@ -214,6 +218,7 @@ CONFIGS: dict[str, AccelConfig] = {
                     "feature maps",
         clk_hz=12_000_000,           # the board's oscillator, no PLL; 3 Mbaud = 4 clocks per bit
         cycle_bits=32,
+        fast_pipeline=False,
         fmap_port_bytes=2,
         fmap_read_latency=3,         # the simulation model's least (the board's memory: 2)
         fmap_addr_bits=8,            # 256 words x 2 bytes: the board's block-RAM memory

@@ -164,9 +164,16 @@ class Sequencer(wiring.Component):
         # flags, where it used to add and compare in series (46 MHz on the ECP5 before:
         # ``python -m boards.timing sequencer``). A real layer's steps are many passes long, so
         # the wait never shows.
-        cur_ok = Signal()
+        staged = cfg.fast_pipeline
+        # a small, slow device spares these registers: the same values combinationally
+        d = m.d.sync if staged else m.d.comb
+        cur_ok = Signal(init=0 if staged else 1)
         cur_ok1 = Signal()
         cur_ok2 = Signal()
+
+        def moved():
+            """Statements for a cycle in which a cursor moves (the staged values go stale)."""
+            return [cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0)] if staged else []
         win_free = Signal(signed(ab))
         need_rows_q = Signal(signed(ab))
         xmin_q = Signal(signed(w["row"] + 2))
@@ -181,8 +188,9 @@ class Sequencer(wiring.Component):
         b_off_q = [Signal(signed(w["row"] + 2), name=f"b_off{k}_q") for k in (0, 1)]
         b_r0_q = [Signal(signed(w["dim"] + 2), name=f"b_r0{k}_q") for k in (0, 1)]
         b_col_q = [Signal(signed(ab), name=f"b_col{k}_q") for k in (0, 1)]
-        m.d.sync += [
-            cur_ok2.eq(1), cur_ok1.eq(cur_ok2), cur_ok.eq(cur_ok1),
+        if staged:
+            m.d.sync += [cur_ok2.eq(1), cur_ok1.eq(cur_ok2), cur_ok.eq(cur_ok1)]
+        d += [
             need_rows_q.eq(need_rows), xmin_q.eq(Mux(xend > cmd.b_rb, cmd.b_rb, xend)),
             need_start_q.eq(need_start),
             a_in_end_q.eq(q_abs + cmd.a_cin), a_win_end_q.eq(qm_abs + cmd.a_out),
@@ -190,21 +198,21 @@ class Sequencer(wiring.Component):
             qm_lead_q.eq(qm_abs - cmd.a_lead),
         ]
         for k in (0, 1):
-            m.d.sync += [
+            d += [
                 b_col_q[k].eq(ys_abs + getattr(cmd, f"g{k}_dabs")),
                 b_off_q[k].eq(xb + getattr(cmd, f"g{k}_dbyte")),
                 b_base_q[k].eq(b_col_q[k] + b_off_q[k]),
                 b_r0_q[k].eq(ys + getattr(cmd, f"g{k}_drow")),
             ]
         need_end_q = Signal(signed(ab + 1))
-        m.d.sync += need_end_q.eq(need_rows_q + xmin_q)
+        d += need_end_q.eq(need_rows_q + xmin_q)
         # the comparisons use the buffers' write counts of the cycle before (they only grow, so
         # an older count is a safe one)
         in_ok_q = Signal()
         win_room_q = Signal()
         win_ok_q = Signal()
         lead_q = Signal()
-        m.d.sync += [
+        d += [
             in_ok_q.eq(self.in_written >= a_in_end_q),
             win_room_q.eq(a_win_end_q <= win_lim_q),
             win_ok_q.eq(self.win_written >= need_end_q),
@@ -243,20 +251,26 @@ class Sequencer(wiring.Component):
         issued_all = Signal()
         credits = Signal(range(cfg.result_banks + 1))
 
-        # the loop bounds of the stage or branch being issued, registered when it is loaded
-        # (not multiplexed from the command every cycle: that was the next critical path)
-        groups = Signal(w["groups"])
-        kh = Signal(w["kernel"])
-        nseg = Signal(w["nseg"])
-        nlast = Signal(w["ncol"])
-        ymax = Signal(w["ymax"])
+        # the loop bounds of the stage or branch being issued: registered when it is loaded
+        # (fast_pipeline: multiplexing them from the command every cycle was the next critical
+        # path), else multiplexed
+        names = ("groups", "kh", "nseg", "nlast", "ymax")
+        widths = {"groups": w["groups"], "kh": w["kernel"], "nseg": w["nseg"],
+                  "nlast": w["ncol"], "ymax": w["ymax"]}
+        bound = {n: Signal(widths[n], name=f"{n}_b") for n in names}
+        groups, kh, nseg, nlast, ymax = (bound[n] for n in names)
+
+        def field(prefix, n):
+            return 1 if (prefix, n) == ("a", "kh") else getattr(cmd, f"{prefix}_{n}")
 
         def load_bounds(prefix):
-            m.d.sync += [groups.eq(getattr(cmd, f"{prefix}_groups")),
-                         nseg.eq(getattr(cmd, f"{prefix}_nseg")),
-                         nlast.eq(getattr(cmd, f"{prefix}_nlast")),
-                         ymax.eq(getattr(cmd, f"{prefix}_ymax")),
-                         kh.eq(1 if prefix == "a" else getattr(cmd, f"{prefix}_kh"))]
+            if staged:
+                m.d.sync += [bound[n].eq(field(prefix, n)) for n in names]
+
+        if not staged:
+            m.d.comb += [bound[n].eq(Mux(is_a, field("a", n),
+                                         Mux(br, field("g1", n), field("g0", n))))
+                         for n in names]
 
         first = Signal()
         last = Signal()
@@ -304,7 +318,7 @@ class Sequencer(wiring.Component):
                 wrow.eq(cmd.a_wbase), prow.eq(cmd.a_pbase),
                 in_free.eq(q_abs),
                 q.eq(q + 1), q_abs.eq(q_abs + cmd.a_cin), qm_abs.eq(qm_abs + cmd.a_out),
-                cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0),
+                *moved(),
             ]
 
         def load_branch(k, base, off, r0):
@@ -319,8 +333,7 @@ class Sequencer(wiring.Component):
         def load_b():
             load_branch(0, b_base_q[0], b_off_q[0], b_r0_q[0])
             m.d.sync += [s_base1.eq(b_base_q[1]), s_off1.eq(b_off_q[1]), s_r01.eq(b_r0_q[1]),
-                         s_last.eq(b_last_pixel), win_free.eq(need_start_q),
-                         cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0)]
+                         s_last.eq(b_last_pixel), win_free.eq(need_start_q), *moved()]
             with m.If(b_last_pixel):
                 m.d.sync += b_done.eq(1)
             with m.If(bx + 1 == cmd.b_wo):
@@ -348,7 +361,7 @@ class Sequencer(wiring.Component):
                 active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks),
                 q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
                 by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
-                xb.eq(cmd.b_left), cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0),
+                xb.eq(cmd.b_left), *moved(),
             ]
         with m.Elif(~active):
             with m.If(~issued_all):

@@ -295,6 +295,48 @@ class GlobalSum(wiring.Component):
         cfg = self._cfg
         lanes, banks = cfg.requant_units, cfg.pool_banks
         obeat = Beat(width=cfg.sum_bits, lanes=lanes)
+        if not cfg.fast_pipeline:
+            # a small, slow device: read, add and write back in one cycle
+            out = _Credit(m, obeat, cfg.out_fifo_depth, 2)
+            acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
+                             lanes=lanes)
+            chan_bits = (cfg.max_channels).bit_length()
+            dim_bits = (cfg.max_dim + 1).bit_length()
+            x = Signal(dim_bits)
+            y = Signal(dim_bits)
+            c0 = Signal(chan_bits)
+            v1 = Signal()
+            v2 = Signal()
+            b1 = Signal(self.i.payload.shape())
+            c1 = Signal(chan_bits)
+            firstpix = Signal()
+            lastpix = Signal()
+            room = out.room(m, v1 + v2)
+            m.d.comb += self.i.ready.eq(room)
+            take = Signal()
+            m.d.comb += take.eq(self.i.valid & self.i.ready)
+            acc.read(m, take, c0)
+            m.d.sync += v1.eq(take)
+            with m.If(take):
+                m.d.sync += [b1.eq(self.i.payload), c1.eq(c0),
+                             firstpix.eq((x == 0) & (y == 0)),
+                             lastpix.eq((x + 1 == self.w) & (y + 1 == self.h))]
+                _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
+            sums = []
+            for lane in range(lanes):
+                sums.append(Mux(firstpix, 0, acc.value(lane)) + b1.data[lane])
+            acc.write(m, v1, c1, b1.count, sums)
+            o_beat = Signal(obeat)
+            m.d.sync += v2.eq(v1 & lastpix)
+            with m.If(v1):
+                m.d.sync += [o_beat.count.eq(b1.count), o_beat.last.eq(b1.last)]
+                for lane in range(lanes):
+                    m.d.sync += o_beat.data[lane].eq(sums[lane])
+            m.d.comb += [out.fifo.w_en.eq(v2), out.fifo.w_data.eq(o_beat)]
+            r = data.View(obeat, out.fifo.r_data)
+            m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
+                         out.fifo.r_en.eq(self.o.ready)]
+            return m
         out = _Credit(m, obeat, cfg.out_fifo_depth, 3)
         acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
                          lanes=lanes)

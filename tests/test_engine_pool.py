@@ -1,5 +1,6 @@
 """Max pool and global sum on beat streams (Amaranth simulator, random back-pressure)."""
 
+import dataclasses
 import random
 
 import numpy as np
@@ -64,9 +65,20 @@ def test_maxpool_matches_golden(c, h, w, seed):
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(c=st.integers(1, 40), h=st.integers(1, 5), w=st.integers(1, 5), seed=st.integers(0, 999))
 def test_global_sum_matches_golden(c, h, w, seed):
+    _global_sum_case(CFG, c, h, w, seed)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=st.integers(1, 20), h=st.integers(1, 4), w=st.integers(1, 4), seed=st.integers(0, 999))
+def test_global_sum_one_cycle_matches_golden(c, h, w, seed):
+    """The small devices' global sum (``fast_pipeline=False``: read-modify-write in one cycle)."""
+    _global_sum_case(dataclasses.replace(CFG, fast_pipeline=False), c, h, w, seed)
+
+
+def _global_sum_case(cfg, c, h, w, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 1 << 16, size=(c, h, w))
-    dut = GlobalSum(CFG)
-    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, CFG.requant_units, random.Random(seed))
+    dut = GlobalSum(cfg)
+    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units, random.Random(seed))
     got = _run(dut, [(dut.c, c), (dut.h, h), (dut.w, w)], beats, seed, stall=0.3)
     assert np.array_equal(np.array(values_of(got)), golden.global_sum(x))
