@@ -1,0 +1,375 @@
+"""The weight-stream decoder (hw/wdecode.py) in Amaranth's simulator, against the codes given to
+compiler.wstreams.encode_context: exact rows, two alternating contexts, rate, restart, load."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from wstream_support import fire_contexts
+
+from compiler.wstreams import DENSE, MASK, Segment, encode_context, max_record_bits
+from hw.wdecode import ColumnStreamDecoder
+
+LANES = 9
+
+
+def make_segments(rng, cols, specs, density):
+    """Segments of random codes: ``specs`` = [(rows, k, mode)]."""
+    segs = []
+    for rows, k, mode in specs:
+        codes = rng.integers(1, 1 << k, size=(rows, cols, LANES))
+        codes *= rng.random((rows, cols, LANES)) < density
+        segs.append(Segment(codes, k, mode))
+    return segs
+
+
+class Layout:
+    """Contexts placed one after the other (after a random gap) in every column memory."""
+
+    def __init__(self, contexts, cols, word_bits, rng=None, depth=None):
+        self.cols, self.word_bits = cols, word_bits
+        self.init = [[] for _ in range(cols)]
+        self.cfg = [self.place(segs, rng) for segs in contexts]
+        used = max(len(w) for w in self.init)
+        self.depth = depth or max(16, used + 8)
+
+    def place(self, segs, rng=None, words=None):
+        """Append a context's streams; returns its configuration and expected rows."""
+        words = words or encode_context(segs, self.word_bits)
+        starts, ends = [], []
+        for c in range(self.cols):
+            gap = int(rng.integers(0, 3)) if rng is not None else 0
+            self.init[c] += [random.Random(gap).getrandbits(self.word_bits) for _ in range(gap)]
+            starts.append(len(self.init[c]))
+            self.init[c] += words[c]
+            ends.append(len(self.init[c]) - 1)
+        s0, s1 = segs[0], segs[-1]
+        return {
+            "start": starts, "end": ends,
+            "n_rows": sum(len(s.codes) for s in segs), "n0": len(s0.codes),
+            "k0": s0.k, "dense0": int(s0.mode == DENSE), "k1": s1.k,
+            "dense1": int(s1.mode == DENSE),
+            "rows": np.concatenate([s.codes for s in segs]),
+            "seg": np.concatenate([np.full(len(s.codes), i) for i, s in enumerate(segs)]),
+        }
+
+
+def configure(ctx, dut, x, cfg):
+    for c in range(len(cfg["start"])):
+        ctx.set(dut.start[x][c], cfg["start"][c])
+        ctx.set(dut.end[x][c], cfg["end"][c])
+    for name in ("n_rows", "n0", "k0", "dense0", "k1", "dense1"):
+        ctx.set(getattr(dut, name)[x], cfg[name])
+
+
+async def restart(ctx, dut, x):
+    ctx.set(dut.restart[x], 1)
+    await ctx.tick()
+    ctx.set(dut.restart[x], 0)
+
+
+def unpack(raw, cols, kmax):
+    mask = (1 << kmax) - 1
+    rows = np.array([[(raw >> ((c * LANES + lane) * kmax)) & mask for lane in range(LANES)]
+                     for c in range(cols)])
+    return rows, (raw >> (cols * LANES * kmax)) & 1
+
+
+async def drain(ctx, dut, x, n, *, rng=None, stall=0.0, limit=100_000):
+    """Pop ``n`` rows of context ``x`` (``ready`` low with probability ``stall``); returns the
+    rows [(codes [C, L], seg)] and the cycles taken."""
+    out, cycles = [], 0
+    stream = dut.rows[x]
+    while len(out) < n:
+        ready = not (rng is not None and rng.random() < stall)
+        ctx.set(stream.ready, ready)
+        _, _, valid, raw = await ctx.tick().sample(stream.valid, stream.payload.as_value())
+        cycles += 1
+        if valid and ready:
+            out.append(unpack(raw, dut.columns, dut.kmax))
+        assert cycles < limit, f"context {x}: only {len(out)} of {n} rows in {cycles} cycles"
+    ctx.set(stream.ready, 0)
+    return out, cycles
+
+
+def check_rows(got, cfg, first=0):
+    n = cfg["n_rows"]
+    for i, (rows, seg) in enumerate(got):
+        r = (first + i) % n
+        assert np.array_equal(rows, cfg["rows"][r]), f"row {i} (context row {r}) differs"
+        assert seg == cfg["seg"][r], f"row {i}: segment {seg}, expected {cfg['seg'][r]}"
+
+
+def run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def decoder(layout, kmax, **kw):
+    return ColumnStreamDecoder(columns=layout.cols, lanes=LANES, word_bits=layout.word_bits,
+                               kmax=kmax, depth=layout.depth, init=layout.init, **kw)
+
+
+RANDOM_CASES = [
+    # (seed, word_bits, kmax, segment specs (rows, k, mode), density)
+    (1, 36, 7, [(3, 5, MASK), (2, 3, DENSE)], 0.3),
+    (2, 72, 7, [(4, 7, DENSE), (3, 6, MASK)], 0.5),
+    (3, 36, 8, [(5, 8, MASK)], 1.0),
+    (4, 16, 4, [(2, 4, DENSE), (4, 2, MASK)], 0.0),
+    (5, 72, 8, [(1, 1, MASK)], 0.6),
+    (6, 24, 6, [(3, 6, MASK), (1, 6, MASK)], 0.3),
+    (7, 72, 7, [(6, 4, MASK), (2, 7, DENSE)], 0.0),
+]
+
+
+@pytest.mark.parametrize("seed,word_bits,kmax,specs,density", RANDOM_CASES)
+def test_random_contexts_exact(seed, word_bits, kmax, specs, density):
+    rng = np.random.default_rng(seed)
+    cols = 4
+    segs = make_segments(rng, cols, specs, density)
+    lay = Layout([segs], cols, word_bits, rng)
+    dut = decoder(lay, kmax)
+    cfg = lay.cfg[0]
+    n = 3 * cfg["n_rows"] + 2
+    got = []
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        got.extend((await drain(ctx, dut, 0, n, rng=random.Random(seed), stall=0.3))[0])
+
+    run(dut, bench)
+    assert len(got) == n
+    check_rows(got, cfg)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 100_000))
+def test_random_geometry_exact(seed):
+    """Random columns, word width, kmax, segments, FIFO depths and stalls: rows stay exact."""
+    rng = np.random.default_rng(seed)
+    cols = int(rng.integers(1, 5))
+    kmax = int(rng.integers(1, 9))
+    word_bits = int(rng.integers(LANES, 81))
+    specs = [(int(rng.integers(1, 6)), int(rng.integers(1, kmax + 1)), int(rng.integers(0, 2)))
+             for _ in range(int(rng.integers(1, 3)))]
+    segs = make_segments(rng, cols, specs, float(rng.choice([0.0, 0.2, 0.5, 1.0])))
+    lay = Layout([segs], cols, word_bits, rng)
+    dut = decoder(lay, kmax, fifo_depth=int(rng.integers(1, 7)),
+                  word_fifo=int(rng.integers(3, 6)))
+    cfg = lay.cfg[0]
+    n = 3 * cfg["n_rows"] + 1
+    got = []
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        got.extend((await drain(ctx, dut, 0, n, rng=random.Random(seed), stall=0.2))[0])
+
+    run(dut, bench)
+    check_rows(got, cfg)
+
+
+def test_real_fire_expand_c16_exact_and_rate():
+    """fire2's expand context (expand 1x1 DENSE k=7, expand 3x3 MASK k=6) and its squeeze
+    context on the real geometry: C=16, W=72, kmax=7; 3 wraps at full rate."""
+    squeeze, expand = fire_contexts("fire2")
+    lay = Layout([expand, squeeze], 16, 72)
+    assert max_record_bits(expand) <= 72 and max_record_bits(squeeze) <= 72
+    dut = decoder(lay, 7)
+    cfg = lay.cfg[0]
+    n = 3 * cfg["n_rows"]
+    res = {}
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        configure(ctx, dut, 1, lay.cfg[1])
+        ctx.set(dut.prio, 0)
+        ctx.set(dut.restart[1], 1)      # the other context runs too (fills its FIFO)
+        await restart(ctx, dut, 0)
+        ctx.set(dut.restart[1], 0)
+        res["a"] = await drain(ctx, dut, 0, n)
+        ctx.set(dut.prio, 1)
+        res["b"] = await drain(ctx, dut, 1, 2 * lay.cfg[1]["n_rows"])
+
+    run(dut, bench)
+    got, cycles = res["a"]
+    check_rows(got, cfg)
+    check_rows(res["b"][0], lay.cfg[1])
+    assert cycles <= n + 12, f"{n} rows took {cycles} cycles"
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_two_contexts_alternating(seed):
+    rng = np.random.default_rng(seed)
+    prng = random.Random(seed)
+    cols = 4
+    a = make_segments(rng, cols, [(int(rng.integers(1, 6)), 5, MASK)], 0.4)
+    b = make_segments(rng, cols, [(int(rng.integers(1, 4)), 7, DENSE),
+                                  (int(rng.integers(1, 6)), 6, MASK)], 0.3)
+    lay = Layout([a, b], cols, 36, rng)
+    dut = decoder(lay, 7)
+    got = [[], []]
+
+    async def bench(ctx):
+        for x in (0, 1):
+            configure(ctx, dut, x, lay.cfg[x])
+        ctx.set(dut.restart[0], 1)
+        ctx.set(dut.restart[1], 1)
+        await ctx.tick()
+        ctx.set(dut.restart[0], 0)
+        ctx.set(dut.restart[1], 0)
+        for step in range(16):
+            x = step % 2
+            ctx.set(dut.prio, x)
+            n = lay.cfg[x]["n_rows"] if prng.random() < 0.7 else prng.randint(1, 9)
+            rows, _ = await drain(ctx, dut, x, n, rng=prng, stall=0.25)
+            got[x] += rows
+            for _ in range(prng.choice([0, 0, 1, 3])):
+                await ctx.tick()
+
+    run(dut, bench)
+    for x in (0, 1):
+        assert len(got[x]) > lay.cfg[x]["n_rows"]
+        check_rows(got[x], lay.cfg[x])
+
+
+def test_alternating_whole_steps_full_rate():
+    """Like the engine: prio follows the drained context, whole steps, ready always high. After
+    the first step of each context (the second context starts after a bubble: it decodes only
+    when prio cannot), every step of n rows takes n cycles."""
+    rng = np.random.default_rng(4)
+    cols = 4
+    a = make_segments(rng, cols, [(5, 5, MASK)], 0.5)
+    b = make_segments(rng, cols, [(3, 7, DENSE), (6, 6, MASK)], 0.5)
+    lay = Layout([a, b], cols, 72, rng)
+    dut = decoder(lay, 7)
+    steps = []
+
+    async def bench(ctx):
+        for x in (0, 1):
+            configure(ctx, dut, x, lay.cfg[x])
+        ctx.set(dut.restart[0], 1)
+        ctx.set(dut.restart[1], 1)
+        await ctx.tick()
+        ctx.set(dut.restart[0], 0)
+        ctx.set(dut.restart[1], 0)
+        for step in range(10):
+            x = step % 2
+            ctx.set(dut.prio, x)
+            rows, cycles = await drain(ctx, dut, x, lay.cfg[x]["n_rows"])
+            steps.append((x, rows, cycles))
+
+    run(dut, bench)
+    for x in (0, 1):
+        check_rows([r for sx, rows, _ in steps if sx == x for r in rows], lay.cfg[x])
+    assert steps[0][2] <= lay.cfg[0]["n_rows"] + 12
+    assert steps[1][2] <= lay.cfg[1]["n_rows"] + 12
+    for _x, rows, cycles in steps[2:]:
+        assert cycles == len(rows), f"a step of {len(rows)} rows took {cycles} cycles"
+
+
+@pytest.mark.parametrize("word_bits,kmax,specs,density", [
+    (72, 7, [(5, 6, DENSE), (7, 7, MASK)], 0.5),
+    (36, 4, [(9, 3, DENSE)], 1.0),
+    (72, 8, [(1, 7, DENSE)], 1.0),          # every record exactly one word
+    # the wrap leaves the cursor a word behind (the last record ends in the stream's second-last
+    # word) and the next record needs three words of window: still a row per cycle
+    (72, 7, [(2, 7, MASK), (5, 5, DENSE)], 1.0),
+])
+def test_rate_one_row_per_cycle(word_bits, kmax, specs, density):
+    rng = np.random.default_rng(21)
+    cols = 4
+    segs = make_segments(rng, cols, specs, density)
+    assert max_record_bits(segs) <= word_bits
+    lay = Layout([segs], cols, word_bits, rng)
+    dut = decoder(lay, kmax)
+    cfg = lay.cfg[0]
+    n = max(40, 4 * cfg["n_rows"])
+    res = {}
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        first, c0 = await drain(ctx, dut, 0, 1)
+        rest, c1 = await drain(ctx, dut, 0, n - 1)
+        res["latency"], res["rest"] = c0, c1
+        res["rows"] = first + rest
+
+    run(dut, bench)
+    check_rows(res["rows"], cfg)
+    assert res["latency"] <= 12, f"first row after {res['latency']} cycles"
+    assert res["rest"] == n - 1, f"{n - 1} rows after the first took {res['rest']} cycles"
+
+
+def test_long_records_slow_but_exact():
+    rng = np.random.default_rng(5)
+    cols = 3
+    segs = make_segments(rng, cols, [(4, 8, DENSE), (3, 8, MASK)], 0.9)
+    assert max_record_bits(segs) > 36
+    lay = Layout([segs], cols, 36, rng)
+    dut = decoder(lay, 8)
+    cfg = lay.cfg[0]
+    n = 3 * cfg["n_rows"] + 1
+    res = {}
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        res["rows"], res["cycles"] = await drain(ctx, dut, 0, n)
+
+    run(dut, bench)
+    check_rows(res["rows"], cfg)
+    assert res["cycles"] > n          # records of two words cannot come one per cycle
+
+
+def test_restart_and_load():
+    rng = np.random.default_rng(9)
+    cols = 4
+    a = make_segments(rng, cols, [(5, 5, MASK), (2, 6, DENSE)], 0.4)
+    new = make_segments(rng, cols, [(3, 3, DENSE)], 1.0)
+    lay = Layout([a], cols, 36, rng, depth=64)
+    dut = decoder(lay, 7)
+    cfg = lay.cfg[0]
+    # the new context's words, written through w_* at address 40 of every column
+    load = Layout([], cols, 36)
+    load.init = [[0] * 40 for _ in range(cols)]
+    cfg_new = load.place(new)
+    got = {}
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        got["a"], _ = await drain(ctx, dut, 0, 4, rng=random.Random(1), stall=0.3)
+        for _ in range(5):                  # let it decode ahead, then restart mid-stream
+            await ctx.tick()
+        await restart(ctx, dut, 0)
+        got["b"], _ = await drain(ctx, dut, 0, cfg["n_rows"] + 3)
+        for c in range(cols):
+            for addr in range(cfg_new["start"][c], cfg_new["end"][c] + 1):
+                ctx.set(dut.w_en, 1)
+                ctx.set(dut.w_col, c)
+                ctx.set(dut.w_addr, addr)
+                ctx.set(dut.w_data, load.init[c][addr])
+                await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        configure(ctx, dut, 0, cfg_new)
+        await restart(ctx, dut, 0)
+        got["c"], _ = await drain(ctx, dut, 0, 2 * cfg_new["n_rows"] + 1)
+
+    run(dut, bench)
+    check_rows(got["a"], cfg)
+    check_rows(got["b"], cfg)          # row 0 again after the restart
+    check_rows(got["c"], cfg_new)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="kmax must be in 1..8, not 9"):
+        ColumnStreamDecoder(kmax=9)
+    with pytest.raises(ValueError, match=r"word_bits \(8\) must be at least lanes \(9\)"):
+        ColumnStreamDecoder(word_bits=8)
