@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In
 from amaranth.utils import ceil_log2
 
 from hw.config import AccelConfig, get_config
-from hw.memport import MemPortSignature
+from hw.memport import MemPortSignature, serve_commands
 
 from .accel import TINY_MODEL
 from .common import Board, DesignFactory, check_design, make_memtest
@@ -118,16 +118,11 @@ class BlockRAMMemory(wiring.Component):
         wr = mem.write_port(granularity=8)
         rd = mem.read_port()
 
-        addr = Signal.like(bus.cmd.payload.addr)
-        left = Signal.like(bus.cmd.payload.len)
-        writing = Signal()
-        active = Signal()
         held = Signal()        # the read port's output holds a word not yet taken
         advance = Signal()     # the read port may load a new word (its output is free)
         issue = Signal()       # one word of the current command is served this cycle
-        last = Signal()
+        addr, writing, active, last = serve_commands(m, bus, issue)
         m.d.comb += [
-            last.eq(left == 1),
             advance.eq(~held | bus.rdata.ready),
             bus.wdata.ready.eq(active & writing),
             issue.eq(active & Mux(writing, bus.wdata.valid, advance)),
@@ -137,23 +132,11 @@ class BlockRAMMemory(wiring.Component):
             rd.en.eq(advance),
             bus.rdata.valid.eq(held),
             bus.rdata.payload.data.eq(rd.data),
-            bus.cmd.ready.eq(~active | (issue & last)),
         ]
         with m.If(active & writing & bus.wdata.valid):
             m.d.comb += wr.en.eq(bus.wdata.payload.mask)
         with m.If(advance):
             m.d.sync += held.eq(issue & ~writing)
-        with m.If(issue):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-            with m.If(last):
-                m.d.sync += active.eq(0)
-        with m.If(bus.cmd.valid & bus.cmd.ready):
-            m.d.sync += [
-                addr.eq(bus.cmd.payload.addr),
-                left.eq(bus.cmd.payload.len),
-                writing.eq(bus.cmd.payload.write),
-                active.eq(bus.cmd.payload.len != 0),
-            ]
         return m
 
 

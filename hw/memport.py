@@ -36,7 +36,7 @@ from amaranth.utils import ceil_log2
 
 from .config import AccelConfig
 
-__all__ = ["MemCmd", "MemWrite", "MemRead", "MemPortSignature", "ModelMemory",
+__all__ = ["MemCmd", "MemWrite", "MemRead", "MemPortSignature", "serve_commands", "ModelMemory",
            "MIN_MODEL_LATENCY"]
 
 
@@ -125,6 +125,32 @@ class MemPortSignature(wiring.Signature):
 MIN_MODEL_LATENCY = 3
 
 
+def serve_commands(m: Module, bus, issue) -> tuple[Signal, Signal, Signal, Signal]:
+    """The command bookkeeping of a memory on ``bus`` (a port seen from the memory's side):
+    the current command's word address, whether it writes, whether one is active and whether
+    the word being served is its last. ``issue`` (the memory's own signal): one word of the
+    current command is served this cycle. A new command is taken when idle or as the last
+    word of the current one goes. Returns ``(addr, writing, active, last)``."""
+    addr = Signal(bus.cmd.payload.addr.shape())
+    left = Signal(bus.cmd.payload.len.shape())
+    writing = Signal()
+    active = Signal()
+    last = Signal()
+    m.d.comb += [last.eq(left == 1), bus.cmd.ready.eq(~active | (issue & last))]
+    with m.If(issue):
+        m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
+        with m.If(last):
+            m.d.sync += active.eq(0)
+    with m.If(bus.cmd.valid & bus.cmd.ready):
+        m.d.sync += [
+            addr.eq(bus.cmd.payload.addr),
+            left.eq(bus.cmd.payload.len),
+            writing.eq(bus.cmd.payload.write),
+            active.eq(bus.cmd.payload.len != 0),
+        ]
+    return addr, writing, active, last
+
+
 class ModelMemory(wiring.Component):
     """A behavioural memory behind a memory port, for simulation (Amaranth or Verilator).
 
@@ -203,12 +229,8 @@ class ModelMemory(wiring.Component):
         wr = mem.write_port(granularity=8)
         rd = mem.read_port(transparent_for=[wr])
 
-        addr = Signal(bus.cmd.payload.addr.shape())
-        left = Signal(bus.cmd.payload.len.shape())
-        writing = Signal()
-        active = Signal()
         issue = Signal()    # one word of the current burst is served this cycle
-        last = Signal()
+        addr, writing, active, last = serve_commands(m, bus, issue)
 
         m.submodules.out = out = fifo.SyncFIFO(width=width, depth=self.buffer_depth)
         # Reads whose data is in the pipeline or in the buffer; at most buffer_depth.
@@ -218,7 +240,6 @@ class ModelMemory(wiring.Component):
         m.d.comb += [
             room.eq(in_flight != self.buffer_depth),
             popped.eq(bus.rdata.valid & bus.rdata.ready),
-            last.eq(left == 1),
         ]
 
         with m.If(active & writing):
@@ -235,20 +256,6 @@ class ModelMemory(wiring.Component):
         with m.If(active & writing & bus.wdata.valid):
             m.d.comb += wr.en.eq(bus.wdata.payload.mask)
 
-        with m.If(issue):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-            with m.If(last):
-                m.d.sync += active.eq(0)
-
-        # A new command is taken when idle or as the last word of the current one goes.
-        m.d.comb += bus.cmd.ready.eq(~active | (issue & last))
-        with m.If(bus.cmd.valid & bus.cmd.ready):
-            m.d.sync += [
-                addr.eq(bus.cmd.payload.addr),
-                left.eq(bus.cmd.payload.len),
-                writing.eq(bus.cmd.payload.write),
-                active.eq(bus.cmd.payload.len != 0),
-            ]
 
         issued_read = Signal()
         m.d.sync += issued_read.eq(issue & ~writing)

@@ -295,49 +295,11 @@ class GlobalSum(wiring.Component):
         cfg = self._cfg
         lanes, banks = cfg.requant_units, cfg.pool_banks
         obeat = Beat(width=cfg.sum_bits, lanes=lanes)
-        if not cfg.fast_pipeline:
-            # a small, slow device: read, add and write back in one cycle
-            out = _Credit(m, obeat, cfg.out_fifo_depth, 2)
-            acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
-                             lanes=lanes)
-            chan_bits = (cfg.max_channels).bit_length()
-            dim_bits = (cfg.max_dim + 1).bit_length()
-            x = Signal(dim_bits)
-            y = Signal(dim_bits)
-            c0 = Signal(chan_bits)
-            v1 = Signal()
-            v2 = Signal()
-            b1 = Signal(self.i.payload.shape())
-            c1 = Signal(chan_bits)
-            firstpix = Signal()
-            lastpix = Signal()
-            room = out.room(m, v1 + v2)
-            m.d.comb += self.i.ready.eq(room)
-            take = Signal()
-            m.d.comb += take.eq(self.i.valid & self.i.ready)
-            acc.read(m, take, c0)
-            m.d.sync += v1.eq(take)
-            with m.If(take):
-                m.d.sync += [b1.eq(self.i.payload), c1.eq(c0),
-                             firstpix.eq((x == 0) & (y == 0)),
-                             lastpix.eq((x + 1 == self.w) & (y + 1 == self.h))]
-                _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
-            sums = []
-            for lane in range(lanes):
-                sums.append(Mux(firstpix, 0, acc.value(lane)) + b1.data[lane])
-            acc.write(m, v1, c1, b1.count, sums)
-            o_beat = Signal(obeat)
-            m.d.sync += v2.eq(v1 & lastpix)
-            with m.If(v1):
-                m.d.sync += [o_beat.count.eq(b1.count), o_beat.last.eq(b1.last)]
-                for lane in range(lanes):
-                    m.d.sync += o_beat.data[lane].eq(sums[lane])
-            m.d.comb += [out.fifo.w_en.eq(v2), out.fifo.w_data.eq(o_beat)]
-            r = data.View(obeat, out.fifo.r_data)
-            m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
-                         out.fifo.r_en.eq(self.o.ready)]
-            return m
-        out = _Credit(m, obeat, cfg.out_fifo_depth, 3)
+        # fast_pipeline: read (take), old sums registered (v2), add and write; otherwise the
+        # add and the write follow the read's cycle directly (52 MHz on the ECP5 that way,
+        # ``python -m boards.timing gsum``; a small, slow device spares the registers)
+        staged = cfg.fast_pipeline
+        out = _Credit(m, obeat, cfg.out_fifo_depth, 3 if staged else 2)
         acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
                          lanes=lanes)
         chan_bits = (cfg.max_channels).bit_length()
@@ -345,46 +307,43 @@ class GlobalSum(wiring.Component):
         x = Signal(dim_bits)
         y = Signal(dim_bits)
         c0 = Signal(chan_bits)
-        # three stages: read (take), old sums registered (v1), add and write (v2); the add
-        # no longer sits between the block RAM's output and its input in one cycle (52 MHz
-        # on the ECP5 that way, ``python -m boards.timing gsum``)
         v1 = Signal()
-        v2 = Signal()
-        v3 = Signal()
         b1 = Signal(self.i.payload.shape())
-        b2 = Signal(self.i.payload.shape())
         c1 = Signal(chan_bits)
-        c2 = Signal(chan_bits)
         first1 = Signal()
-        first2 = Signal()
         last1 = Signal()
-        last2 = Signal()
-        old = [Signal(cfg.sum_bits, name=f"old{lane}") for lane in range(lanes)]
-        room = out.room(m, v1 + v2 + v3)
-        m.d.comb += self.i.ready.eq(room)
+        o_valid = Signal()
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         acc.read(m, take, c0)
-        m.d.sync += [v1.eq(take), v2.eq(v1)]
+        m.d.sync += v1.eq(take)
         with m.If(take):
             m.d.sync += [b1.eq(self.i.payload), c1.eq(c0),
                          first1.eq((x == 0) & (y == 0)),
                          last1.eq((x + 1 == self.w) & (y + 1 == self.h))]
             _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
-        with m.If(v1):
-            m.d.sync += [b2.eq(b1), c2.eq(c1), first2.eq(first1), last2.eq(last1)]
-            # a row written this cycle by the beat before (read one cycle earlier) is seen
-            m.d.sync += [old[lane].eq(acc.value_bypass(m, lane)) for lane in range(lanes)]
+        if staged:
+            v, b, c = Signal(), Signal.like(b1), Signal.like(c1)
+            first, last = Signal(), Signal()
+            old = [Signal(cfg.sum_bits, name=f"old{lane}") for lane in range(lanes)]
+            m.d.sync += v.eq(v1)
+            with m.If(v1):
+                m.d.sync += [b.eq(b1), c.eq(c1), first.eq(first1), last.eq(last1)]
+                # a row written this cycle by the beat before (read one cycle earlier) is seen
+                m.d.sync += [old[lane].eq(acc.value_bypass(m, lane)) for lane in range(lanes)]
+            m.d.comb += self.i.ready.eq(out.room(m, v1 + v + o_valid))
+        else:
+            v, b, c, first, last = v1, b1, c1, first1, last1
+            old = [acc.value(lane) for lane in range(lanes)]
+            m.d.comb += self.i.ready.eq(out.room(m, v1 + o_valid))
         sums = [Signal(cfg.sum_bits, name=f"sum{lane}") for lane in range(lanes)]
         for lane in range(lanes):
-            m.d.comb += sums[lane].eq(Mux(first2, 0, old[lane]) + b2.data[lane])
-        acc.write(m, v2, c2, b2.count, sums)
-        m.d.sync += v3.eq(v2)
+            m.d.comb += sums[lane].eq(Mux(first, 0, old[lane]) + b.data[lane])
+        acc.write(m, v, c, b.count, sums)
         o_beat = Signal(obeat)
-        o_valid = Signal()
-        m.d.sync += o_valid.eq(v2 & last2)
-        with m.If(v2):
-            m.d.sync += [o_beat.count.eq(b2.count), o_beat.last.eq(b2.last)]
+        m.d.sync += o_valid.eq(v & last)
+        with m.If(v):
+            m.d.sync += [o_beat.count.eq(b.count), o_beat.last.eq(b.last)]
             for lane in range(lanes):
                 m.d.sync += o_beat.data[lane].eq(sums[lane])
         m.d.comb += [out.fifo.w_en.eq(o_valid), out.fifo.w_data.eq(o_beat)]

@@ -128,6 +128,17 @@ RANDOM_CASES = [
 
 
 @pytest.mark.parametrize("seed,word_bits,kmax,specs,density", RANDOM_CASES)
+
+async def start_both(ctx, dut, lay):
+    """Configure both contexts from ``lay`` and restart them together."""
+    for x in (0, 1):
+        configure(ctx, dut, x, lay.cfg[x])
+    ctx.set(dut.restart[0], 1)
+    ctx.set(dut.restart[1], 1)
+    await ctx.tick()
+    ctx.set(dut.restart[0], 0)
+    ctx.set(dut.restart[1], 0)
+
 def test_random_contexts_exact(seed, word_bits, kmax, specs, density):
     rng = np.random.default_rng(seed)
     cols = 4
@@ -217,13 +228,7 @@ def test_two_contexts_alternating(seed):
     got = [[], []]
 
     async def bench(ctx):
-        for x in (0, 1):
-            configure(ctx, dut, x, lay.cfg[x])
-        ctx.set(dut.restart[0], 1)
-        ctx.set(dut.restart[1], 1)
-        await ctx.tick()
-        ctx.set(dut.restart[0], 0)
-        ctx.set(dut.restart[1], 0)
+        await start_both(ctx, dut, lay)
         for step in range(16):
             x = step % 2
             ctx.set(dut.prio, x)
@@ -252,13 +257,7 @@ def test_alternating_whole_steps_full_rate():
     steps = []
 
     async def bench(ctx):
-        for x in (0, 1):
-            configure(ctx, dut, x, lay.cfg[x])
-        ctx.set(dut.restart[0], 1)
-        ctx.set(dut.restart[1], 1)
-        await ctx.tick()
-        ctx.set(dut.restart[0], 0)
-        ctx.set(dut.restart[1], 0)
+        await start_both(ctx, dut, lay)
         for step in range(10):
             x = step % 2
             ctx.set(dut.prio, x)
