@@ -127,8 +127,6 @@ RANDOM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("seed,word_bits,kmax,specs,density", RANDOM_CASES)
-
 async def start_both(ctx, dut, lay):
     """Configure both contexts from ``lay`` and restart them together."""
     for x in (0, 1):
@@ -139,6 +137,8 @@ async def start_both(ctx, dut, lay):
     ctx.set(dut.restart[0], 0)
     ctx.set(dut.restart[1], 0)
 
+
+@pytest.mark.parametrize("seed,word_bits,kmax,specs,density", RANDOM_CASES)
 def test_random_contexts_exact(seed, word_bits, kmax, specs, density):
     rng = np.random.default_rng(seed)
     cols = 4
