@@ -14,6 +14,7 @@ source lines it passes through).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -27,54 +28,26 @@ from hw.config import get_config
 
 from .common import BuildError
 
-__all__ = ["COMPONENTS", "Harness", "component_timing", "main"]
+__all__ = ["COMPONENTS", "make_component", "Harness", "component_timing", "main"]
 
 
-def _sequencer(cfg):
-    from hw.engine import Sequencer
-    return Sequencer(cfg)
-
-
-def _drain(cfg):
-    from hw.requant import ResultDrain
-    return ResultDrain(cfg)
-
-
-def _requantizer(cfg):
-    from hw.requant import Requantizer
-    return Requantizer(cfg)
-
-
-def _array(cfg):
-    from hw.pe import ColumnArray
-    return ColumnArray(cfg)
-
-
-def _maxpool(cfg):
-    from hw.pool import MaxPool
-    return MaxPool(cfg)
-
-
-def _gsum(cfg):
-    from hw.pool import GlobalSum
-    return GlobalSum(cfg)
-
-
-def _engine(cfg):
-    from hw.engine import Engine
-    return Engine(cfg, weight_depth=64, param_depth=16)
-
-
-#: name -> (factory(config), what it is)
+#: name -> (module, class, what it is); the engine gets a 64-row weight memory
 COMPONENTS = {
-    "sequencer": (_sequencer, "hw.engine.Sequencer: pixel cursors, pass loop, flow control"),
-    "drain": (_drain, "hw.requant.ResultDrain: result banks to requantiser lanes"),
-    "requantizer": (_requantizer, "hw.requant.Requantizer: multiply, round, shift, clamp"),
-    "array": (_array, "hw.pe.ColumnArray: the multipliers, adder trees, accumulators"),
-    "maxpool": (_maxpool, "hw.pool.MaxPool"),
-    "gsum": (_gsum, "hw.pool.GlobalSum"),
-    "engine": (_engine, "hw.engine.Engine with a 64-row weight memory (slow: ~30 min)"),
+    "sequencer": ("hw.engine", "Sequencer", "pixel cursors, pass loop, flow control"),
+    "drain": ("hw.requant", "ResultDrain", "result banks to requantiser lanes"),
+    "requantizer": ("hw.requant", "Requantizer", "multiply, round, shift, clamp"),
+    "array": ("hw.pe", "ColumnArray", "the multipliers, adder trees, accumulators"),
+    "maxpool": ("hw.pool", "MaxPool", "max pool 3x3/2"),
+    "gsum": ("hw.pool", "GlobalSum", "global sum"),
+    "engine": ("hw.engine", "Engine", "the whole engine (slow: ~30 min)"),
 }
+
+
+def make_component(name: str, cfg):
+    """Component ``name`` of :data:`COMPONENTS` for configuration ``cfg``."""
+    module, cls, _ = COMPONENTS[name]
+    kind = getattr(importlib.import_module(module), cls)
+    return kind(cfg, weight_depth=64, param_depth=16) if name == "engine" else kind(cfg)
 
 
 class Harness(Elaboratable):
@@ -130,8 +103,7 @@ def component_timing(name: str, cfg, build_dir: Path, progress=print) -> dict:
     from .common import run_build
     from .ulx3s import _platform, _resources
 
-    factory, _ = COMPONENTS[name]
-    rep = run_build(_platform(), Harness(factory(cfg), cfg.clk_hz), name=name,
+    rep = run_build(_platform(), Harness(make_component(name, cfg), cfg.clk_hz), name=name,
                     build_dir=build_dir, board="ulx3s-85f", target_hz=25e6,
                     resources=_resources, bitstream_ext="bit", progress=progress)
     target = cfg.clk_hz / 1e6

@@ -452,22 +452,13 @@ def test_icebreaker_accelerator_smoke_build(tiny_compiled, tmp_path):
 def test_block_ram_memory_random_traffic(stall, seed):
     """The iCEBreaker's lean block-RAM memory serves the port contract (in order, writes with
     byte masks, back-pressure on every stream) like hw.memport.ModelMemory."""
-    from test_memport import _Master, add_traffic, expected_reads, random_ops
+    from test_memport import check_random_traffic
 
     rng = random.Random(seed)
     depth = 256
     init = [rng.getrandbits(16) for _ in range(depth)]
     mem = BlockRAMMemory(data_bytes=2, depth=depth, max_len=32, init=init)
-    ops = random_ops(rng, 60, data_bytes=2, space=depth, max_len=32)
-    want = expected_reads(ops, data_bytes=2, space=depth, initial=dict(enumerate(init)))
-    assert want
-    dut = _Master(mem)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    result = {}
-    add_traffic(sim, dut.port, ops, rng=rng, stall=stall, expected=want, result=result)
-    sim.run()
-    assert result["reads"] == len(want)
+    check_random_traffic(mem, rng, data_bytes=2, depth=depth, init=init, stall=stall)
 
 
 def test_block_ram_memory_under_the_memory_test():

@@ -197,6 +197,11 @@ def test_model_memory_random_traffic(data_bytes, latency, stall, seed):
     init = [rng.getrandbits(8 * data_bytes) for _ in range(depth)]
     mem = ModelMemory(data_bytes=data_bytes, latency=latency, depth=depth, max_len=32,
                       init=init)
+    check_random_traffic(mem, rng, data_bytes=data_bytes, depth=depth, init=init, stall=stall)
+
+
+def check_random_traffic(mem, rng, *, data_bytes, depth, init, stall):
+    """60 random bursts (max 32 words) through ``mem``; every read returns what was written."""
     ops = random_ops(rng, 60, data_bytes=data_bytes, space=depth, max_len=32)
     want = expected_reads(ops, data_bytes=data_bytes, space=depth, initial=dict(enumerate(init)))
     assert want, "the random program must read something"

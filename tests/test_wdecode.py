@@ -127,6 +127,19 @@ RANDOM_CASES = [
 ]
 
 
+def decode_one(dut, cfg, n, *, seed, stall):
+    """Configure and restart context 0 from ``cfg``, then pop ``n`` rows with random stalls."""
+    got = []
+
+    async def bench(ctx):
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        got.extend((await drain(ctx, dut, 0, n, rng=random.Random(seed), stall=stall))[0])
+
+    run(dut, bench)
+    return got
+
+
 async def start_both(ctx, dut, lay):
     """Configure both contexts from ``lay`` and restart them together."""
     for x in (0, 1):
@@ -147,14 +160,7 @@ def test_random_contexts_exact(seed, word_bits, kmax, specs, density):
     dut = decoder(lay, kmax)
     cfg = lay.cfg[0]
     n = 3 * cfg["n_rows"] + 2
-    got = []
-
-    async def bench(ctx):
-        configure(ctx, dut, 0, cfg)
-        await restart(ctx, dut, 0)
-        got.extend((await drain(ctx, dut, 0, n, rng=random.Random(seed), stall=0.3))[0])
-
-    run(dut, bench)
+    got = decode_one(dut, cfg, n, seed=seed, stall=0.3)
     assert len(got) == n
     check_rows(got, cfg)
 
@@ -174,15 +180,7 @@ def test_random_geometry_exact(seed):
     dut = decoder(lay, kmax, fifo_depth=int(rng.integers(1, 7)),
                   word_fifo=int(rng.integers(3, 6)))
     cfg = lay.cfg[0]
-    n = 3 * cfg["n_rows"] + 1
-    got = []
-
-    async def bench(ctx):
-        configure(ctx, dut, 0, cfg)
-        await restart(ctx, dut, 0)
-        got.extend((await drain(ctx, dut, 0, n, rng=random.Random(seed), stall=0.2))[0])
-
-    run(dut, bench)
+    got = decode_one(dut, cfg, 3 * cfg["n_rows"] + 1, seed=seed, stall=0.2)
     check_rows(got, cfg)
 
 
