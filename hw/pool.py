@@ -9,8 +9,19 @@ in the same order, so they sit on the way out of the producing layer (fused pool
   horizontal stage keeps one pixel of partial maxima per channel, a vertical stage one output row
   per channel; both are banked by ``index mod pool_banks`` (``AccelConfig.pool_banks``, the
   fewest banks a beat of ``requant_units`` lanes needs) so a beat is one read and one write
-  per bank, with read-modify-write in consecutive cycles (transparent read ports).
+  per bank.
 - :class:`GlobalSum`: ``S[c] = sum A[c, y, x]``; the sums leave with the last pixel's beats.
+
+Two pipelines, chosen by ``AccelConfig.fast_pipeline``; both take a beat every cycle and give
+the same values:
+
+- ``False`` (small devices): :class:`_BankedRMW`, read-modify-write in consecutive cycles
+  (transparent read ports): block-RAM output, lane rotation, compare or add, lane rotation and
+  block-RAM input in one cycle (44 MHz max pool, 52 MHz global sum on the ECP5).
+- ``True``: :class:`_PipedRMW`, four cycles a stage: registered addresses, a register straight
+  after each block RAM, the update computed bank by bank (the lanes are rotated into bank order
+  before and back after it), a registered write, and forwarding of the three newer results a
+  read cannot see yet (``python -m boards.timing maxpool gsum``, docs/boards.md section 6).
 
 Both take their shape on plain input signals that must be stable while a layer runs, and reset
 their position after the beat flagged ``last``. Back-pressure: input ``ready`` promises room for
@@ -24,7 +35,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
-from .lbuf import bank_row
+from .lbuf import _after, bank_row
 
 __all__ = ["Beat", "MaxPool", "GlobalSum"]
 
@@ -69,7 +80,7 @@ class _BankedRMW:
     """
 
     def __init__(self, m, name, *, banks, depth, width, lanes):
-        self.banks, self.lanes = banks, lanes
+        self.name, self.banks, self.lanes = name, banks, lanes
         self.lb = _log2(banks)
         self.ibits = max(1, _log2(depth // banks))
         self.rps, self.wps = [], []
@@ -81,7 +92,6 @@ class _BankedRMW:
             self.rps.append(rp)
             self.wps.append(wp)
         self.lo_q = Signal(self.lb, name=f"{name}_lo")
-        self.raddr_q = [Signal(self.ibits, name=f"{name}_ra{b}") for b in range(banks)]
 
     def _index(self, base, b):
         return bank_row(base, b, self.lb, self.ibits)
@@ -91,25 +101,14 @@ class _BankedRMW:
             m.d.comb += [rp.en.eq(en), rp.addr.eq(self._index(base, b))]
         with m.If(en):
             m.d.sync += self.lo_q.eq(base[: self.lb])
-            m.d.sync += [ra.eq(self._index(base, b)) for b, ra in enumerate(self.raddr_q)]
 
     def value(self, lane):
         return Array(rp.data for rp in self.rps)[(self.lo_q + lane)[: self.lb]]
 
-    def value_bypass(self, m, lane):
-        """``value(lane)``, but a write to the same row in this cycle (the read was issued the
-        cycle before it) is seen: for a pipeline that writes two cycles after it reads."""
-        banks = []
-        for b, (rp, wp) in enumerate(zip(self.rps, self.wps)):
-            v = Signal.like(rp.data, name=f"byp{b}_{lane}_{id(self) % 997}")
-            m.d.comb += v.eq(Mux(wp.en & (wp.addr == self.raddr_q[b]), wp.data, rp.data))
-            banks.append(v)
-        return Array(banks)[(self.lo_q + lane)[: self.lb]]
-
     def write(self, m, en, base, count, values):
         lo = base[: self.lb]
         for b, wp in enumerate(self.wps):
-            lane = Signal(self.lb, name=f"wl{b}_{id(self) % 997}")
+            lane = Signal(self.lb, name=f"{self.name}_wl{b}")
             m.d.comb += lane.eq(b - lo)
             m.d.comb += [
                 wp.addr.eq(self._index(base, b)),
@@ -135,6 +134,210 @@ class _Credit:
         return ok
 
 
+def _delay(m, sig, n, name):
+    """``sig`` delayed by ``n`` cycles (a chain of registers ``name_1`` ... ``name_n``)."""
+    for i in range(n):
+        q = Signal(len(sig), name=f"{name}_{i + 1}")
+        m.d.sync += q.eq(sig)
+        sig = q
+    return sig
+
+
+def _group_end(m, take, count, last, c, name):
+    """Whether the beat taken now (``count`` values) completes a group of ``c`` values (a
+    pixel's channels), as ``offset + count >= c`` but without the add on the path: a register
+    keeps the values ``rem`` still missing from the group (``fresh``: none taken yet, ``c``)."""
+    rem = Signal(len(c), name=f"{name}_rem")
+    fresh = Signal(init=1, name=f"{name}_fresh")
+    k = len(count)
+    end = Signal(name=f"{name}_end")
+    m.d.comb += end.eq(Mux(fresh, (c[k:] == 0) & (c[:k] <= count),
+                           (rem[k:] == 0) & (rem[:k] <= count)))
+    with m.If(take):
+        m.d.sync += [fresh.eq(end | last), rem.eq(Mux(fresh, c, rem) - count)]
+    return end
+
+
+def _advance_xy(m, take, end, last, w, x, y, x1, y1):
+    """:func:`_advance_cursor`'s pixel position, given the end of the pixel ``end``; ``x1`` and
+    ``y1`` are registers that hold ``x + 1`` and ``y + 1`` (no adder before a compare)."""
+    with m.If(take):
+        with m.If(last):
+            m.d.sync += [x.eq(0), y.eq(0), x1.eq(1), y1.eq(1)]
+        with m.Elif(end):
+            with m.If(x1 >= w):
+                m.d.sync += [x.eq(0), x1.eq(1), y.eq(y1), y1.eq(y1 + 1)]
+            with m.Else():
+                m.d.sync += [x.eq(x1), x1.eq(x1 + 1)]
+
+
+class _PipedRMW:
+    """The ``fast_pipeline`` read-modify-write of ``banks`` memories (as :class:`_BankedRMW`:
+    lane ``i`` of a beat touches index ``base + i``, bank ``(base + i) % banks``), with every
+    block-RAM port registered and the update computed bank by bank (~120 MHz on the ECP5).
+
+    A beat passes four cycles, ``t0`` to ``t3``:
+
+    - t0 (``run``'s ``valid``): each bank reads its row of the beat; the row addresses are
+      registers (``ra``) that follow the base cursor (``advance``), so the block RAMs' address
+      inputs come straight from flip-flops.
+    - t1: the block RAMs' outputs; the beat's lane values are rotated into bank order and the
+      forwarding hits are found (below).
+    - t2: the outputs registered (``raw``, nothing between the block RAM and the register); the
+      old value is the newest of: the result computed in t1 (``wq``), a result computed in the
+      two cycles before (``byp``, chosen in t1), the memory (``raw``); ``update(old, new, bank)``
+      gives the value to keep (registered in ``wq``: the memory's write port is written from
+      flip-flops, in t3) and the value to emit (``er``).
+    - t3: ``value(lane)``: the emitted values rotated back into lane order; ``valid3``.
+
+    A read at t0 sees every write of a clock edge before its own (no transparency), so the
+    writes of results computed in the three cycles before a beat's t2 are forwarded: the
+    back-to-back updates of one row (a pixel of at most ``lanes`` channels, a one-column output
+    row) and updates two or three cycles apart (beats of random sizes, stalls) are exact.
+    """
+
+    def __init__(self, m, name, *, banks, depth, width, lanes):
+        self.name, self.banks, self.lanes, self.width = name, banks, lanes, width
+        self.lb = _log2(banks)
+        self.ibits = max(1, _log2(depth // banks))
+        self.rps, self.wps = [], []
+        self.ra = [Signal(self.ibits, name=f"{name}_ra{b}") for b in range(banks)]
+        self.lo = Signal(self.lb, name=f"{name}_lo")
+        self.hi = Signal(self.ibits, name=f"{name}_hi")
+        for b in range(banks):
+            mem = memory.Memory(shape=unsigned(width), depth=depth // banks, init=[])
+            m.submodules[f"{name}{b}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync")
+            m.d.comb += rp.addr.eq(self.ra[b])
+            self.rps.append(rp)
+            self.wps.append(wp)
+
+    def advance(self, m, take, count, zero):
+        """The base cursor (``lo``: its bank, the low bits): on ``take`` it moves on by
+        ``count`` (at most ``banks``), or back to 0 with ``zero``. The read addresses follow it
+        without an adder on their path: a row is ``hi``, ``hi + 1`` or ``hi + 2``."""
+        lb = self.lb
+        s = Signal(lb + 1, name=f"{self.name}_s")
+        m.d.comb += s.eq(self.lo + count)
+        lo_n = s[:lb]
+        his = [self.hi + k for k in range(3)]
+        with m.If(take):
+            with m.If(zero):
+                m.d.sync += [self.lo.eq(0), self.hi.eq(0)]
+                m.d.sync += [ra.eq(0) for ra in self.ra]
+            with m.Else():
+                m.d.sync += [self.lo.eq(lo_n), self.hi.eq(self.hi + s[lb])]
+                for b, ra in enumerate(self.ra):
+                    d = Signal(2, name=f"{self.name}_d{b}")
+                    m.d.comb += d.eq(s[lb] + (_after(b, lo_n, self.banks)))
+                    m.d.sync += ra.eq(Array(his)[d][: self.ibits])
+
+    def run(self, m, valid, base_lo, data, count, update):
+        """A beat at t0: ``valid``, its base's low bits ``base_lo``, ``data`` (one value per
+        lane), ``count``; ``update(old, new, bank)`` -> ``(kept, emitted)`` is evaluated in t2
+        (signals it uses must be delayed to t2 by the caller)."""
+        n, B, lb, w = self.name, self.banks, self.lb, self.width
+        lanes = self.lanes
+        # t0 -> t1
+        v1 = Signal(name=f"{n}_v1")
+        lo1 = Signal(lb, name=f"{n}_lo1")
+        d1 = [Signal(len(data[0]), name=f"{n}_d1_{i}") for i in range(lanes)]
+        n1 = Signal(len(count), name=f"{n}_n1")
+        ra1 = [Signal(self.ibits, name=f"{n}_ra1_{b}") for b in range(B)]
+        m.d.sync += [v1.eq(valid), lo1.eq(base_lo), n1.eq(count)]
+        m.d.sync += [q.eq(v) for q, v in zip(d1, data)]
+        m.d.sync += [q.eq(v) for q, v in zip(ra1, self.ra)]
+        # t1 -> t2
+        v2 = Signal(name=f"{n}_v2")
+        lo2 = Signal(lb, name=f"{n}_lo2")
+        nb2 = [Signal(len(data[0]), name=f"{n}_new{b}") for b in range(B)]
+        we2 = [Signal(name=f"{n}_we{b}") for b in range(B)]
+        ra2 = [Signal(self.ibits, name=f"{n}_ra2_{b}") for b in range(B)]
+        raw = [Signal(w, name=f"{n}_raw{b}") for b in range(B)]
+        wq_d = [Signal(w, name=f"{n}_wd{b}") for b in range(B)]
+        wq_a = [Signal(self.ibits, name=f"{n}_wa{b}") for b in range(B)]
+        wq_en = [Signal(name=f"{n}_wen{b}") for b in range(B)]
+        h1_d = [Signal(w, name=f"{n}_h1d{b}") for b in range(B)]
+        h1_a = [Signal(self.ibits, name=f"{n}_h1a{b}") for b in range(B)]
+        h1_en = [Signal(name=f"{n}_h1en{b}") for b in range(B)]
+        hit_new = [Signal(name=f"{n}_hitq{b}") for b in range(B)]
+        hit_old = [Signal(name=f"{n}_hitb{b}") for b in range(B)]
+        byp = [Signal(w, name=f"{n}_byp{b}") for b in range(B)]
+        m.d.sync += [v2.eq(v1), lo2.eq(lo1)]
+        lane_bits = max(1, (lanes - 1).bit_length())
+        for b in range(B):
+            lane = Signal(lb, name=f"{n}_lane{b}")
+            m.d.comb += lane.eq(b - lo1)
+            m.d.sync += [
+                nb2[b].eq(Array(d1)[lane[:lane_bits]] if lanes > 1 else d1[0]),
+                we2[b].eq(v1 & (lane < n1)),
+                ra2[b].eq(ra1[b]),
+                raw[b].eq(self.rps[b].data),
+            ]
+            hb = Signal(name=f"{n}_hb{b}")
+            hc = Signal(name=f"{n}_hc{b}")
+            m.d.comb += [hb.eq(wq_en[b] & (wq_a[b] == ra1[b])),
+                         hc.eq(h1_en[b] & (h1_a[b] == ra1[b]))]
+            m.d.sync += [
+                # the beat in t2 now writes its result in t3: newest
+                hit_new[b].eq(we2[b] & (ra2[b] == ra1[b])),
+                # written in t1 (wq) or at the edge of this beat's read (h1)
+                hit_old[b].eq(hb | hc),
+                byp[b].eq(Mux(hb, wq_d[b], h1_d[b])),
+            ]
+        # t2: update; t2 -> t3
+        self.valid3 = v3 = Signal(name=f"{n}_v3")
+        lo3 = Signal(lb, name=f"{n}_lo3")
+        m.d.sync += [v3.eq(v2), lo3.eq(lo2)]
+        er = []
+        for b in range(B):
+            old = Signal(w, name=f"{n}_old{b}")
+            m.d.comb += old.eq(Mux(hit_new[b], wq_d[b], Mux(hit_old[b], byp[b], raw[b])))
+            kept, emitted = update(old, nb2[b], b)
+            m.d.sync += [wq_d[b].eq(kept), wq_a[b].eq(ra2[b]), wq_en[b].eq(we2[b]),
+                         h1_d[b].eq(wq_d[b]), h1_a[b].eq(wq_a[b]), h1_en[b].eq(wq_en[b])]
+            if emitted is kept:
+                er.append(wq_d[b])
+            else:
+                e = Signal(w, name=f"{n}_er{b}")
+                m.d.sync += e.eq(emitted)
+                er.append(e)
+            wp = self.wps[b]
+            m.d.comb += [wp.addr.eq(wq_a[b]), wp.data.eq(wq_d[b]), wp.en.eq(wq_en[b])]
+        self._er, self._lo3 = er, lo3
+
+    def value(self, lane):
+        """Emitted value of ``lane`` of the beat in t3."""
+        return Array(self._er)[(self._lo3 + lane)[: self.lb]]
+
+
+class _CreditCounter:
+    """The output FIFO of a ``fast_pipeline`` pool and its credits as registers: ``free`` =
+    ``depth - 1`` minus the beats taken that will produce an output beat and have not left the
+    FIFO (the short pipeline's rule, ``level + in flight + 1 < depth``), and input ``ready`` =
+    ``free != 0`` registered: no sum of the pipeline's valid bits, no compare on the input's
+    path."""
+
+    def __init__(self, m, layout, depth):
+        self.fifo = fifo.SyncFIFOBuffered(width=layout.size, depth=depth)
+        m.submodules.fifo = self.fifo
+        self.depth = depth
+
+    def ready(self, m, take, will):
+        """Input ``ready``; ``take``: a beat is taken now, ``will``: it will produce an output
+        (a taken beat holds a credit for one cycle until ``will`` is known, registered)."""
+        rd = Signal()
+        drop = Signal(name="credit_drop")
+        free = Signal(range(self.depth), init=self.depth - 1, name="credit_free")
+        free_next = Signal.like(free, name="credit_free_next")
+        ready = Signal(init=1, name="credit_ready")
+        m.d.comb += [rd.eq(self.fifo.r_en & self.fifo.r_rdy),
+                     free_next.eq(free - take + drop + rd)]
+        m.d.sync += [drop.eq(take & ~will), free.eq(free_next), ready.eq(free_next != 0)]
+        return ready
+
+
 class MaxPool(wiring.Component):
     """Max pool 3x3, stride 2, ceil mode, no padding, on a stream of beats.
 
@@ -158,6 +361,9 @@ class MaxPool(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self._cfg.fast_pipeline:
+            return self._elaborate_piped()
+        # the short pipeline (small devices): read, then compare and write in the next cycle
         m = Module()
         cfg = self._cfg
         lanes, banks = cfg.requant_units, cfg.pool_banks
@@ -244,6 +450,79 @@ class MaxPool(wiring.Component):
                      out.fifo.r_en.eq(self.o.ready)]
         return m
 
+    def _elaborate_piped(self):
+        """``fast_pipeline``: both stages are :class:`_PipedRMW` (4 cycles each, one beat per
+        cycle); the emit decisions of both axes are known when a beat is taken (from its
+        position), so only beats that produce an output take a credit."""
+        m = Module()
+        cfg = self._cfg
+        lanes, banks = cfg.requant_units, cfg.pool_banks
+        beat = Beat(width=self._width, lanes=lanes)
+        out = _CreditCounter(m, beat, cfg.out_fifo_depth)
+        hp = _PipedRMW(m, "hp", banks=banks, depth=cfg.max_channels, width=self._width,
+                       lanes=lanes)
+        vp = _PipedRMW(m, "vp", banks=banks, depth=cfg.pool_row_depth, width=self._width,
+                       lanes=lanes)
+        dim_bits = (cfg.max_dim + 1).bit_length()
+
+        # -- horizontal stage: taken at t0, result at t3 --------------------------------
+        x, y = Signal(dim_bits), Signal(dim_bits)
+        x1, y1 = Signal(dim_bits, init=1), Signal(dim_bits, init=1)
+        take = Signal()
+        h_even, h_a, h_b = _axis_flags(m, x, self.w, self.wo, x1)
+        v_even, v_a, v_b = _axis_flags(m, y, self.h, self.ho, y1)
+        h_emit = Signal()
+        v_emit = Signal()
+        m.d.comb += [h_emit.eq(h_a | h_b), v_emit.eq(v_a | v_b)]
+        m.d.comb += self.i.ready.eq(out.ready(m, take, h_emit & v_emit))
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        payload = self.i.payload
+        end = _group_end(m, take, payload.count, payload.last, self.c, "px")
+        hp.advance(m, take, payload.count, end | payload.last)
+        _advance_xy(m, take, end, payload.last, self.w, x, y, x1, y1)
+        h_even2 = _delay(m, h_even, 2, "h_even")
+        h_a2 = _delay(m, h_a, 2, "h_a")
+        hp.run(m, take, hp.lo, [payload.data[lane] for lane in range(lanes)],
+               payload.count, lambda old, new, b: _axis_values(old, new, h_even2, h_a2))
+        h_valid = Signal()
+        count3 = _delay(m, payload.count, 3, "count")
+        last3 = _delay(m, payload.last, 3, "last")
+        m.d.comb += h_valid.eq(hp.valid3 & _delay(m, h_emit, 3, "h_emit"))
+
+        # -- vertical stage: taken at t3 (the horizontal result), result at t6 ------------
+        # the row memory's cursor (k * c + channel offset of the next horizontal beat) is vp's
+        vk1 = Signal(dim_bits, init=1)     # output column + 1
+        vend = _group_end(m, h_valid, count3, last3, self.c, "col")
+        # the row's end, vk1 >= wo, from comparisons registered the cycle before (no compare on
+        # the path to the row addresses): for vk1 kept, moved on by one, or back to 1 (``wo``
+        # is stable from the layer's first beat, taken at least three cycles before this stage)
+        ge_kept, ge_next, ge_one = Signal(), Signal(), Signal()
+        moved = Signal(2)
+        m.d.sync += [ge_kept.eq(vk1 >= self.wo), ge_next.eq(vk1 + 1 >= self.wo),
+                     ge_one.eq(self.wo <= 1), moved.eq(0)]
+        row_end = Signal()
+        m.d.comb += row_end.eq(Mux(moved[1], ge_one, Mux(moved[0], ge_next, ge_kept)))
+        with m.If(h_valid):
+            with m.If(last3):
+                m.d.sync += [vk1.eq(1), moved.eq(2)]
+            with m.Elif(vend):
+                m.d.sync += [vk1.eq(Mux(row_end, 1, vk1 + 1)), moved.eq(Mux(row_end, 2, 1))]
+        vp.advance(m, h_valid, count3, last3 | (vend & row_end))
+        v_even5 = _delay(m, v_even, 5, "v_even")
+        v_a5 = _delay(m, v_a, 5, "v_a")
+        vp.run(m, h_valid, vp.lo, [hp.value(lane) for lane in range(lanes)], count3,
+               lambda old, new, b: _axis_values(old, new, v_even5, v_a5))
+        o_beat = Signal(beat)
+        m.d.comb += [o_beat.count.eq(_delay(m, count3, 3, "count_v")),
+                     o_beat.last.eq(_delay(m, last3, 3, "last_v"))]
+        m.d.comb += [o_beat.data[lane].eq(vp.value(lane)) for lane in range(lanes)]
+        m.d.comb += [out.fifo.w_en.eq(vp.valid3 & _delay(m, v_emit, 6, "v_emit")),
+                     out.fifo.w_data.eq(o_beat)]
+        r = data.View(beat, out.fifo.r_data)
+        m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
+                     out.fifo.r_en.eq(self.o.ready)]
+        return m
+
 
 def _pool_axis(m, pos, size, out_size, olds, news, lanes):
     """One axis of the 3x3/2 ceil-mode max pool, shared by the horizontal and vertical stages.
@@ -254,21 +533,33 @@ def _pool_axis(m, pos, size, out_size, olds, news, lanes):
     (``emit_b``). Returns ``(emit_a, emit_b, pos >> 1, kept, emitted)``: the partial maxima to
     store and the values to emit.
     """
+    even, emit_a, emit_b = _axis_flags(m, pos, size, out_size)
+    kept, emitted = [], []
+    for lane in range(lanes):
+        k, e = _axis_values(olds[lane], news[lane], even, emit_a)
+        kept.append(k)
+        emitted.append(e)
+    return emit_a, emit_b, pos >> 1, kept, emitted
+
+
+def _axis_flags(m, pos, size, out_size, pos1=None):
+    """``(even, emit_a, emit_b)`` of :func:`_pool_axis` for input position ``pos`` (``pos1``:
+    ``pos + 1`` if at hand)."""
     even = ~pos[0]
     half = pos >> 1
     emit_a = Signal()
     emit_b = Signal()
     m.d.comb += [
         emit_a.eq(even & (pos >= 2) & (half - 1 < out_size)),
-        emit_b.eq((pos + 1 == size) & (half < out_size) & ~emit_a),
+        emit_b.eq(((pos + 1 if pos1 is None else pos1) == size) & (half < out_size) & ~emit_a),
     ]
-    kept, emitted = [], []
-    for lane in range(lanes):
-        old, new = olds[lane], news[lane]
-        mx = Mux(old > new, old, new)
-        kept.append(Mux(even, new, mx))
-        emitted.append(Mux(even & ~emit_a, new, mx))
-    return emit_a, emit_b, half, kept, emitted
+    return even, emit_a, emit_b
+
+
+def _axis_values(old, new, even, emit_a):
+    """The partial maximum to keep and the value to emit, for one value of :func:`_pool_axis`."""
+    mx = Mux(old > new, old, new)
+    return Mux(even, new, mx), Mux(even & ~emit_a, new, mx)
 
 
 class GlobalSum(wiring.Component):
@@ -291,15 +582,15 @@ class GlobalSum(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self._cfg.fast_pipeline:
+            return self._elaborate_piped()
+        # the short pipeline (small devices): read, then add and write in the next cycle (52 MHz
+        # on the ECP5, ``python -m boards.timing gsum``; a small, slow device spares registers)
         m = Module()
         cfg = self._cfg
         lanes, banks = cfg.requant_units, cfg.pool_banks
         obeat = Beat(width=cfg.sum_bits, lanes=lanes)
-        # fast_pipeline: read (take), old sums registered (v2), add and write; otherwise the
-        # add and the write follow the read's cycle directly (52 MHz on the ECP5 that way,
-        # ``python -m boards.timing gsum``; a small, slow device spares the registers)
-        staged = cfg.fast_pipeline
-        out = _Credit(m, obeat, cfg.out_fifo_depth, 3 if staged else 2)
+        out = _Credit(m, obeat, cfg.out_fifo_depth, 2)
         acc = _BankedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
                          lanes=lanes)
         chan_bits = (cfg.max_channels).bit_length()
@@ -322,20 +613,9 @@ class GlobalSum(wiring.Component):
                          first1.eq((x == 0) & (y == 0)),
                          last1.eq((x + 1 == self.w) & (y + 1 == self.h))]
             _advance_cursor(m, self.i.payload, self.c, self.w, c0, x, y)
-        if staged:
-            v, b, c = Signal(), Signal.like(b1), Signal.like(c1)
-            first, last = Signal(), Signal()
-            old = [Signal(cfg.sum_bits, name=f"old{lane}") for lane in range(lanes)]
-            m.d.sync += v.eq(v1)
-            with m.If(v1):
-                m.d.sync += [b.eq(b1), c.eq(c1), first.eq(first1), last.eq(last1)]
-                # a row written this cycle by the beat before (read one cycle earlier) is seen
-                m.d.sync += [old[lane].eq(acc.value_bypass(m, lane)) for lane in range(lanes)]
-            m.d.comb += self.i.ready.eq(out.room(m, v1 + v + o_valid))
-        else:
-            v, b, c, first, last = v1, b1, c1, first1, last1
-            old = [acc.value(lane) for lane in range(lanes)]
-            m.d.comb += self.i.ready.eq(out.room(m, v1 + o_valid))
+        v, b, c, first, last = v1, b1, c1, first1, last1
+        old = [acc.value(lane) for lane in range(lanes)]
+        m.d.comb += self.i.ready.eq(out.room(m, v1 + o_valid))
         sums = [Signal(cfg.sum_bits, name=f"sum{lane}") for lane in range(lanes)]
         for lane in range(lanes):
             m.d.comb += sums[lane].eq(Mux(first, 0, old[lane]) + b.data[lane])
@@ -347,6 +627,49 @@ class GlobalSum(wiring.Component):
             for lane in range(lanes):
                 m.d.sync += o_beat.data[lane].eq(sums[lane])
         m.d.comb += [out.fifo.w_en.eq(o_valid), out.fifo.w_data.eq(o_beat)]
+        r = data.View(obeat, out.fifo.r_data)
+        m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
+                     out.fifo.r_en.eq(self.o.ready)]
+        return m
+
+    def _elaborate_piped(self):
+        """``fast_pipeline``: a :class:`_PipedRMW` (taken at t0, sums at t3, one beat per cycle);
+        only the last pixel's beats take a credit."""
+        m = Module()
+        cfg = self._cfg
+        lanes, banks = cfg.requant_units, cfg.pool_banks
+        obeat = Beat(width=cfg.sum_bits, lanes=lanes)
+        out = _CreditCounter(m, obeat, cfg.out_fifo_depth)
+        acc = _PipedRMW(m, "sum", banks=banks, depth=cfg.max_channels, width=cfg.sum_bits,
+                        lanes=lanes)
+        dim_bits = (cfg.max_dim + 1).bit_length()
+        x, y = Signal(dim_bits), Signal(dim_bits)
+        x1, y1 = Signal(dim_bits, init=1), Signal(dim_bits, init=1)
+        take = Signal()
+        first = Signal()
+        last = Signal()
+        m.d.comb += [first.eq((x == 0) & (y == 0)), last.eq((x1 == self.w) & (y1 == self.h))]
+        m.d.comb += self.i.ready.eq(out.ready(m, take, last))
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        payload = self.i.payload
+        end = _group_end(m, take, payload.count, payload.last, self.c, "px")
+        acc.advance(m, take, payload.count, end | payload.last)
+        _advance_xy(m, take, end, payload.last, self.w, x, y, x1, y1)
+        first2 = _delay(m, first, 2, "first")
+
+        def update(old, new, b):
+            total = Signal(cfg.sum_bits, name=f"total{b}")
+            m.d.comb += total.eq(Mux(first2, 0, old) + new)
+            return total, total
+
+        acc.run(m, take, acc.lo, [payload.data[lane] for lane in range(lanes)],
+                payload.count, update)
+        o_beat = Signal(obeat)
+        m.d.comb += [o_beat.count.eq(_delay(m, payload.count, 3, "count")),
+                     o_beat.last.eq(_delay(m, payload.last, 3, "blast"))]
+        m.d.comb += [o_beat.data[lane].eq(acc.value(lane)) for lane in range(lanes)]
+        m.d.comb += [out.fifo.w_en.eq(acc.valid3 & _delay(m, last, 3, "last")),
+                     out.fifo.w_data.eq(o_beat)]
         r = data.View(obeat, out.fifo.r_data)
         m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
                      out.fifo.r_en.eq(self.o.ready)]

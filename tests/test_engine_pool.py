@@ -4,6 +4,7 @@ import dataclasses
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -82,3 +83,165 @@ def _global_sum_case(cfg, c, h, w, seed):
     beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units, random.Random(seed))
     got = _run(dut, [(dut.c, c), (dut.h, h), (dut.w, w)], beats, seed, stall=0.3)
     assert np.array_equal(np.array(values_of(got)), golden.global_sum(x))
+
+
+# -- read-after-write hazards of the pipelined read-modify-write (fast_pipeline) -------------
+#
+# The fast pools read a row four cycles before the row's new value is in the memory: a beat
+# must see the updates of the one, two and three beats before it. These cases make exactly
+# those hazards happen: pixels of at most ``requant_units`` channels in one beat (the same rows
+# of the horizontal stage and of the global sum in consecutive cycles), one-column output rows
+# (``w`` 1 or 2: the same vertical row in consecutive beats), beats of random sizes (a bank's
+# row touched again one, two or three beats later), fixed gaps of 0 to 3 idle cycles between
+# beats, and a slow output (credits run out, the input stalls). Both pipelines run them.
+
+PIPELINES = [pytest.param(True, id="fast"), pytest.param(False, id="short")]
+
+
+def _run_gaps(dut, shape_sets, beats, gaps, out_stall, seed, max_cycles=5_000):
+    """Feed ``beats`` with ``gaps[i % len(gaps)]`` idle cycles before beat ``i``, take the output
+    with ``ready`` low at random (``out_stall``); give up after ``max_cycles`` cycles (a lost
+    last beat then shows as a short output, not as a hang)."""
+    got = []
+
+    async def feed(ctx):
+        for sig, v in shape_sets:
+            ctx.set(sig, v)
+        budget = max_cycles
+        for i, b in enumerate(beats):
+            for _ in range(gaps[i % len(gaps)]):
+                await ctx.tick()
+            ctx.set(dut.i.payload, b)
+            ctx.set(dut.i.valid, 1)
+            while budget > 0:
+                budget -= 1
+                _, _, ready = await ctx.tick().sample(dut.i.ready)
+                if ready:
+                    break
+            ctx.set(dut.i.valid, 0)
+
+    async def drain(ctx):
+        rng = random.Random(seed)
+        for _ in range(max_cycles):
+            ready = not rng.random() < out_stall
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if ready and valid:
+                got.append(payload)
+                if payload.last:
+                    break
+        ctx.set(dut.o.ready, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    return got
+
+
+HAZARD_CASES = [
+    # c, h, w, random beat sizes, gaps, output stall
+    (3, 5, 5, False, [0], 0.0),        # one beat per pixel, back to back
+    (6, 4, 2, False, [0], 0.0),        # one-column output rows: the vertical row every beat
+    (1, 2, 2, False, [0], 0.0),        # one value a beat, one output: the same rows always
+    (5, 5, 4, True, [0], 0.0),         # rows touched again 1-3 beats later
+    (4, 5, 3, False, [1], 0.0),        # one idle cycle between beats
+    (4, 5, 3, False, [2], 0.0),        # two
+    (4, 5, 3, False, [3], 0.0),        # three
+    (7, 4, 5, True, [0, 1, 0, 2, 3], 0.0),
+    (3, 6, 5, False, [0], 0.7),        # the output stalls: the input waits for credits
+]
+
+
+@pytest.mark.parametrize("fast", PIPELINES)
+@pytest.mark.parametrize("case", HAZARD_CASES)
+def test_maxpool_read_after_write_hazards(fast, case):
+    c, h, w, sizes, gaps, out_stall = case
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast)
+    rng = np.random.default_rng(c * 100 + h * 10 + w)
+    # increasing values make every window's maximum its newest value and decreasing its oldest:
+    # both orders, so a stale partial maximum changes the result either way
+    for x in (rng.integers(0, 1 << 16, size=(c, h, w)),
+              np.arange(c * h * w).reshape(c, h, w), np.arange(c * h * w)[::-1].reshape(c, h, w)):
+        ref = golden.maxpool(x, 3, 2, True)
+        dut = MaxPool(cfg)
+        beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units,
+                         random.Random(w) if sizes else None)
+        _, ho, wo = ref.shape
+        got = _run_gaps(dut, [(dut.c, c), (dut.h, h), (dut.w, w), (dut.ho, ho), (dut.wo, wo)],
+                        beats, gaps, out_stall, seed=c)
+        out = np.array(values_of(got)).reshape(ho, wo, c).transpose(2, 0, 1)
+        assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("fast", PIPELINES)
+@pytest.mark.parametrize("case", HAZARD_CASES)
+def test_global_sum_read_after_write_hazards(fast, case):
+    c, h, w, sizes, gaps, out_stall = case
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast)
+    x = np.random.default_rng(c * 100 + h * 10 + w).integers(0, 1 << 16, size=(c, h, w))
+    dut = GlobalSum(cfg)
+    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units,
+                     random.Random(w) if sizes else None)
+    got = _run_gaps(dut, [(dut.c, c), (dut.h, h), (dut.w, w)], beats, gaps, out_stall, seed=c)
+    assert np.array_equal(np.array(values_of(got)), golden.global_sum(x))
+
+
+@pytest.mark.parametrize("fast", PIPELINES)
+def test_pools_take_a_beat_every_cycle(fast):
+    """Throughput: with the output always ready, a layer's beats enter one per cycle."""
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast)
+    c, h, w = 12, 5, 6
+    x = np.random.default_rng(3).integers(0, 256, size=(c, h, w))
+    ref = golden.maxpool(x, 3, 2, True)
+    _, ho, wo = ref.shape
+    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units)
+    for dut, shapes in ((MaxPool(cfg), lambda d: [(d.c, c), (d.h, h), (d.w, w), (d.ho, ho),
+                                                  (d.wo, wo)]),
+                        (GlobalSum(cfg), lambda d: [(d.c, c), (d.h, h), (d.w, w)])):
+        stalls = 0
+
+        async def feed(ctx, dut=dut, shapes=shapes):
+            nonlocal stalls
+            for sig, v in shapes(dut):
+                ctx.set(sig, v)
+            for b in beats:
+                ctx.set(dut.i.payload, b)
+                ctx.set(dut.i.valid, 1)
+                while True:
+                    _, _, ready = await ctx.tick().sample(dut.i.ready)
+                    if ready:
+                        break
+                    stalls += 1
+            ctx.set(dut.i.valid, 0)
+
+        async def drain(ctx, dut=dut):
+            await get_until(ctx, dut.o, lambda p: p.last)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(feed)
+        sim.add_testbench(drain)
+        sim.run()
+        assert stalls == 0, type(dut).__name__
+
+
+@pytest.mark.parametrize("fast", PIPELINES)
+def test_pools_never_overflow_their_output_fifo(fast):
+    """A 4-beat output FIFO and an output that is ready one cycle in six: the input must wait
+    for credits, or beats are lost."""
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast, out_fifo_depth=4)
+    c, h, w = 20, 5, 5
+    x = np.random.default_rng(5).integers(0, 1 << 16, size=(c, h, w))
+    ref = golden.maxpool(x, 3, 2, True)
+    _, ho, wo = ref.shape
+    dut = MaxPool(cfg)
+    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units, random.Random(1))
+    got = _run_gaps(dut, [(dut.c, c), (dut.h, h), (dut.w, w), (dut.ho, ho), (dut.wo, wo)],
+                    beats, [0], 0.83, seed=2)
+    assert values_of(got) == list(ref.transpose(1, 2, 0).ravel())
+    dut = GlobalSum(cfg)
+    beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units, random.Random(1))
+    got = _run_gaps(dut, [(dut.c, c), (dut.h, h), (dut.w, w)], beats, [0], 0.83, seed=2)
+    assert values_of(got) == list(golden.global_sum(x))
