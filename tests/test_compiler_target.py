@@ -39,7 +39,7 @@ def test_shipped_product_is_in_the_package_and_consistent():
     assert 300_000 < len(data) < 500_000  # the whole image, tables included
     assert rep["image_sha256"] == wformat.image_sha256(data)
     assert rep["model_sha256"] == DC_SHA and rep["method_version"] == compress.METHOD_VERSION
-    assert rep["seed"] == compress.SHIPPED_SEED and rep["method"] == "stats+distill"
+    assert rep["seed"] == compress.SHIPPED_SEED and rep["method"] == "gptq+distill"
     assert rep["calib_images"] == 200 and rep["budget"] == 409_600
     assert rep["fits"] and rep["weight_bytes"] <= 409_600 and rep["weight_ebr"] <= 188
     layers, header = wformat.read_image(data)

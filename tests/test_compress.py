@@ -352,4 +352,100 @@ def test_sweep_command_line_writes_plot_and_rows(tiny, tmp_path, monkeypatch):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(js.read_text())
     assert [r["budget"] for r in rows] == [int(1.9 * 1024), int(0.8 * 1024)]  # KiB on the CLI
-    assert all(r["weight_bytes"] <= r["budget"] and r["method"] == "stats" for r in rows)
+    assert all(r["weight_bytes"] <= r["budget"] and r["method"] == "gptq" for r in rows)
+
+
+# -- GPTQ-style codebook assignment ------------------------------------------------------------
+
+def _random_layer(seed: int, o: int = 12, c: int = 6, k: int = 3, n: int = 600):
+    """A pruned shared-weight 3x3 layer and inputs like a CNN's (correlated, a decaying
+    spectrum, after a ReLU), with a constant bias row: float ``xf`` and the quantised path's
+    ``xq`` (the float inputs rounded to a grid)."""
+    rng = np.random.default_rng(seed)
+    w = _shared_weights(rng, (o, c, 3, 3), 40, 0.5).astype(np.float64)
+    b = rng.normal(0, 0.1, o)
+    d = c * 9
+    basis = np.linalg.qr(rng.normal(0, 1, (d, d)))[0]
+    spectrum = 1.0 / (1 + np.arange(d))
+    xf = np.maximum(basis @ (spectrum[:, None] * rng.normal(0, 1, (d, n))) * 3 + 0.2, 0)
+    xq = np.floor(xf * 20 + 0.5) / 20
+    xf = np.concatenate([xf, np.ones((1, n))])
+    xq = np.concatenate([xq, np.ones((1, n))])
+    plan = compress.LayerPlan("layer", w, b, k, *compress.cluster_weights(w, k)[:2],
+                              np.ones(o), b.copy())
+    return plan, xf, xq
+
+
+def _output_error(plan, xf, xq):
+    o = plan.out_channels
+    wf = np.concatenate([plan.w.reshape(o, -1), plan.b[:, None]], axis=1)
+    wq = np.concatenate([plan.weight().reshape(o, -1).astype(np.float64),
+                         plan.bias[:, None]], axis=1)
+    return float(((wq @ xq - wf @ xf) ** 2).sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gptq_assignment_beats_nearest_centroid_and_keeps_the_mask(seed):
+    plan, xf, xq = _random_layer(seed)
+    hqq, hqf = xq @ xq.T, xq @ xf.T
+    o = plan.out_channels
+    wf = np.concatenate([plan.w.reshape(o, -1), plan.b[:, None]], axis=1)
+    t_pow = float(((wf @ xf) ** 2).sum())
+    # nearest centroid (the re-clustered plan), with its best least-squares gains and biases
+    v = wf @ hqf.T
+    near = compress.LayerPlan(**plan.__dict__)
+    near.gain, near.bias = compress.refit_gain_bias(
+        plan.indices.reshape(o, -1), plan.centroids, hqq, v)
+    e_near = _output_error(near, xf, xq)
+    new, losses = compress.gptq_layer(plan, hqq, hqf, t_pow, iters=3)
+    e_gptq = _output_error(new, xf, xq)
+    assert losses[0] == pytest.approx(e_near, rel=1e-6)  # the loss is the output error
+    assert e_gptq == pytest.approx(min(losses), rel=1e-6)
+    assert e_gptq < 0.8 * e_near
+    assert np.array_equal(new.indices == 0, plan.w == 0)  # zeros stay zeros, the rest non-zero
+    assert new.indices.max() < 2**plan.k and new.centroids[0] == 0
+    assert np.all(new.gain > 0)
+    again, _ = compress.gptq_layer(plan, hqq, hqf, t_pow, iters=3)
+    assert np.array_equal(again.indices, new.indices)
+    assert np.array_equal(again.centroids, new.centroids)
+
+
+def test_refit_codebook_recovers_the_codebook_of_a_fixed_assignment():
+    plan, xf, _ = _random_layer(5)
+    o = plan.out_channels
+    true = plan.centroids.copy()
+    w = plan.weight().reshape(o, -1).astype(np.float64) * 1.5  # gains 1.5, weights on the grid
+    wf = np.concatenate([w, plan.b[:, None]], axis=1)
+    h = xf @ xf.T
+    c = compress.refit_codebook(plan.indices.reshape(o, -1), np.full(o, 1.5), true.size, h,
+                                wf @ h.T)
+    np.testing.assert_allclose(c, true, rtol=1e-6, atol=1e-9)
+
+
+def test_gptq_codebooks_on_a_model_lowers_every_layer_error(tiny):
+    _, _, graph, files = tiny
+    xs = [load_image(f, (32, 32)) for f in files]
+    plans = compress.read_shared_weights(graph)
+    for p in plans:
+        p.k = 2
+    plans = compress.recluster(plans)
+    new, report = compress.gptq_codebooks(graph, plans, xs, iters=2)
+    assert list(report) == [p.name for p in plans]
+    for p, q in zip(plans, new, strict=True):
+        assert np.array_equal(q.indices == 0, p.w == 0)
+    assert sum(min(r) for r in report.values()) < 0.9 * sum(r[0] for r in report.values())
+    again, _ = compress.gptq_codebooks(graph, plans, xs, iters=2)
+    assert all(np.array_equal(a.indices, b.indices) for a, b in zip(new, again, strict=True))
+
+
+def test_compress_without_gptq_keeps_the_moment_matching(tiny):
+    _, _, graph, files = tiny
+    data, rep = compress.compress(graph, files, TINY, use_torch=False, sens_images=3,
+                                  gptq_iters=0)
+    gdata, grep_ = compress.compress(graph, files, TINY, use_torch=False, sens_images=3)
+    assert rep["method"] == "stats" and rep["gptq_error"] is None
+    assert grep_["method"] == "gptq" and set(grep_["gptq_error"]) == {n for n, *_ in LAYERS}
+    assert all(e[1] <= e[0] for e in grep_["gptq_error"].values())
+    # same allocation, same sparsity pattern: the streams are the same size
+    assert [la["stream_words"] for la in rep["layers"]] == \
+        [la["stream_words"] for la in grep_["layers"]]
