@@ -46,7 +46,8 @@ CALIBRATION_SEED = 0
 
 def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
                   n_inputs: int = 8):
-    """``(qmodel, image, schedule)`` of the ONNX model ``path`` for ``config``.
+    """``(qmodel, image, schedule)`` of the ONNX model ``path`` for ``config`` (with
+    ``weight_streams``, ``image.streams`` holds the compressed weight path's memories).
 
     Calibrated on ``n_inputs`` random mean-subtracted images (seeded), not on photos: enough to
     set the integer ranges of a board build without the calibration image folder. Raises
@@ -61,7 +62,16 @@ def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
     rng = np.random.default_rng(seed)
     xs = [rng.integers(-123, 152, graph.input_shape) for _ in range(n_inputs)]
     qm = quant.quantize(graph, quant.calibrate(graph, xs, len(xs)), config)
-    return qm, wimage.build_image(config, qm), schedule.build_schedule(config, qm)
+    image = wimage.build_image(config, qm)
+    if config.weight_streams:
+        # the engine reads compressed streams: codebooks of the layers' distinct weights
+        # (ValueError for a layer with more than 2**wstream_kmax - 1 of them)
+        from compiler import wstream_image
+
+        image.streams = wstream_image.build_stream_image(
+            config, wimage.place_programs(config, qm),
+            wstream_image.codes_of_model(qm, config.wstream_kmax))
+    return qm, image, schedule.build_schedule(config, qm)
 
 
 class BoardClassifier(wiring.Component):

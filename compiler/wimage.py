@@ -105,6 +105,10 @@ class WeightImage:
     weight_rows: list[int] = field(default_factory=list)
     bias_rows: list[int] = field(default_factory=list)
     requant_rows: list[int] = field(default_factory=list)
+    #: with ``weight_streams``: the compressed weight path's memories
+    #: (``compiler.wstream_image.StreamImage``), which replace ``weight_rows`` on the engine; not
+    #: part of this file format
+    streams: object | None = None
 
     def layer(self, name: str) -> ImageLayer:
         for la in self.layers:
@@ -172,10 +176,14 @@ def engine_steps(qm: QModel) -> list[Step]:
 def place_programs(cfg: AccelConfig, qm: QModel) -> list[LayerProgram]:
     """Every step's :class:`LayerProgram`, the layers packed one after the other from weight
     row 0 and parameter row 0 in execution order (raises ``ValueError`` when they do not fit
-    ``weight_depth`` / ``param_depth``)."""
+    ``weight_depth`` / ``param_depth``). With ``cfg.weight_streams`` step ``i``'s command
+    names descriptor row ``i`` (``wdesc``, ``compiler/wstream_image.py``)."""
     progs, wbase, pbase = [], 0, 0
     for st in engine_steps(qm):
         p = layer_program(cfg, st.layer, st.in_shape, pool=st.pool, wbase=wbase, pbase=pbase)
+        if cfg.weight_streams:
+            # the layer's row of the weight-stream descriptor memory (compiler/wstream_image.py)
+            p.cmd["wdesc"] = len(progs)
         progs.append(p)
         wbase += len(p.weight_rows)
         pbase += len(p.bias_rows)

@@ -106,6 +106,21 @@ class AccelConfig:
     #: bits of the global-pool class scores
     sum_bits: int = 32
 
+    # -- compressed weights on the weight-read path (hw/wdecode.py, docs/compression.md) ------
+    #: the engine reads its weights as codebook indices from compressed per-column bit streams
+    #: (``compiler/wstreams.py``) through the stream decoder and a codebook lookup, not as dense
+    #: rows of a weight memory (the fields below are used only then)
+    weight_streams: bool = False
+    #: bits of a word of a column's stream memory (a record of a row must fit one for a row per
+    #: cycle: a lane mask of pe_lanes bits plus pe_lanes codes of wstream_kmax bits)
+    wstream_word_bits: int = 72
+    #: widest codebook index (code) the decoder delivers: codebooks of up to 2**kmax entries
+    wstream_kmax: int = 7
+    #: words of each column's stream memory (all layers' streams of that column)
+    wstream_depth: int = 4096
+    #: entries of the codebook memory: slots of 2**wstream_kmax entries, one per convolution
+    codebook_depth: int = 4096
+
     def __post_init__(self):
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -147,6 +162,17 @@ class AccelConfig:
             if getattr(self, name) % self.buffer_banks:
                 raise ValueError(f"AccelConfig.{name} must be a multiple of buffer_banks "
                                  f"({self.buffer_banks}), not {getattr(self, name)!r}")
+        if self.weight_streams:
+            if not 1 <= self.wstream_kmax <= 8:
+                raise ValueError(f"AccelConfig.wstream_kmax must be in 1..8, not "
+                                 f"{self.wstream_kmax!r}")
+            if self.wstream_word_bits < self.pe_lanes:
+                raise ValueError(f"AccelConfig.wstream_word_bits ({self.wstream_word_bits}) must "
+                                 f"be at least pe_lanes ({self.pe_lanes})")
+            if self.codebook_depth % (1 << self.wstream_kmax):
+                raise ValueError(f"AccelConfig.codebook_depth must be a multiple of "
+                                 f"2**wstream_kmax ({1 << self.wstream_kmax}), not "
+                                 f"{self.codebook_depth!r}")
         if self.max_channels % self.buffer_banks:
             raise ValueError(f"AccelConfig.max_channels must be a multiple of buffer_banks "
                              f"({self.buffer_banks}), not {self.max_channels!r}")
@@ -173,6 +199,11 @@ class AccelConfig:
         ``pe_lanes``: each bank is a block RAM of its own however shallow, so on the ECP5 8
         banks instead of 16 save 8 of the max pool's EBR and 5 of the global sum's)."""
         return max(2, 1 << (self.requant_units - 1).bit_length())
+
+    @property
+    def codebook_slots(self) -> int:
+        """Codebooks the codebook memory holds (``weight_streams``): one per convolution."""
+        return self.codebook_depth >> self.wstream_kmax
 
     @property
     def act_max(self) -> int:
@@ -208,6 +239,8 @@ CONFIGS: dict[str, AccelConfig] = {
         # codebook entries of the compressed model are up to 16-bit signed (docs/numerics.md);
         # an ECP5 multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
         weight_bits=16,
+        # the weights reach the column array from the compressed streams (docs/compression.md)
+        weight_streams=True,
     ),
     # The smallest engine for the iCE40UP5K (5280 LUT4, 8 SB_MAC16, 30 EBR): 2 lanes x 1 column,
     # narrow numerics, buffers and limits sized for boards.accel's tiny Fire model; the feature

@@ -36,14 +36,26 @@ from .program import (
     field_widths,
     requant_row_bits,
     shift_bits,
+    wdesc_bits,
     weight_row_bits,
 )
 from .requant import DrainMeta, Requantizer, ResultDrain
+from .wdecode import StreamWeightReader
 
 __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
-           "LOAD_WEIGHTS", "LOAD_BIAS", "LOAD_REQUANT"]
+           "LOAD_WEIGHTS", "LOAD_BIAS", "LOAD_REQUANT", "LOAD_WSTREAM", "LOAD_WDESC",
+           "LOAD_CODEBOOK", "wstream_load_addr"]
 
 LOAD_WEIGHTS, LOAD_BIAS, LOAD_REQUANT = 0, 1, 2
+#: ``LoadBeat.target`` of the compressed weight path (``weight_streams``; 3 is the top level's
+#: schedule memory): a column stream word (``addr``: :func:`wstream_load_addr`), a layer's
+#: descriptor row (``addr``: the layer), a codebook entry (``addr``: slot * 2**kmax + code)
+LOAD_WSTREAM, LOAD_WDESC, LOAD_CODEBOOK = 4, 5, 6
+
+
+def wstream_load_addr(cfg: AccelConfig, column: int, word: int) -> int:
+    """The ``LoadBeat.addr`` of word ``word`` of column ``column``'s stream memory."""
+    return (column << max(1, (cfg.wstream_depth - 1).bit_length())) | word
 
 
 class LayerCmd(data.StructLayout):
@@ -58,6 +70,15 @@ class LoadBeat(data.StructLayout):
     """One row for the weight (``LOAD_WEIGHTS``), bias or requantisation memory."""
 
     def __init__(self, cfg: AccelConfig):
+        if cfg.weight_streams:
+            # no dense weight memory: the stream words, descriptors and codebooks instead
+            width = max(bias_row_bits(cfg), requant_row_bits(cfg), cfg.wstream_word_bits,
+                        wdesc_bits(cfg), cfg.weight_bits)
+            abits = max(1, (max(cfg.param_depth, cfg.codebook_depth, cfg.schedule_depth) - 1)
+                        .bit_length(), wstream_load_addr(cfg, cfg.pe_columns - 1, 0)
+                        .bit_length())
+            super().__init__({"target": 3, "addr": unsigned(abits), "data": unsigned(width)})
+            return
         width = max(weight_row_bits(cfg), bias_row_bits(cfg), requant_row_bits(cfg))
         abits = max(1, (max(cfg.weight_depth, cfg.param_depth) - 1).bit_length())
         super().__init__({"target": 2, "addr": unsigned(abits), "data": unsigned(width)})
@@ -102,6 +123,8 @@ class Sequencer(wiring.Component):
     free (``release`` returns one). ``in_free``/``win_free`` are the absolute indices of the
     oldest values still needed: writers may write index ``i`` only while
     ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
+    With ``weight_streams`` it issues a pass only with ``w_ok`` (the weight row of the step's
+    context is decoded: ``hw.wdecode.StreamWeightReader``).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -110,7 +133,7 @@ class Sequencer(wiring.Component):
         self._cfg = cfg
         w = field_widths(cfg)
         ab = w["abs"] + 1
-        super().__init__({
+        ports = {
             "cmd": In(LayerCmd(cfg)),
             "start": In(1),
             "in_written": In(unsigned(ab)),
@@ -121,7 +144,10 @@ class Sequencer(wiring.Component):
             "in_free": Out(signed(ab + 1)),
             "win_free": Out(signed(ab + 1)),
             "issued_all": Out(1),
-        })
+        }
+        if cfg.weight_streams:
+            ports["w_ok"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -284,8 +310,10 @@ class Sequencer(wiring.Component):
             last_branch.eq(is_a | ~cmd.b_two | br),
             step_end.eq(last & last_group & last_branch),
             # a group's last pass needs a free result bank (reserved here, released by the
-            # drain): the bank is written PIPELINE cycles later
-            self.issue.eq(active & (~last | (credits != 0))),
+            # drain): the bank is written PIPELINE cycles later; with weight streams, also its
+            # decoded weight row
+            self.issue.eq(active & (~last | (credits != 0)) & self.w_ok if cfg.weight_streams
+                          else active & (~last | (credits != 0))),
         ]
         p = self.pass_
         m.d.comb += [
@@ -404,6 +432,12 @@ class Engine(wiring.Component):
     ones); the command's base rows must fit them. ``init`` (an object with ``weight_rows``,
     ``bias_rows`` and ``requant_rows``, such as :class:`compiler.wimage.WeightImage`) gives the
     memories' initial contents, so a design can carry a whole model from configuration on.
+
+    With ``cfg.weight_streams`` the weights come from compressed streams
+    (:class:`hw.wdecode.StreamWeightReader`, loaded with ``LOAD_WSTREAM``, ``LOAD_WDESC`` and
+    ``LOAD_CODEBOOK``; the command's ``wdesc`` names the layer's descriptor) instead of a dense
+    weight memory; ``init`` then needs ``streams`` (a
+    :class:`compiler.wstream_image.StreamImage`) instead of ``weight_rows``.
     """
 
     def __init__(self, cfg: AccelConfig, *, weight_depth: int | None = None,
@@ -416,7 +450,13 @@ class Engine(wiring.Component):
         self._weight_depth = cfg.weight_depth if weight_depth is None else weight_depth
         self._param_depth = cfg.param_depth if param_depth is None else param_depth
         self._init = ((), (), ()) if init is None else \
-            (init.weight_rows, init.bias_rows, init.requant_rows)
+            (None if cfg.weight_streams else init.weight_rows, init.bias_rows, init.requant_rows)
+        self._stream_init = None
+        if cfg.weight_streams and init is not None:
+            self._stream_init = getattr(init, "streams", None)
+            if self._stream_init is None:
+                raise ValueError("An engine with weight_streams takes init with ``streams`` "
+                                 "(compiler.wstream_image.StreamImage), not dense weight rows")
         super().__init__({
             "cmd": In(stream.Signature(LayerCmd(cfg))),
             "load": In(stream.Signature(LoadBeat(cfg))),
@@ -445,7 +485,10 @@ class Engine(wiring.Component):
             wlanes=max(r, cfg.in_lanes),
             width=cfg.input_bits, row_bits=w["row"] + 2)
         w_init, b_init, r_init = self._init
-        m.submodules.weights = weights = WeightReader(cfg, self._weight_depth, init=w_init)
+        if cfg.weight_streams:
+            m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)
+        else:
+            m.submodules.weights = weights = WeightReader(cfg, self._weight_depth, init=w_init)
         m.submodules.bias = bias = RowStore(width=bias_row_bits(cfg), depth=self._param_depth,
                                             init=b_init)
         m.submodules.rq = rq = RowStore(width=requant_row_bits(cfg), depth=self._param_depth,
@@ -474,10 +517,27 @@ class Engine(wiring.Component):
 
         # -- loading the memories ------------------------------------------------------------
         ld = self.load.payload
+        if cfg.weight_streams:
+            wload = [
+                weights.s_en.eq(self.load.valid & (ld.target == LOAD_WSTREAM)),
+                weights.s_addr.eq(ld.addr), weights.s_data.eq(ld.data),
+                weights.d_en.eq(self.load.valid & (ld.target == LOAD_WDESC)),
+                weights.d_addr.eq(ld.addr), weights.d_data.eq(ld.data),
+                weights.c_en.eq(self.load.valid & (ld.target == LOAD_CODEBOOK)),
+                weights.c_addr.eq(ld.addr), weights.c_data.eq(ld.data),
+                # a layer's descriptor is read as its command is taken
+                weights.layer.eq(self.cmd.valid & ~busy),
+                weights.desc.eq(self.cmd.payload.wdesc),
+                weights.fire.eq(self.cmd.payload.fire),
+            ]
+        else:
+            wload = [
+                weights.w_en.eq(self.load.valid & (ld.target == LOAD_WEIGHTS)),
+                weights.w_addr.eq(ld.addr), weights.w_data.eq(ld.data),
+            ]
         m.d.comb += [
             self.load.ready.eq(1),
-            weights.w_en.eq(self.load.valid & (ld.target == LOAD_WEIGHTS)),
-            weights.w_addr.eq(ld.addr), weights.w_data.eq(ld.data),
+            *wload,
             bias.w_en.eq(self.load.valid & (ld.target == LOAD_BIAS)),
             bias.w_addr.eq(ld.addr), bias.w_data.eq(ld.data),
             rq.w_en.eq(self.load.valid & (ld.target == LOAD_REQUANT)),
@@ -513,6 +573,12 @@ class Engine(wiring.Component):
 
         # -- pass pipeline: t0 issue, t2 lanes and weights, t6 finished group --------------
         ps = seq.pass_
+        if cfg.weight_streams:
+            # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
+            wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok.eq(weights.ok),
+                     weights.issue.eq(seq.issue)]
+        else:
+            wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]
         m.d.comb += [
             inbuf.r_en.eq(seq.issue & ps.stage_a),
             inbuf.r_req.addr.eq(ps.addr),
@@ -523,8 +589,7 @@ class Engine(wiring.Component):
             winbuf.r_req.row_len.eq(ps.row_len),
             winbuf.r_req.row_ok.eq(ps.row_ok),
             winbuf.r_req.nomask.eq(0),
-            weights.r_en.eq(seq.issue),
-            weights.r_addr.eq(ps.wrow),
+            *wread,
         ]
 
         def delay(sig, n, name):

@@ -10,7 +10,8 @@ accumulator. A column therefore computes one output channel of one pixel over se
 - :class:`RowStore`: a block RAM of wide rows with a register after it (two cycles of latency;
   the register is what lets the ECP5 reach 100+ MHz, see DESIGN.md).
 - :class:`WeightReader`: the weight-read path: a :class:`RowStore` whose rows are unpacked into
-  ``pe_columns x pe_lanes`` signed weights. A decoder for compressed weights replaces it.
+  ``pe_columns x pe_lanes`` signed weights. With ``weight_streams`` the stream decoder and
+  codebook lookup of :class:`hw.wdecode.StreamWeightReader` replace it.
 - :class:`ColumnArray`: the multipliers, adder trees and accumulators.
 """
 

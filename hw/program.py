@@ -32,6 +32,7 @@ __all__ = [
     "Branch", "LayerProgram", "layer_program", "conv_program", "fire_program",
     "pack_weight_rows", "pack_bias_rows", "pack_requant_rows",
     "weight_row_bits", "bias_row_bits", "requant_row_bits",
+    "wdesc_fields", "wdesc_bits", "pack_wdesc",
 ]
 
 POOL_NONE, POOL_MAX, POOL_SUM = 0, 1, 2
@@ -111,6 +112,9 @@ def cmd_fields(cfg: AccelConfig) -> list[tuple[str, int, bool]]:
         ("p_ho", w["dim"], False),
         ("p_wo", w["dim"], False),
     ]
+    if cfg.weight_streams:
+        # the layer's row of the weight-stream descriptor memory (wdesc_fields)
+        f.append(("wdesc", _bits(cfg.schedule_depth - 1), False))
     return f
 
 
@@ -155,6 +159,48 @@ def unpack_cmd(cfg: AccelConfig, word: int) -> dict[str, int]:
         out[name] = v
         pos += bits
     return out
+
+
+# -- weight-stream descriptors (cfg.weight_streams) -----------------------------------------
+
+def wdesc_fields(cfg: AccelConfig) -> list[tuple[str, int]]:
+    """One layer's row of the descriptor memory, least significant field first: per decoder
+    context ``x`` (0: the squeeze of a Fire module; 1: its expands, or a plain convolution) the
+    first and last stream word of every column (inclusive), the rows of a step, of its segment
+    0, each segment's code bits ``k``, DENSE flag and codebook slot (``hw/wdecode.py``)."""
+    ab = _bits(cfg.wstream_depth - 1)
+    rb = _bits(cfg.weight_depth)
+    kb = _bits(cfg.wstream_kmax)
+    sb = _bits(cfg.codebook_slots - 1)
+    f = []
+    for x in (0, 1):
+        f += [(f"c{x}_start{c}", ab) for c in range(cfg.pe_columns)]
+        f += [(f"c{x}_end{c}", ab) for c in range(cfg.pe_columns)]
+        f += [(f"c{x}_n_rows", rb), (f"c{x}_n0", rb),
+              (f"c{x}_k0", kb), (f"c{x}_dense0", 1), (f"c{x}_slot0", sb),
+              (f"c{x}_k1", kb), (f"c{x}_dense1", 1), (f"c{x}_slot1", sb)]
+    return f
+
+
+def wdesc_bits(cfg: AccelConfig) -> int:
+    return sum(bits for _, bits in wdesc_fields(cfg))
+
+
+def pack_wdesc(cfg: AccelConfig, values: dict[str, int]) -> int:
+    """A descriptor row: every field of :func:`wdesc_fields` (missing ones are 0); a value that
+    does not fit its field raises ``ValueError`` naming it."""
+    names = {name for name, _ in wdesc_fields(cfg)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"Unknown descriptor fields {sorted(unknown)}")
+    word, pos = 0, 0
+    for name, bits in wdesc_fields(cfg):
+        v = int(values.get(name, 0))
+        if not 0 <= v < 1 << bits:
+            raise ValueError(f"Descriptor field {name} = {v} does not fit {bits} unsigned bits")
+        word |= v << pos
+        pos += bits
+    return word
 
 
 # -- rows ------------------------------------------------------------------------------------

@@ -41,7 +41,8 @@ from .program import cmd_fields
 __all__ = ["LOAD_SCHEDULE", "StepLayout", "pack_step", "pack_schedule", "FmapReader",
            "FmapWriter", "CommandArbiter", "ScoreSerializer", "Accelerator", "MAX_LEN"]
 
-#: ``LoadBeat.target`` of a schedule-memory row (0..2 are the engine's memories)
+#: ``LoadBeat.target`` of a schedule-memory row (0..2 are the engine's memories, 4..6 its
+#: compressed weight path's with ``weight_streams``)
 LOAD_SCHEDULE = 3
 
 #: longest burst the top level's port declares
@@ -412,13 +413,15 @@ class Accelerator(wiring.Component):
     """The whole network on one engine (module docstring).
 
     Parameters: ``cfg``; ``image`` (an object with ``weight_rows``, ``bias_rows``,
-    ``requant_rows``, e.g. a ``compiler.wimage.WeightImage``) and ``schedule`` (a
+    ``requant_rows``, e.g. a ``compiler.wimage.WeightImage``; with ``weight_streams`` its
+    ``streams`` instead of ``weight_rows``) and ``schedule`` (a
     ``compiler.schedule.Schedule``) as the memories' initial contents (optional: ``load`` can
     write them); ``weight_depth``/``param_depth`` override the engine's memory depths.
 
     Ports:
 
-    - ``load``: rows for the engine's memories (``LoadBeat.target`` 0..2) and the schedule
+    - ``load``: rows for the engine's memories (``LoadBeat.target`` 0..2, or 1, 2 and 4..6
+      with ``weight_streams``: ``hw.engine.LOAD_WSTREAM`` ...) and the schedule
       memory (:data:`LOAD_SCHEDULE`, rows of :func:`pack_schedule`); always ready. Load only
       while idle.
     - ``i``: the network input, :class:`hw.engine.InBeat` (1..``in_lanes`` values per beat), in

@@ -43,13 +43,16 @@ between whole steps costs nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ColumnStreamDecoder", "row_layout"]
+from .config import AccelConfig
+from .program import wdesc_bits, wdesc_fields
+
+__all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout"]
 
 
 def _bits(n: int) -> int:
@@ -547,3 +550,133 @@ class ColumnStreamDecoder(wiring.Component):
         row = Cat(*lanes_out, x3["seg"])
         for x in range(NX):
             comb += [fifos[x].w_en.eq(x3v & (x3["x"] == x)), fifos[x].w_data.eq(row)]
+
+
+class StreamWeightReader(wiring.Component):
+    """The engine's compressed weight-read path (``AccelConfig.weight_streams``): a
+    :class:`ColumnStreamDecoder` and a codebook lookup in place of ``hw.pe.WeightReader``.
+
+    Memories (loaded through the ``*_en``/``*_addr``/``*_data`` ports, or ``init``):
+
+    - the per-column stream memories of the decoder (``wstream_depth`` words of
+      ``wstream_word_bits``); ``s_addr`` is ``column << bits(wstream_depth - 1) | word``;
+    - the descriptor memory: one row per layer (``hw.program.wdesc_fields``), ``schedule_depth``
+      rows;
+    - the codebook memory: ``codebook_depth`` signed ``weight_bits`` entries, a slot of
+      ``2**wstream_kmax`` per convolution.
+
+    Per layer: ``layer`` (one cycle, the cycle the engine takes the command) with ``desc`` (its
+    descriptor row) and ``fire`` (it has a squeeze: context 0 is used too). The descriptor is
+    read, registered into the contexts the layer uses, and those contexts restart two cycles
+    later (a context the layer does not use keeps its registers: it stays consistent, and no
+    one reads it).
+
+    Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
+    plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
+    decoded; ``issue`` (only with ``ok``) takes it, and two cycles later ``r_data`` holds its
+    weights, ``codebook[slot(ctx, segment) * 2**kmax + code]`` per lane, until the next issue:
+    the latency of the dense ``WeightReader``.
+
+    ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
+    entries), such as ``compiler.wstream_image.StreamImage``.
+    """
+
+    def __init__(self, cfg: AccelConfig, *, init=None):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"StreamWeightReader needs an AccelConfig, not {cfg!r}")
+        if not cfg.weight_streams:
+            raise ValueError(f"configuration {cfg.name!r} reads dense weight rows "
+                             f"(weight_streams is False)")
+        self._cfg = cfg
+        self._init = init
+        cols, lanes = cfg.pe_columns, cfg.pe_lanes
+        self._abits = _bits(cfg.wstream_depth - 1)
+        if init is not None:
+            for what, n, limit in (("columns", len(init.words), cols),
+                                   ("descriptor rows", len(init.desc_rows), cfg.schedule_depth),
+                                   ("codebook entries", len(init.codebook), cfg.codebook_depth)):
+                if n > limit:
+                    raise ValueError(f"StreamWeightReader init has {n} {what}, the memory "
+                                     f"{limit}")
+        super().__init__({
+            "s_en": In(1), "s_addr": In(self._abits + _bits(cols - 1)),
+            "s_data": In(cfg.wstream_word_bits),
+            "d_en": In(1), "d_addr": In(range(cfg.schedule_depth)), "d_data": In(wdesc_bits(cfg)),
+            "c_en": In(1), "c_addr": In(range(cfg.codebook_depth)),
+            "c_data": In(cfg.weight_bits),
+            "layer": In(1), "desc": In(range(cfg.schedule_depth)), "fire": In(1),
+            "ctx": In(1), "ok": Out(1), "issue": In(1),
+            "r_data": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), lanes),
+                                           cols)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._cfg
+        cols, lanes, kmax = cfg.pe_columns, cfg.pe_lanes, cfg.wstream_kmax
+        init = self._init
+        dec = ColumnStreamDecoder(columns=cols, lanes=lanes, word_bits=cfg.wstream_word_bits,
+                                  kmax=kmax, depth=cfg.wstream_depth, contexts=2,
+                                  init=None if init is None else init.words,
+                                  max_rows=cfg.weight_depth)
+        m.submodules.decoder = dec
+        m.d.comb += [dec.w_en.eq(self.s_en), dec.w_col.eq(self.s_addr[self._abits:]),
+                     dec.w_addr.eq(self.s_addr[:self._abits]), dec.w_data.eq(self.s_data)]
+
+        # -- descriptors: read at the command, registered, then the contexts restart ---------
+        fields = wdesc_fields(cfg)
+        layout = data.StructLayout({name: unsigned(bits) for name, bits in fields})
+        m.submodules.desc_mem = dmem = Memory(shape=layout.size, depth=cfg.schedule_depth,
+                                              init=[] if init is None else init.desc_rows)
+        dwp, drp = dmem.write_port(), dmem.read_port(domain="sync")
+        m.d.comb += [dwp.en.eq(self.d_en), dwp.addr.eq(self.d_addr), dwp.data.eq(self.d_data),
+                     drp.en.eq(self.layer), drp.addr.eq(self.desc)]
+        row = data.View(layout, drp.data)
+        got = Signal()              # the descriptor is on the read port
+        use0 = Signal()
+        restart = Signal(2)
+        m.d.sync += [got.eq(self.layer), restart.eq(Cat(got & use0, got))]
+        with m.If(self.layer):
+            m.d.sync += use0.eq(self.fire)
+        regs = {}
+        for name, bits in fields:
+            x = int(name[1])
+            reg = Signal(bits, name=f"wd_{name}")
+            regs[name] = reg
+            with m.If(got & (use0 if x == 0 else 1)):
+                m.d.sync += reg.eq(getattr(row, name))
+        for x in (0, 1):
+            for c in range(cols):
+                m.d.comb += [dec.start[x][c].eq(regs[f"c{x}_start{c}"]),
+                             dec.end[x][c].eq(regs[f"c{x}_end{c}"])]
+            for name in ("n_rows", "n0", "k0", "dense0", "k1", "dense1"):
+                m.d.comb += getattr(dec, name)[x].eq(regs[f"c{x}_{name}"])
+            m.d.comb += dec.restart[x].eq(restart[x])
+
+        # -- the rows: gate, pop, look up ------------------------------------------------------
+        m.d.comb += [
+            dec.prio.eq(self.ctx),
+            self.ok.eq(Mux(self.ctx, dec.rows[1].valid, dec.rows[0].valid)),
+            dec.rows[0].ready.eq(self.issue & ~self.ctx),
+            dec.rows[1].ready.eq(self.issue & self.ctx),
+        ]
+        head = Mux(self.ctx, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
+        rowv = data.View(row_layout(cols, lanes, kmax), head)
+        slot = Mux(self.ctx, Mux(rowv.seg, regs["c1_slot1"], regs["c1_slot0"]),
+                   Mux(rowv.seg, regs["c0_slot1"], regs["c0_slot0"]))
+        codes_q = Signal(row_layout(cols, lanes, kmax))
+        slot_q = Signal(len(regs["c0_slot0"]))
+        issue_q = Signal()
+        m.d.sync += [codes_q.eq(head), slot_q.eq(slot), issue_q.eq(self.issue)]
+        cb_init = [] if init is None else [int(v) for v in init.codebook]
+        m.submodules.codebook = cmem = Memory(shape=signed(cfg.weight_bits),
+                                              depth=cfg.codebook_depth, init=cb_init)
+        cwp = cmem.write_port()
+        m.d.comb += [cwp.en.eq(self.c_en), cwp.addr.eq(self.c_addr), cwp.data.eq(self.c_data)]
+        for c in range(cols):
+            for lane in range(lanes):
+                rp = cmem.read_port(domain="sync")
+                m.d.comb += [rp.en.eq(issue_q),
+                             rp.addr.eq(Cat(codes_q.codes[c][lane], slot_q)),
+                             self.r_data[c][lane].eq(rp.data)]
+        return m

@@ -27,15 +27,19 @@ def words(value: int, bits: int) -> list[int]:
     return [(value >> (32 * i)) & 0xFFFFFFFF for i in range(n_words(bits))]
 
 
-def load_rows(cfg: AccelConfig, tables: Iterable[tuple[int, Iterable[int]]]) -> np.ndarray:
+def load_rows(cfg: AccelConfig, tables: Iterable[tuple]) -> np.ndarray:
     """``LoadBeat`` payloads [n, words] (uint32): for each ``(target, rows)``, row ``i`` goes
-    to address ``i`` of that memory."""
+    to address ``i`` of that memory; for each ``(target, rows, addrs)`` to ``addrs[i]``."""
     from hw.engine import LoadBeat
 
     layout = LoadBeat(cfg)
     t_off, a_off, d_off = (layout[n].offset for n in ("target", "addr", "data"))
-    out = [words((target << t_off) | (i << a_off) | (int(row) << d_off), layout.size)
-           for target, rows in tables for i, row in enumerate(rows)]
+    out = []
+    for target, rows, *addrs in tables:
+        rows = list(rows)
+        at = list(addrs[0]) if addrs else range(len(rows))
+        out += [words((target << t_off) | (int(a) << a_off) | (int(row) << d_off), layout.size)
+                for a, row in zip(at, rows)]
     return np.array(out, dtype=np.uint32).reshape(len(out), n_words(layout.size))
 
 

@@ -117,6 +117,8 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
         print(f"compiling {model.name} for {cfg.name} ...", file=sys.stderr, flush=True)
     qm, report = _load_qmodel(model, cfg)
     img = wimage.build_image(cfg, qm)
+    if cfg.weight_streams:
+        img.streams = stream_image(cfg, qm, report)
     sched = schedule.build_schedule(cfg, qm)
     result = Compiled(qm, img, sched, wimage.write_image(img),
                       schedule.write_schedule(cfg, sched), report)
@@ -125,6 +127,20 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
         pickle.dump(result, f)
     tmp.replace(path)
     return result
+
+
+def stream_image(cfg: AccelConfig, qm, report: dict | None):
+    """The compressed weight path's memories (``compiler/wstream_image.py``) for ``qm``: the
+    codebooks and indices of the compressed weight image the compressor's ``report`` names,
+    else the distinct weights of ``qm`` (``ValueError`` if a layer has too many)."""
+    from compiler import wformat, wimage, wstream_image
+
+    if report and report.get("image_path"):
+        layers, _ = wformat.read_image(Path(report["image_path"]).read_bytes())
+        codes = wstream_image.codes_of_image(layers)
+    else:
+        codes = wstream_image.codes_of_model(qm, cfg.wstream_kmax)
+    return wstream_image.build_stream_image(cfg, wimage.place_programs(cfg, qm), codes)
 
 
 # -- building the simulator ----------------------------------------------------------------------
@@ -148,10 +164,27 @@ def build(cfg: AccelConfig, *, trace: str | None = None, progress: bool = False)
 def load_rows(cfg: AccelConfig, comp: Compiled) -> np.ndarray:
     """The ``load`` stream of a compiled model: weight, bias and requantisation rows (the weight
     image) and the schedule rows, as harness payload words [n, words]."""
-    from hw.engine import LOAD_BIAS, LOAD_REQUANT, LOAD_WEIGHTS
+    from hw.engine import (
+        LOAD_BIAS,
+        LOAD_CODEBOOK,
+        LOAD_REQUANT,
+        LOAD_WDESC,
+        LOAD_WEIGHTS,
+        LOAD_WSTREAM,
+        wstream_load_addr,
+    )
     from hw.top import LOAD_SCHEDULE, pack_schedule
 
-    return jobs.load_rows(cfg, [(LOAD_WEIGHTS, comp.image.weight_rows),
+    if cfg.weight_streams:
+        st = comp.image.streams
+        words = [(wstream_load_addr(cfg, c, i), w) for c, col in enumerate(st.words)
+                 for i, w in enumerate(col)]
+        weights = [(LOAD_WSTREAM, [w for _, w in words], [a for a, _ in words]),
+                   (LOAD_WDESC, st.desc_rows),
+                   (LOAD_CODEBOOK, st.codebook_rows(cfg.weight_bits))]
+    else:
+        weights = [(LOAD_WEIGHTS, comp.image.weight_rows)]
+    return jobs.load_rows(cfg, [*weights,
                                 (LOAD_BIAS, comp.image.bias_rows),
                                 (LOAD_REQUANT, comp.image.requant_rows),
                                 (LOAD_SCHEDULE, pack_schedule(cfg, comp.schedule))])
@@ -350,7 +383,8 @@ def run(model=None, image=None, config: str = "default", *, trace: str | None = 
         "ms_per_frame": round(1e3 * res.cycles / cfg.clk_hz, 3),
         "weight_bytes": (comp.target_report["weight_bytes"] if comp.target_report
                          else img.weight_bytes + img.param_bytes),
-        "weight_format": ("compressed (the simulated design holds the decoded dense rows)"
+        "weight_format": ("compressed streams, decoded on chip" if cfg.weight_streams
+                          else "compressed (the simulated design holds the decoded dense rows)"
                           if comp.target_report else "dense"),
         "buffer_bytes": buffer_bytes(cfg),
         "fmap_bytes_moved": res.fmap_bytes_moved,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from amaranth.sim import Simulator
 from test_top_amaranth import tiny_model
+from test_wstream_engine import shared_weights
 
 from boards import get_board
 from boards.accel import BoardClassifier, classifier_factory
-from compiler import schedule, wimage
+from compiler import schedule, wimage, wstream_image
 from hw.config import get_config
 from hw.memport import MemPortSignature
 
@@ -17,8 +18,12 @@ from hw.memport import MemPortSignature
 @pytest.fixture(scope="module")
 def compiled():
     cfg = get_config("ulx3s-85f")
-    qm = tiny_model(cfg)
-    return cfg, qm, wimage.build_image(cfg, qm), schedule.build_schedule(cfg, qm)
+    # the ULX3S engine reads compressed weight streams: a model with few distinct weights
+    qm = shared_weights(tiny_model(cfg), 0)
+    img = wimage.build_image(cfg, qm)
+    img.streams = wstream_image.build_stream_image(
+        cfg, wimage.place_programs(cfg, qm), wstream_image.codes_of_model(qm, cfg.wstream_kmax))
+    return cfg, qm, img, schedule.build_schedule(cfg, qm)
 
 
 def test_memories_sized_to_the_model(compiled):

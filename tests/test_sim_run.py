@@ -155,3 +155,26 @@ def test_vcd_trace_of_the_frame(tmp_path):
     assert "$enddefinitions" in text and "i__valid" in text
     stamps = [int(line[1:]) for line in text.splitlines() if line.startswith("#")]
     assert stamps and max(stamps) < 2 * 300 and len(stamps) >= 300
+
+
+@pytest.mark.slow
+def test_a_wrong_stream_word_is_caught_and_named():
+    """ulx3s-85f reads its weights from the compressed streams: flipping code bits in one word
+    of fire3's expand streams (column 5) makes the run fail at fire3, the layers before it stay
+    exact; the golden model keeps the right weights."""
+    import copy
+
+    cfg = get_config("ulx3s-85f")
+    comp = simrun.compile_model(V10_DC, cfg)
+    bad = copy.deepcopy(comp)
+    st = bad.image.streams
+    i = [la.name for la in st.layers].index("fire3")
+    ctx = st.layers[i].contexts[1]
+    word = ctx.start[5] + 2
+    st.words[5][word] ^= 0x3F << 30
+    from compiler.preprocess import load_image
+
+    x = load_image(DEFAULT_IMAGE, tuple(comp.qmodel.input_shape[1:]))
+    res = simrun.simulate(cfg, bad, x, simrun.build(cfg))
+    assert res.first_mismatch == "fire3"
+    assert [s.bit_exact for s in res.steps][:2] == [True, True]

@@ -35,8 +35,8 @@ def tiny_model(cfg, seed=0):
     return quant.quantize(g, quant.calibrate(g, xs, len(xs)), cfg)
 
 
-def run_tiny(cfg, qm, x, *, seed=0, stall=0.2):
-    img = wimage.build_image(cfg, qm)
+def run_tiny(cfg, qm, x, *, seed=0, stall=0.2, image=None, info=None):
+    img = wimage.build_image(cfg, qm) if image is None else image
     sched = schedule.build_schedule(cfg, qm)
     acc = Accelerator(cfg, image=img, schedule=sched, weight_depth=cfg.weight_depth,
                       param_depth=cfg.param_depth)
@@ -61,6 +61,8 @@ def run_tiny(cfg, qm, x, *, seed=0, stall=0.2):
             if s.last:
                 break
         await ctx.tick().until(~acc.busy)
+        if info is not None:
+            info["cycles"] = ctx.get(acc.cycles)
 
     async def watch(ctx):
         async for _clk, _rst, tap_valid, tap in ctx.tick().sample(acc.tap_valid, acc.tap):

@@ -1,0 +1,175 @@
+"""The compressed weight path on the engine (``AccelConfig.weight_streams``): the stream image
+of ``compiler/wstream_image.py`` and the accelerator reading its weights through the stream
+decoder and the codebook lookup (``hw.wdecode.StreamWeightReader``), bit-exact with the golden
+model over a whole tiny network (several layers: the decoder's contexts restart per layer)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from test_top_amaranth import CFG, run_tiny, tiny_model
+from wstream_support import IMAGE, MODEL
+
+from compiler import wformat, wimage
+from compiler import wstream_image as wsi
+from compiler.qmodel import QConv, QFire
+from compiler.wstreams import DENSE, MASK, branch_codes, max_record_bits
+from hw.config import get_config
+from hw.program import wdesc_fields
+
+#: a small array (4 columns of 3 lanes) keeps Amaranth's simulator quick; streams of 24-bit
+#: words (a mask of 3 lanes and 3 codes of 7 bits fit one)
+SCFG = dataclasses.replace(CFG, weight_streams=True, pe_columns=4, pe_lanes=3, requant_units=2,
+                           wstream_word_bits=24, wstream_depth=512, codebook_depth=1024)
+
+
+def shared_weights(qm, seed):
+    """``qm`` with every convolution's weights rounded to few distinct values (a different
+    step and sparsity per layer, so codes of 2..7 bits, DENSE and MASK segments)."""
+    rng = np.random.default_rng(seed)
+    convs = []
+    for la in qm.layers:
+        if isinstance(la, QFire):
+            convs += [la.squeeze, la.expand1x1, la.expand3x3]
+        elif isinstance(la, QConv):
+            convs.append(la)
+    for cv in convs:
+        step = int(rng.choice([2, 8, 24, 64]))
+        w = np.round(cv.weight / step).astype(np.int64) * step
+        w[rng.random(w.shape) < rng.choice([0.0, 0.3, 0.8])] = 0
+        cv.weight = np.clip(w, -127, 127)
+    return qm
+
+
+def stream_image(cfg, qm):
+    progs = wimage.place_programs(cfg, qm)
+    return progs, wsi.build_stream_image(cfg, progs, wsi.codes_of_model(qm, cfg.wstream_kmax))
+
+
+@pytest.mark.parametrize("seed,stall", [(0, 0.2), (3, 0.0)])
+def test_tiny_network_bit_exact_through_streams(seed, stall):
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), seed)
+    progs, streams = stream_image(cfg, qm)
+    modes = {s.mode for la in streams.layers for c in la.contexts.values() for s in c.segments}
+    assert modes == {DENSE, MASK}, "both segment modes should be exercised"
+    img = wimage.build_image(cfg, qm)
+    img.streams = streams
+    rng = np.random.default_rng(5 + seed)
+    x = rng.integers(-123, 152, qm.input_shape).astype(np.int16)
+    outs = qm.run(x)
+    progs, scores, taps = run_tiny(cfg, qm, x, seed=seed, stall=stall, image=img)
+    steps = wimage.engine_steps(qm)
+    per_step, cur = [], []
+    for t in taps:
+        cur.extend(t[:-1])
+        if t[-1]:
+            per_step.append(cur)
+            cur = []
+    assert len(per_step) == len(steps)
+    for st, prog, vals in zip(steps, progs, per_step):
+        got = prog.output_from_stream(np.array(vals))
+        assert np.array_equal(got, outs[st.out_name]), st.name
+    assert scores == [int(v) for v in np.asarray(outs[steps[-1].out_name]).reshape(-1)]
+
+
+def test_tiny_streams_decode_to_the_weight_rows():
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), 1)
+    progs, img = stream_image(cfg, qm)
+    for i, p in enumerate(progs):
+        got = wsi.decode_layer_rows(cfg, img, i)
+        parts = {0: [p.squeeze]} if p.squeeze is not None else {}
+        parts[1] = p.branches
+        assert sorted(got) == sorted(parts)
+        for x, brs in parts.items():
+            assert np.array_equal(got[x][1], np.concatenate([b.weights for b in brs])), p.name
+
+
+def test_real_product_streams_exact_every_layer():
+    """The shipped ulx3s-85f product: every layer's streams decode (an independent reader) to
+    exactly the code rows laid out like the weight rows, and codebook[codes] to exactly the
+    dense weight rows of the layer programs; everything fits the configuration's memories."""
+    from compiler.api import import_model
+    from compiler.compress import qmodel_from_image
+
+    cfg = get_config("ulx3s-85f")
+    # the shipped weight image and its golden model (qmodel_from_image: codebook[index])
+    data = IMAGE.read_bytes()
+    qm = qmodel_from_image(data, import_model(MODEL), cfg)
+    layers, _ = wformat.read_image(data)
+    codes = wsi.codes_of_image(layers)
+    progs = wimage.place_programs(cfg, qm)
+    img = wsi.build_stream_image(cfg, progs, codes)
+    assert len(img.layers) == len(progs) == 10
+    for i, p in enumerate(progs):
+        got = wsi.decode_layer_rows(cfg, img, i)
+        parts = ([(0, p.squeeze)] if p.squeeze is not None else []) + \
+            [(1, b) for b in p.branches]
+        for x in (0, 1):
+            brs = [b for cx, b in parts if cx == x]
+            if not brs:
+                assert x not in got
+                continue
+            want = np.concatenate([branch_codes(codes[b.conv.name].indices, cfg.pe_columns,
+                                                    cfg.pe_lanes) for b in brs])
+            assert np.array_equal(got[x][0], want), (p.name, x)
+            assert np.array_equal(got[x][1], np.concatenate([b.weights for b in brs])), \
+                (p.name, x)
+        assert p.cmd["wdesc"] == i
+    assert max(img.column_words) <= cfg.wstream_depth
+    assert len(img.codebook) <= cfg.codebook_depth
+    # every record fits a word: the decoder can deliver a row per cycle
+    for la in img.layers:
+        for ctx in la.contexts.values():
+            assert max_record_bits(ctx.segments) <= cfg.wstream_word_bits, la.name
+
+
+def test_errors_name_the_value():
+    cfg = SCFG
+    qm = tiny_model(cfg)             # int8 weights: too many distinct values for 7 bits
+    with pytest.raises(ValueError, match=r"conv1: \d+ distinct non-zero weights need 8-bit "
+                                         r"codes, more than wstream_kmax = 7"):
+        wsi.codes_of_model(qm, cfg.wstream_kmax)
+    qm = shared_weights(qm, 0)
+    progs = wimage.place_programs(cfg, qm)
+    codes = wsi.codes_of_model(qm, cfg.wstream_kmax)
+    with pytest.raises(ValueError, match=r"column 0's streams need \d+ words, more than "
+                                         r"wstream_depth 4"):
+        wsi.build_stream_image(dataclasses.replace(cfg, wstream_depth=4), progs, codes)
+    with pytest.raises(ValueError, match="exceeds the codebook memory's 2 slots"):
+        wsi.build_stream_image(dataclasses.replace(cfg, codebook_depth=256), progs, codes)
+    name = progs[0].branches[0].conv.name
+    bad = dict(codes)
+    book = codes[name].codebook.copy()
+    book[0] = 5
+    bad[name] = wsi.LayerCodes(codes[name].indices, book)
+    with pytest.raises(ValueError, match=f"{name}: a codebook needs 2\\*\\*k >= 2 entries with "
+                                         f"entry 0 = 0, got {book.size} entries starting \\[5\\]"):
+        wsi.build_stream_image(cfg, progs, bad)
+    bad[name] = wsi.LayerCodes(codes[name].indices + (codes[name].indices == 1),
+                               codes[name].codebook)
+    with pytest.raises(ValueError, match=f"{name}: codebook\\[indices\\] laid out as rows "
+                                         f"differs from the layer program's weight rows"):
+        wsi.build_stream_image(cfg, progs, bad)
+    with pytest.raises(ValueError, match="reads dense weight rows"):
+        wsi.build_stream_image(CFG, progs, codes)
+    assert len(wdesc_fields(cfg)) == 2 * (2 * cfg.pe_columns + 8)
+
+
+def test_streams_cost_only_the_restarts():
+    """The same tiny network with dense weight rows and with streams (no back-pressure): the
+    arrays never wait for the decoder once a layer runs, only the restart at each layer start
+    costs cycles (a few per layer)."""
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), 0)
+    x = np.random.default_rng(5).integers(-123, 152, qm.input_shape).astype(np.int16)
+    progs, streams = stream_image(cfg, qm)
+    img = wimage.build_image(cfg, qm)
+    img.streams = streams
+    got, dense = {}, {}
+    run_tiny(cfg, qm, x, stall=0.0, image=img, info=got)
+    run_tiny(dataclasses.replace(cfg, weight_streams=False), qm, x, stall=0.0, info=dense)
+    assert dense["cycles"] <= got["cycles"] <= dense["cycles"] + 8 * len(progs), (got, dense)
