@@ -289,9 +289,19 @@ class Sequencer(wiring.Component):
         def field(prefix, n):
             return 1 if (prefix, n) == ("a", "kh") else getattr(cmd, f"{prefix}_{n}")
 
+        # fast_pipeline: the pass loop's last-pass flags are registers, set where the counters
+        # are set (a compare of j + 1 with nseg in front of issue was the next critical path)
+        j_last = Signal()
+        ky_last = Signal()
+        g_last = Signal()
+        credits_nz = Signal()
+
         def load_bounds(prefix):
             if staged:
                 m.d.sync += [bound[n].eq(field(prefix, n)) for n in names]
+                m.d.sync += [j_last.eq(field(prefix, "nseg") == 1),
+                             ky_last.eq(field(prefix, "kh") == 1),
+                             g_last.eq(field(prefix, "groups") == 1)]
 
         if not staged:
             m.d.comb += [bound[n].eq(Mux(is_a, field("a", n),
@@ -303,17 +313,21 @@ class Sequencer(wiring.Component):
         last_group = Signal()
         last_branch = Signal()
         step_end = Signal()
+        if staged:
+            m.d.comb += [last.eq(ky_last & j_last), last_group.eq(g_last)]
+        else:
+            m.d.comb += [last.eq((ky + 1 == kh) & (j + 1 == nseg)),
+                         last_group.eq(g + 1 == groups)]
+        has_credit = credits_nz if staged else credits != 0
         m.d.comb += [
             first.eq((ky == 0) & (j == 0)),
-            last.eq((ky + 1 == kh) & (j + 1 == nseg)),
-            last_group.eq(g + 1 == groups),
             last_branch.eq(is_a | ~cmd.b_two | br),
             step_end.eq(last & last_group & last_branch),
             # a group's last pass needs a free result bank (reserved here, released by the
             # drain): the bank is written PIPELINE cycles later; with weight streams, also its
             # decoded weight row
-            self.issue.eq(active & (~last | (credits != 0)) & self.w_ok if cfg.weight_streams
-                          else active & (~last | (credits != 0))),
+            self.issue.eq(active & (~last | has_credit) & self.w_ok if cfg.weight_streams
+                          else active & (~last | has_credit)),
         ]
         p = self.pass_
         m.d.comb += [
@@ -334,7 +348,9 @@ class Sequencer(wiring.Component):
             self.win_free.eq(win_free),
             self.issued_all.eq(issued_all),
         ]
-        m.d.sync += credits.eq(credits - (self.issue & last) + self.release)
+        credits_next = Signal.like(credits)
+        m.d.comb += credits_next.eq(credits - (self.issue & last) + self.release)
+        m.d.sync += [credits.eq(credits_next), credits_nz.eq(credits_next != 0)]
 
         # loading a step or a branch sets the whole pass state
         def load_a():
@@ -386,7 +402,7 @@ class Sequencer(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [
-                active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks),
+                active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks), credits_nz.eq(1),
                 q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
                 by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
                 xb.eq(cmd.b_left), *moved(),
@@ -397,17 +413,24 @@ class Sequencer(wiring.Component):
         with m.Elif(self.issue):
             m.d.sync += wrow.eq(wrow + 1)
             with m.If(~last):
-                with m.If(j + 1 == nseg):
+                with m.If(j_last if staged else j + 1 == nseg):
                     m.d.sync += [j.eq(0), ky.eq(ky + 1), abs_ky.eq(abs_ky + cmd.b_rb),
                                  abs_cur.eq(abs_ky + cmd.b_rb), off_cur.eq(off0),
                                  row.eq(row + 1)]
+                    if staged:
+                        m.d.sync += [j_last.eq(nseg == 1), ky_last.eq(ky + 2 == kh)]
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), abs_cur.eq(abs_cur + lanes),
                                  off_cur.eq(off_cur + lanes)]
+                    if staged:
+                        m.d.sync += j_last.eq(j + 2 == nseg)
             with m.Elif(~last_group):
                 m.d.sync += [g.eq(g + 1), ky.eq(0), j.eq(0), abs_ky.eq(abs_g0),
                              abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
                              prow.eq(prow + 1)]
+                if staged:
+                    m.d.sync += [g_last.eq(g + 2 == groups), ky_last.eq(kh == 1),
+                                 j_last.eq(nseg == 1)]
             with m.Elif(~last_branch):
                 load_branch(1, s_base1, s_off1, s_r01)
             with m.Else():
