@@ -500,6 +500,27 @@ def recluster(plans: list[LayerPlan], weighted: bool = True) -> list[LayerPlan]:
     return out
 
 
+def _walk_both_paths(graph: Graph, xf, xq, fix, progress=None):
+    """Run the float activations ``xf`` and the quantised-path ones ``xq`` (lists of
+    per-image arrays) through the graph in execution order; every convolution goes through
+    ``fix(conv, xf, xq) -> (yf, yq)`` (which corrects its plan and returns its outputs), pools
+    run on both paths. ``progress(done, total)`` after every step."""
+    for n_done, (n, convs) in enumerate(_steps(graph), 1):
+        if n.op == "Conv":
+            xf, xq = fix(n, xf, xq)
+        elif n.op == "Fire":
+            sf, sq = fix(convs[0], xf, xq)
+            f1, q1 = fix(convs[1], sf, sq)
+            f3, q3 = fix(convs[2], sf, sq)
+            xf = [np.concatenate(t) for t in zip(f1, f3, strict=True)]
+            xq = [np.concatenate(t) for t in zip(q1, q3, strict=True)]
+        elif n.op == "MaxPool":
+            xf = [_run_step(n, a, {}) for a in xf]
+            xq = [_run_step(n, a, {}) for a in xq]
+        if progress:
+            progress(n_done, len(graph.nodes))
+
+
 def match_channel_stats(graph: Graph, plans: list[LayerPlan], images: Sequence[np.ndarray],
                         act_scales: dict | None = None, progress=None) -> list[LayerPlan]:
     """No-gradient correction: layer by layer in execution order, along the quantised path
@@ -510,7 +531,6 @@ def match_channel_stats(graph: Graph, plans: list[LayerPlan], images: Sequence[n
     by = {p.name: p for p in plans}
     xf = [np.asarray(x, np.float32) for x in images]
     xq = [a.copy() for a in xf]
-    n_done = 0
 
     def fix(c: Node, af, aq):
         p = by[c.name]
@@ -551,21 +571,7 @@ def match_channel_stats(graph: Graph, plans: list[LayerPlan], images: Sequence[n
         wo = (w + pads[1] + pads[3] - kh) // st + 1
         return ([a.reshape(o, ho, wo) for a in outs_f], [a.reshape(o, ho, wo) for a in outs_q])
 
-    for n, convs in _steps(graph):
-        if n.op == "Conv":
-            xf, xq = fix(n, xf, xq)
-        elif n.op == "Fire":
-            sf, sq = fix(convs[0], xf, xq)
-            f1, q1 = fix(convs[1], sf, sq)
-            f3, q3 = fix(convs[2], sf, sq)
-            xf = [np.concatenate(t) for t in zip(f1, f3, strict=True)]
-            xq = [np.concatenate(t) for t in zip(q1, q3, strict=True)]
-        elif n.op == "MaxPool":
-            xf = [_run_step(n, a, {}) for a in xf]
-            xq = [_run_step(n, a, {}) for a in xq]
-        n_done += 1
-        if progress:
-            progress(n_done, len(graph.nodes))
+    _walk_both_paths(graph, xf, xq, fix, progress)
     return plans
 
 
@@ -800,22 +806,7 @@ def gptq_codebooks(graph: Graph, plans: list[LayerPlan], images: Sequence[np.nda
             outs_q.append(y.reshape(o, ho, wo))
         return outs_f, outs_q
 
-    n_done = 0
-    for n, convs in _steps(graph):
-        if n.op == "Conv":
-            xf, xq = fix(n, xf, xq)
-        elif n.op == "Fire":
-            sf, sq = fix(convs[0], xf, xq)
-            f1, q1 = fix(convs[1], sf, sq)
-            f3, q3 = fix(convs[2], sf, sq)
-            xf = [np.concatenate(t) for t in zip(f1, f3, strict=True)]
-            xq = [np.concatenate(t) for t in zip(q1, q3, strict=True)]
-        elif n.op == "MaxPool":
-            xf = [_run_step(n, a, {}) for a in xf]
-            xq = [_run_step(n, a, {}) for a in xq]
-        n_done += 1
-        if progress:
-            progress(n_done, len(graph.nodes))
+    _walk_both_paths(graph, xf, xq, fix, progress)
     return plans, report
 
 

@@ -86,8 +86,13 @@ def test_tiny_network_bit_exact_from_initialised_memories(seed, stall, port):
     x = rng.integers(-123, 152, qm.input_shape).astype(np.int16)
     outs = qm.run(x)
     progs, scores, taps = run_tiny(cfg, qm, x, seed=seed, stall=stall)
+    check_steps(qm, outs, progs, scores, taps)
+
+
+def check_steps(qm, outs, progs, scores, taps):
+    """Every step's output (the tap beats split at their `last` flags) and the class scores
+    equal the golden model's ``outs``."""
     steps = wimage.engine_steps(qm)
-    # split the tap beats into steps at their `last` flags
     per_step, cur = [], []
     for t in taps:
         cur.extend(t[:-1])

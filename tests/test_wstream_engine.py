@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_top_amaranth import CFG, run_tiny, tiny_model
+from test_top_amaranth import CFG, check_steps, run_tiny, tiny_model
 from wstream_support import IMAGE, MODEL
 
 from compiler import wformat, wimage
@@ -61,18 +61,7 @@ def test_tiny_network_bit_exact_through_streams(seed, stall):
     x = rng.integers(-123, 152, qm.input_shape).astype(np.int16)
     outs = qm.run(x)
     progs, scores, taps = run_tiny(cfg, qm, x, seed=seed, stall=stall, image=img)
-    steps = wimage.engine_steps(qm)
-    per_step, cur = [], []
-    for t in taps:
-        cur.extend(t[:-1])
-        if t[-1]:
-            per_step.append(cur)
-            cur = []
-    assert len(per_step) == len(steps)
-    for st, prog, vals in zip(steps, progs, per_step):
-        got = prog.output_from_stream(np.array(vals))
-        assert np.array_equal(got, outs[st.out_name]), st.name
-    assert scores == [int(v) for v in np.asarray(outs[steps[-1].out_name]).reshape(-1)]
+    check_steps(qm, outs, progs, scores, taps)
 
 
 def test_tiny_streams_decode_to_the_weight_rows():
