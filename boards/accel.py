@@ -65,7 +65,8 @@ def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
     image = wimage.build_image(config, qm)
     if config.weight_streams:
         # the engine reads compressed streams: codebooks of the layers' distinct weights
-        # (ValueError for a layer with more than 2**wstream_kmax - 1 of them)
+        # (ValueError for a layer with more than 2**wstream_kmax - 1 of them, or whose
+        # codebooks together exceed the lane tables' lookup_depth entries)
         from compiler import wstream_image
 
         image.streams = wstream_image.build_stream_image(

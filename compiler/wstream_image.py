@@ -14,11 +14,18 @@ engine's memories then hold, from a model's codebooks and indices:
   expand 1x1, segment 1 expand 3x3); a plain convolution is context 1 with one segment. Each
   segment is DENSE or MASK, whichever makes the smaller streams;
 - every context's words are appended to each column's stream memory, layer after layer;
-- a layer's descriptor row (``hw.program.wdesc_fields``: per context the first and last word
-  of every column, rows, segment sizes, ``k``, modes and codebook slots) sits in the descriptor
-  memory at the layer's index, the command's ``wdesc`` field (``wimage.place_programs``);
-- every convolution's codebook fills one slot of ``2**wstream_kmax`` entries of the codebook
-  memory (entry 0 is 0; unused entries 0).
+- a layer's descriptor row (``hw.program.wdesc_fields``: its codebook block, per context the
+  first and last word of every column, rows, segment sizes, ``k``, modes and codebook bases)
+  sits in the descriptor memory at the layer's index, the command's ``wdesc`` field
+  (``wimage.place_programs``);
+- every layer has one contiguous block of the central codebook memory (``cb_start``,
+  ``cb_len``), exactly the image of the lane lookup tables while the layer runs: the codebooks
+  of its (context, segment) pairs in the order squeeze, expand 1x1, expand 3x3 (a plain
+  convolution: its one codebook), each ``2**k`` entries of its own ``k`` (entry 0 is 0),
+  packed one after another; a codebook's offset in the block is its segment's *base*. The
+  engine copies the block into every lane's table at the layer's start and looks a code up at
+  ``base + code``. A block is at most ``lookup_depth`` entries, all blocks at most
+  ``codebook_depth``.
 """
 
 from __future__ import annotations
@@ -100,11 +107,12 @@ def codes_of_image(layers) -> dict[str, LayerCodes]:
 
 @dataclass
 class StreamContext:
-    """One decoder context of a layer: its segments (codes, ``k``, mode), the codebook slot of
-    each segment and where its words start and end in every column's memory (inclusive)."""
+    """One decoder context of a layer: its segments (codes, ``k``, mode), the base of each
+    segment's codebook in the layer's lookup table and where its words start and end in every
+    column's memory (inclusive)."""
 
     segments: list[Segment]
-    slots: list[int]
+    bases: list[int]
     start: list[int] = field(default_factory=list)
     end: list[int] = field(default_factory=list)
 
@@ -117,9 +125,9 @@ class StreamContext:
         s0, s1 = self.segments[0], self.segments[-1]
         out = {f"c{x}_n_rows": self.n_rows, f"c{x}_n0": len(s0.codes),
                f"c{x}_k0": s0.k, f"c{x}_dense0": int(s0.mode == DENSE),
-               f"c{x}_slot0": self.slots[0],
+               f"c{x}_base0": self.bases[0],
                f"c{x}_k1": s1.k, f"c{x}_dense1": int(s1.mode == DENSE),
-               f"c{x}_slot1": self.slots[-1]}
+               f"c{x}_base1": self.bases[-1]}
         for c, (a, b) in enumerate(zip(self.start, self.end)):
             out[f"c{x}_start{c}"] = a
             out[f"c{x}_end{c}"] = b
@@ -128,10 +136,13 @@ class StreamContext:
 
 @dataclass
 class StreamLayer:
-    """A layer's contexts: ``{0: squeeze, 1: expands}`` of a Fire module, ``{1: conv}`` else."""
+    """A layer's contexts (``{0: squeeze, 1: expands}`` of a Fire module, ``{1: conv}`` else)
+    and its block of the codebook memory (``cb_start``, ``cb_len`` entries)."""
 
     name: str
     contexts: dict[int, StreamContext]
+    cb_start: int = 0
+    cb_len: int = 0
 
 
 @dataclass
@@ -141,7 +152,7 @@ class StreamImage:
     word_bits: int
     words: list[list[int]]             # per column
     desc_rows: list[int]               # per layer (the command's wdesc)
-    codebook: list[int]                # signed entries, slot * 2**kmax + code
+    codebook: list[int]                # signed entries: the layers' blocks, one after another
     layers: list[StreamLayer] = field(default_factory=list)
 
     def codebook_rows(self, bits: int) -> list[int]:
@@ -216,32 +227,40 @@ def build_stream_image(cfg: AccelConfig, progs: list[LayerProgram],
     execution order: layer ``i`` is descriptor row ``i``) with the codes of ``codes``.
 
     Raises ``ValueError`` (naming the layer or column, the size and the limit) when a column's
-    streams exceed ``wstream_depth`` words, the codebooks ``codebook_slots``, the layers the
-    descriptor memory (``schedule_depth``) or a descriptor field its width."""
+    streams exceed ``wstream_depth`` words, a layer's codebooks ``lookup_depth`` entries, all
+    layers' codebooks ``codebook_depth``, the layers the descriptor memory (``schedule_depth``)
+    or a descriptor field its width."""
     if not cfg.weight_streams:
         raise ValueError(f"configuration {cfg.name!r} reads dense weight rows "
                          f"(weight_streams is False)")
-    cols, kmax, wb = cfg.pe_columns, cfg.wstream_kmax, cfg.wstream_word_bits
+    cols, wb = cfg.pe_columns, cfg.wstream_word_bits
     if len(progs) > cfg.schedule_depth:
         raise ValueError(f"{len(progs)} layers exceed the descriptor memory's "
                          f"{cfg.schedule_depth} rows (schedule_depth)")
     img = StreamImage(wb, [[] for _ in range(cols)], [], [])
     for p in progs:
-        layer = StreamLayer(p.name, {})
-        for x, parts in sorted(layer_contexts(cfg, p, codes).items()):
-            slots = []
+        contexts = sorted(layer_contexts(cfg, p, codes).items())
+        # the layer's lookup table: its codebooks packed in (context, segment) order
+        table = [int(v) for _x, parts in contexts for _rows, lc in parts for v in lc.codebook]
+        if len(table) > cfg.lookup_depth:
+            sizes = " + ".join(str(lc.codebook.size) for _x, parts in contexts
+                               for _rows, lc in parts)
+            raise ValueError(f"{p.name}: its codebooks need {len(table)} lookup-table entries "
+                             f"({sizes}), more than lookup_depth {cfg.lookup_depth}")
+        layer = StreamLayer(p.name, {}, len(img.codebook), len(table))
+        if layer.cb_start + layer.cb_len > cfg.codebook_depth:
+            raise ValueError(f"{p.name}: the codebooks of the layers up to this one need "
+                             f"{layer.cb_start + layer.cb_len} entries, more than "
+                             f"codebook_depth {cfg.codebook_depth}")
+        img.codebook += table
+        base = 0
+        for x, parts in contexts:
+            bases = []
             for _rows, lc in parts:
-                slot = len(img.codebook) >> kmax
-                if slot >= cfg.codebook_slots:
-                    raise ValueError(f"{p.name}: codebook {slot + 1} exceeds the codebook "
-                                     f"memory's {cfg.codebook_slots} slots (codebook_depth "
-                                     f"{cfg.codebook_depth})")
-                entries = np.zeros(1 << kmax, dtype=np.int64)
-                entries[: lc.codebook.size] = lc.codebook
-                img.codebook += [int(v) for v in entries]
-                slots.append(slot)
+                bases.append(base)
+                base += lc.codebook.size
             segs = choose_modes([(rows, max(1, lc.k)) for rows, lc in parts], wb)
-            ctx = StreamContext(segs, slots)
+            ctx = StreamContext(segs, bases)
             for c, words in enumerate(encode_context(segs, wb)):
                 ctx.start.append(len(img.words[c]))
                 img.words[c] += words
@@ -251,7 +270,7 @@ def build_stream_image(cfg: AccelConfig, progs: list[LayerProgram],
                                      f"{len(img.words[c])} words, more than wstream_depth "
                                      f"{cfg.wstream_depth}")
             layer.contexts[x] = ctx
-        fields = {}
+        fields = {"cb_start": layer.cb_start, "cb_len": layer.cb_len}
         for x, ctx in layer.contexts.items():
             fields.update(ctx.desc(x))
         try:
@@ -264,18 +283,21 @@ def build_stream_image(cfg: AccelConfig, progs: list[LayerProgram],
 
 def decode_layer_rows(cfg: AccelConfig, img: StreamImage, i: int) -> dict[int, np.ndarray]:
     """Read layer ``i``'s contexts back from the column memories (an independent reader,
-    ``wstreams.decode_context``): per context the code rows ``[n, C, L]``, and the weights
-    ``codebook[codes]`` per row as the lookup gives them (``{x: (codes, weights)}``)."""
+    ``wstreams.decode_context``): per context the code rows ``[n, C, L]``, and the weights per
+    row as the lookup gives them (``{x: (codes, weights)}``): ``table[base + code]``, with
+    ``table`` the layer's block of the codebook memory (as copied into the lane tables) and
+    ``base`` the row's segment's base."""
     layer = img.layers[i]
+    table = np.asarray(img.codebook[layer.cb_start: layer.cb_start + layer.cb_len],
+                       dtype=np.int64)
     out = {}
     for x, ctx in layer.contexts.items():
         words = [img.words[c][a: b + 1] for c, (a, b) in enumerate(zip(ctx.start, ctx.end))]
         segs = decode_context(words, [s.spec for s in ctx.segments], cfg.pe_columns,
                               cfg.pe_lanes, img.word_bits)
         rows = np.concatenate(segs)
-        book = np.asarray(img.codebook, dtype=np.int64)
-        base = np.concatenate([np.full(len(s), slot << cfg.wstream_kmax, dtype=np.int64)
-                               for s, slot in zip(segs, ctx.slots)])
-        out[x] = (rows, book[base[:, None, None] + rows])
+        base = np.concatenate([np.full(len(s), b, dtype=np.int64)
+                               for s, b in zip(segs, ctx.bases)])
+        out[x] = (rows, table[base[:, None, None] + rows])
     return out
 

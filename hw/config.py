@@ -118,8 +118,12 @@ class AccelConfig:
     wstream_kmax: int = 7
     #: words of each column's stream memory (all layers' streams of that column)
     wstream_depth: int = 4096
-    #: entries of the codebook memory: slots of 2**wstream_kmax entries, one per convolution
+    #: entries of the central codebook memory: per layer one block, the image of the lane
+    #: tables (the codebooks of its convolutions packed one after another)
     codebook_depth: int = 4096
+    #: entries of each lane's lookup table (LUT RAM; a power of two): a layer's codebooks, all
+    #: together, must fit it (copied in from the central memory at the layer's start)
+    lookup_depth: int = 256
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -169,10 +173,10 @@ class AccelConfig:
             if self.wstream_word_bits < self.pe_lanes:
                 raise ValueError(f"AccelConfig.wstream_word_bits ({self.wstream_word_bits}) must "
                                  f"be at least pe_lanes ({self.pe_lanes})")
-            if self.codebook_depth % (1 << self.wstream_kmax):
-                raise ValueError(f"AccelConfig.codebook_depth must be a multiple of "
-                                 f"2**wstream_kmax ({1 << self.wstream_kmax}), not "
-                                 f"{self.codebook_depth!r}")
+            if self.lookup_depth & (self.lookup_depth - 1):
+                raise ValueError(f"AccelConfig.lookup_depth must be a power of two (the "
+                                 f"entries of a lane's lookup table), not "
+                                 f"{self.lookup_depth!r}")
         if self.max_channels % self.buffer_banks:
             raise ValueError(f"AccelConfig.max_channels must be a multiple of buffer_banks "
                              f"({self.buffer_banks}), not {self.max_channels!r}")
@@ -199,11 +203,6 @@ class AccelConfig:
         ``pe_lanes``: each bank is a block RAM of its own however shallow, so on the ECP5 8
         banks instead of 16 save 8 of the max pool's EBR and 5 of the global sum's)."""
         return max(2, 1 << (self.requant_units - 1).bit_length())
-
-    @property
-    def codebook_slots(self) -> int:
-        """Codebooks the codebook memory holds (``weight_streams``): one per convolution."""
-        return self.codebook_depth >> self.wstream_kmax
 
     @property
     def act_max(self) -> int:

@@ -49,7 +49,8 @@ __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine"
 LOAD_WEIGHTS, LOAD_BIAS, LOAD_REQUANT = 0, 1, 2
 #: ``LoadBeat.target`` of the compressed weight path (``weight_streams``; 3 is the top level's
 #: schedule memory): a column stream word (``addr``: :func:`wstream_load_addr`), a layer's
-#: descriptor row (``addr``: the layer), a codebook entry (``addr``: slot * 2**kmax + code)
+#: descriptor row (``addr``: the layer), an entry of the central codebook memory (``addr``: its
+#: index; a layer's block is copied into the lane tables at its start)
 LOAD_WSTREAM, LOAD_WDESC, LOAD_CODEBOOK = 4, 5, 6
 
 

@@ -164,21 +164,23 @@ def unpack_cmd(cfg: AccelConfig, word: int) -> dict[str, int]:
 # -- weight-stream descriptors (cfg.weight_streams) -----------------------------------------
 
 def wdesc_fields(cfg: AccelConfig) -> list[tuple[str, int]]:
-    """One layer's row of the descriptor memory, least significant field first: per decoder
-    context ``x`` (0: the squeeze of a Fire module; 1: its expands, or a plain convolution) the
-    first and last stream word of every column (inclusive), the rows of a step, of its segment
-    0, each segment's code bits ``k``, DENSE flag and codebook slot (``hw/wdecode.py``)."""
+    """One layer's row of the descriptor memory, least significant field first: the layer's
+    block of the central codebook memory (``cb_start``, ``cb_len`` entries: the image of the lane
+    lookup tables), then per decoder context ``x`` (0: the squeeze of a Fire module; 1: its
+    expands, or a plain convolution) the first and last stream word of every column
+    (inclusive), the rows of a step, of its segment 0, each segment's code bits ``k``, DENSE
+    flag and codebook base (its first entry in the lookup table) (``hw/wdecode.py``)."""
     ab = _bits(cfg.wstream_depth - 1)
     rb = _bits(cfg.weight_depth)
     kb = _bits(cfg.wstream_kmax)
-    sb = _bits(cfg.codebook_slots - 1)
-    f = []
+    sb = _bits(cfg.lookup_depth - 1)
+    f = [("cb_start", _bits(cfg.codebook_depth - 1)), ("cb_len", _bits(cfg.lookup_depth))]
     for x in (0, 1):
         f += [(f"c{x}_start{c}", ab) for c in range(cfg.pe_columns)]
         f += [(f"c{x}_end{c}", ab) for c in range(cfg.pe_columns)]
         f += [(f"c{x}_n_rows", rb), (f"c{x}_n0", rb),
-              (f"c{x}_k0", kb), (f"c{x}_dense0", 1), (f"c{x}_slot0", sb),
-              (f"c{x}_k1", kb), (f"c{x}_dense1", 1), (f"c{x}_slot1", sb)]
+              (f"c{x}_k0", kb), (f"c{x}_dense0", 1), (f"c{x}_base0", sb),
+              (f"c{x}_k1", kb), (f"c{x}_dense1", 1), (f"c{x}_base1", sb)]
     return f
 
 

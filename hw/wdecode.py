@@ -562,23 +562,36 @@ class StreamWeightReader(wiring.Component):
       ``wstream_word_bits``); ``s_addr`` is ``column << bits(wstream_depth - 1) | word``;
     - the descriptor memory: one row per layer (``hw.program.wdesc_fields``), ``schedule_depth``
       rows;
-    - the codebook memory: ``codebook_depth`` signed ``weight_bits`` entries, a slot of
-      ``2**wstream_kmax`` per convolution.
+    - the central codebook memory: ``codebook_depth`` signed ``weight_bits`` entries (one write
+      port, one read port: block RAM), per layer one block (``cb_start``, ``cb_len``), the
+      image of the lane tables while the layer runs (``compiler/wstream_image.py``);
+    - per lane (``pe_columns x pe_lanes``) a lookup table of ``lookup_depth`` signed entries
+      with one write port and one asynchronous read port (LUT RAM: ECP5 ``TRELLIS_DPR16X4``).
 
-    Per layer: ``layer`` (one cycle, the cycle the engine takes the command) with ``desc`` (its
-    descriptor row) and ``fire`` (it has a squeeze: context 0 is used too). The descriptor is
-    read, registered into the contexts the layer uses, and those contexts restart two cycles
-    later (a context the layer does not use keeps its registers: it stays consistent, and no
-    one reads it).
+    Per layer: ``layer`` (one cycle T, the cycle the engine takes the command) with ``desc``
+    (its descriptor row) and ``fire`` (it has a squeeze: context 0 is used too). The
+    descriptor is read (on the read port at T+1), registered into the contexts the layer uses,
+    and those contexts restart at T+2 (a context the layer does not use keeps its registers: it
+    stays consistent, and no one reads it). Concurrently the loader copies the layer's block
+    into every lane's table, one entry per cycle (``table[i] = central[cb_start + i]``): the
+    central reads at T+2 .. T+1+cb_len, each entry a cycle later in every column's copy of
+    (write enable, address, data) (a register per column: each drives the ``pe_lanes`` tables
+    of its column), written into the tables at the clock edge after. ``ok`` is low from T+1
+    until the copy's last write is in the column registers (T+3+cb_len at the earliest): an
+    issue in that cycle reads the tables a cycle later, after the write. The engine takes the
+    next command only after the previous layer's last output beat has left, several cycles
+    after its last weight row was looked up, so the copy never overwrites an entry a lookup of
+    the previous layer still reads.
 
     Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
-    decoded; ``issue`` (only with ``ok``) takes it, and two cycles later ``r_data`` holds its
-    weights, ``codebook[slot(ctx, segment) * 2**kmax + code]`` per lane, until the next issue:
-    the latency of the dense ``WeightReader``.
+    decoded (and the tables are loaded); ``issue`` (only with ``ok``) takes it at t0: at t1 the
+    row's codes and the base of its (context, segment) codebook are registered, every lane
+    reads its table at ``base + code`` (asynchronously) and at t2 ``r_data`` holds the signed
+    weights, until the next issue: the latency of the dense ``WeightReader``.
 
     ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
-    entries), such as ``compiler.wstream_image.StreamImage``.
+    entries of the central memory), such as ``compiler.wstream_image.StreamImage``.
     """
 
     def __init__(self, cfg: AccelConfig, *, init=None):
@@ -614,6 +627,7 @@ class StreamWeightReader(wiring.Component):
         m = Module()
         cfg = self._cfg
         cols, lanes, kmax = cfg.pe_columns, cfg.pe_lanes, cfg.wstream_kmax
+        tbits = _bits(cfg.lookup_depth - 1)
         init = self._init
         dec = ColumnStreamDecoder(columns=cols, lanes=lanes, word_bits=cfg.wstream_word_bits,
                                   kmax=kmax, depth=cfg.wstream_depth, contexts=2,
@@ -640,6 +654,8 @@ class StreamWeightReader(wiring.Component):
             m.d.sync += use0.eq(self.fire)
         regs = {}
         for name, bits in fields:
+            if not name.startswith("c0_") and not name.startswith("c1_"):
+                continue            # the codebook block: taken by the loader below
             x = int(name[1])
             reg = Signal(bits, name=f"wd_{name}")
             regs[name] = reg
@@ -653,30 +669,59 @@ class StreamWeightReader(wiring.Component):
                 m.d.comb += getattr(dec, name)[x].eq(regs[f"c{x}_{name}"])
             m.d.comb += dec.restart[x].eq(restart[x])
 
+        # -- the loader: the layer's block of the central memory into every lane's table ------
+        cb_init = [] if init is None else [int(v) for v in init.codebook]
+        m.submodules.codebook = cmem = Memory(shape=signed(cfg.weight_bits),
+                                              depth=cfg.codebook_depth, init=cb_init)
+        cwp, crp = cmem.write_port(), cmem.read_port(domain="sync")
+        m.d.comb += [cwp.en.eq(self.c_en), cwp.addr.eq(self.c_addr), cwp.data.eq(self.c_data)]
+        left = Signal(range(cfg.lookup_depth + 1))       # entries still to read
+        src = Signal(range(cfg.codebook_depth + 1))      # the next one's central address
+        dst = Signal(tbits)                              # and its table index
+        rd_v = Signal()                                  # an entry on crp.data (read last cycle)
+        rd_dst = Signal(tbits)
+        m.d.comb += [crp.en.eq(left != 0), crp.addr.eq(src)]
+        m.d.sync += [rd_v.eq(left != 0), rd_dst.eq(dst)]
+        with m.If(got):
+            m.d.sync += [left.eq(row.cb_len), src.eq(row.cb_start), dst.eq(0)]
+        with m.Elif(left != 0):
+            m.d.sync += [left.eq(left - 1), src.eq(src + 1), dst.eq(dst + 1)]
+        # a copy per column of the write (the fanout of each register: one column's tables)
+        col_we = [Signal(name=f"tw_en_{c}") for c in range(cols)]
+        col_addr = [Signal(tbits, name=f"tw_addr_{c}") for c in range(cols)]
+        col_data = [Signal(signed(cfg.weight_bits), name=f"tw_data_{c}") for c in range(cols)]
+        for c in range(cols):
+            m.d.sync += [col_we[c].eq(rd_v), col_addr[c].eq(rd_dst), col_data[c].eq(crp.data)]
+        loading = Signal()
+        m.d.comb += loading.eq(got | (left != 0) | rd_v)
+
         # -- the rows: gate, pop, look up ------------------------------------------------------
         m.d.comb += [
             dec.prio.eq(self.ctx),
-            self.ok.eq(Mux(self.ctx, dec.rows[1].valid, dec.rows[0].valid)),
+            self.ok.eq(Mux(self.ctx, dec.rows[1].valid, dec.rows[0].valid) & ~loading),
             dec.rows[0].ready.eq(self.issue & ~self.ctx),
             dec.rows[1].ready.eq(self.issue & self.ctx),
         ]
         head = Mux(self.ctx, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
         rowv = data.View(row_layout(cols, lanes, kmax), head)
-        slot = Mux(self.ctx, Mux(rowv.seg, regs["c1_slot1"], regs["c1_slot0"]),
-                   Mux(rowv.seg, regs["c0_slot1"], regs["c0_slot0"]))
+        base = Mux(self.ctx, Mux(rowv.seg, regs["c1_base1"], regs["c1_base0"]),
+                   Mux(rowv.seg, regs["c0_base1"], regs["c0_base0"]))
         codes_q = Signal(row_layout(cols, lanes, kmax))
-        slot_q = Signal(len(regs["c0_slot0"]))
+        base_q = Signal(tbits)
         issue_q = Signal()
-        m.d.sync += [codes_q.eq(head), slot_q.eq(slot), issue_q.eq(self.issue)]
-        cb_init = [] if init is None else [int(v) for v in init.codebook]
-        m.submodules.codebook = cmem = Memory(shape=signed(cfg.weight_bits),
-                                              depth=cfg.codebook_depth, init=cb_init)
-        cwp = cmem.write_port()
-        m.d.comb += [cwp.en.eq(self.c_en), cwp.addr.eq(self.c_addr), cwp.data.eq(self.c_data)]
+        m.d.sync += [codes_q.eq(head), base_q.eq(base), issue_q.eq(self.issue)]
         for c in range(cols):
             for lane in range(lanes):
-                rp = cmem.read_port(domain="sync")
-                m.d.comb += [rp.en.eq(issue_q),
-                             rp.addr.eq(Cat(codes_q.codes[c][lane], slot_q)),
-                             self.r_data[c][lane].eq(rp.data)]
+                # LUT RAM: yosys folds r_data into a synchronous read port and would rather
+                # spend a block RAM per lane (ECP5: 208 in all)
+                table = Memory(shape=signed(cfg.weight_bits), depth=cfg.lookup_depth, init=[],
+                               attrs={"ram_style": "distributed"})
+                m.submodules[f"table_{c}_{lane}"] = table
+                twp, trp = table.write_port(), table.read_port(domain="comb")
+                addr = Signal(tbits, name=f"taddr_{c}_{lane}")
+                m.d.comb += [twp.en.eq(col_we[c]), twp.addr.eq(col_addr[c]),
+                             twp.data.eq(col_data[c]),
+                             addr.eq(base_q + codes_q.codes[c][lane]), trp.addr.eq(addr)]
+                with m.If(issue_q):
+                    m.d.sync += self.r_data[c][lane].eq(trp.data)
         return m

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from amaranth.sim import Simulator
 from test_top_amaranth import CFG, check_steps, run_tiny, tiny_model
 from wstream_support import IMAGE, MODEL
 
@@ -18,11 +19,14 @@ from compiler.qmodel import QConv, QFire
 from compiler.wstreams import DENSE, MASK, branch_codes, max_record_bits
 from hw.config import get_config
 from hw.program import wdesc_fields
+from hw.wdecode import StreamWeightReader
 
 #: a small array (4 columns of 3 lanes) keeps Amaranth's simulator quick; streams of 24-bit
-#: words (a mask of 3 lanes and 3 codes of 7 bits fit one)
+#: words (a mask of 3 lanes and 3 codes of 7 bits fit one); lane tables of 64 entries (the
+#: tiny network's layers need at most 48)
 SCFG = dataclasses.replace(CFG, weight_streams=True, pe_columns=4, pe_lanes=3, requant_units=2,
-                           wstream_word_bits=24, wstream_depth=512, codebook_depth=1024)
+                           wstream_word_bits=24, wstream_depth=512, codebook_depth=1024,
+                           lookup_depth=64)
 
 
 def shared_weights(qm, seed):
@@ -128,8 +132,6 @@ def test_errors_name_the_value():
     with pytest.raises(ValueError, match=r"column 0's streams need \d+ words, more than "
                                          r"wstream_depth 4"):
         wsi.build_stream_image(dataclasses.replace(cfg, wstream_depth=4), progs, codes)
-    with pytest.raises(ValueError, match="exceeds the codebook memory's 2 slots"):
-        wsi.build_stream_image(dataclasses.replace(cfg, codebook_depth=256), progs, codes)
     name = progs[0].branches[0].conv.name
     bad = dict(codes)
     book = codes[name].codebook.copy()
@@ -145,13 +147,131 @@ def test_errors_name_the_value():
         wsi.build_stream_image(cfg, progs, bad)
     with pytest.raises(ValueError, match="reads dense weight rows"):
         wsi.build_stream_image(CFG, progs, codes)
-    assert len(wdesc_fields(cfg)) == 2 * (2 * cfg.pe_columns + 8)
+    assert len(wdesc_fields(cfg)) == 2 + 2 * (2 * cfg.pe_columns + 8)
+
+
+def test_codebook_blocks_are_the_lane_tables():
+    """Every layer's block of the codebook memory is its codebooks packed in (context, segment)
+    order, each of its own 2**k entries, the blocks one after another; each segment's base is
+    its codebook's offset in the block, and ``decode_layer_rows`` looks up ``block[base + code]``
+    (the weight rows, checked above)."""
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), 0)
+    progs, img = stream_image(cfg, qm)
+    codes = wsi.codes_of_model(qm, cfg.wstream_kmax)
+    pos = 0
+    for p, la in zip(progs, img.layers):
+        parts = ([(0, p.squeeze)] if p.squeeze is not None else []) + \
+            [(1, b) for b in p.branches]
+        books = [codes[b.conv.name].codebook for _x, b in parts]
+        assert (la.cb_start, la.cb_len) == (pos, sum(b.size for b in books)), la.name
+        assert np.array_equal(img.codebook[pos: pos + la.cb_len], np.concatenate(books))
+        offsets = np.cumsum([0] + [b.size for b in books])[:-1].tolist()
+        assert [b for x in sorted(la.contexts) for b in la.contexts[x].bases] == offsets
+        pos += la.cb_len
+    assert len(img.codebook) == pos
+
+
+def test_layout_refuses_codebooks_beyond_the_tables():
+    """A layer whose codebooks do not fit a lane's table (``lookup_depth``), and a model whose
+    blocks do not fit the codebook memory (``codebook_depth``), are refused by name."""
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), 0)          # blocks 8, 16+8+16, 4+8+16, 8
+    progs = wimage.place_programs(cfg, qm)
+    codes = wsi.codes_of_model(qm, cfg.wstream_kmax)
+    with pytest.raises(ValueError, match=r"fire2: its codebooks need 40 lookup-table entries "
+                                         r"\(16 \+ 8 \+ 16\), more than lookup_depth 32"):
+        wsi.build_stream_image(dataclasses.replace(cfg, lookup_depth=32), progs, codes)
+    with pytest.raises(ValueError, match=r"fire3: the codebooks of the layers up to this one "
+                                         r"need 76 entries, more than codebook_depth 64"):
+        wsi.build_stream_image(dataclasses.replace(cfg, codebook_depth=64), progs, codes)
+    # exactly full fits: 84 entries in all
+    img = wsi.build_stream_image(dataclasses.replace(cfg, codebook_depth=84), progs, codes)
+    assert len(img.codebook) == 84
+    with pytest.raises(ValueError, match=r"AccelConfig.lookup_depth must be a power of two "
+                                         r"\(the entries of a lane's lookup table\), not 48"):
+        dataclasses.replace(cfg, lookup_depth=48)
+
+
+def test_reader_looks_up_only_copied_entries():
+    """``StreamWeightReader`` alone, layer after layer, each command taken the cycle after the
+    previous layer's last issue (sooner than the engine takes one): ``ok`` stays low until the
+    layer's block is in the lane tables (``cb_len + 3`` cycles after the command), every row
+    of both contexts, issued whenever ``ok``, gives exactly ``decode_layer_rows``'s weights two
+    cycles later, held until the next issue (the previous layer's last row too, while the
+    next layer's copy overwrites the tables). A Fire module's expands go first: their
+    codebooks are at the end of the block, so a lookup before the copy ends reads stale
+    entries."""
+    cfg = SCFG
+    qm = shared_weights(tiny_model(cfg), 0)
+    progs, img = stream_image(cfg, qm)
+    want = [wsi.decode_layer_rows(cfg, img, i) for i in range(len(progs))]
+    dut = StreamWeightReader(cfg, init=img)
+    wb, n_w = cfg.weight_bits, cfg.pe_columns * cfg.pe_lanes
+
+    def weights(raw):
+        v = np.array([(raw >> (i * wb)) & ((1 << wb) - 1) for i in range(n_w)], dtype=np.int64)
+        v[v >= 1 << (wb - 1)] -= 1 << wb
+        return v.reshape(cfg.pe_columns, cfg.pe_lanes)
+
+    async def bench(ctx):
+        held, due = None, []            # the weights r_data holds; (cycle, row) in flight
+        cycle = 0
+        first_ok = []
+
+        async def tick():
+            nonlocal cycle, held
+            await ctx.tick()
+            cycle += 1
+            if due and due[0][0] == cycle:
+                held = due.pop(0)[1]
+            if held is not None:
+                got = weights(ctx.get(dut.r_data.as_value()))
+                assert np.array_equal(got, held), f"cycle {cycle}: r_data {got}, want {held}"
+
+        for i, p in enumerate(progs):
+            ctx.set(dut.layer, 1)
+            ctx.set(dut.desc, i)
+            ctx.set(dut.fire, p.squeeze is not None)
+            start = cycle
+            await tick()
+            ctx.set(dut.layer, 0)
+            seen = False
+            for x in sorted(want[i], reverse=True):
+                ctx.set(dut.ctx, x)
+                rows = want[i][x][1]
+                for r in range(len(rows)):
+                    while not ctx.get(dut.ok):
+                        await tick()
+                        assert cycle - start < 200, f"{p.name}: no row of context {x}"
+                    if not seen:
+                        first_ok.append(cycle - start)
+                        seen = True
+                    ctx.set(dut.issue, 1)
+                    due.append((cycle + 2, rows[r]))
+                    await tick()
+                    ctx.set(dut.issue, 0)
+        for _ in range(3):
+            await tick()
+        assert not due
+        for la, t in zip(img.layers, first_ok):
+            assert t >= la.cb_len + 3, (la.name, t, la.cb_len)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
 
 
 def test_streams_cost_only_the_restarts():
     """The same tiny network with dense weight rows and with streams (no back-pressure): the
-    arrays never wait for the decoder once a layer runs, only the restart at each layer start
-    costs cycles (a few per layer)."""
+    arrays never wait for the decoder once a layer runs, only each layer's start costs cycles:
+    the decoder's restart (at most 8 cycles more than dense rows) or the copy of the layer's
+    ``cb_len`` codebook entries into the lane tables, whichever ends later. The copy makes
+    ``ok`` rise ``cb_len + 3`` cycles after the command is taken, and the dense engine's own
+    first pass comes at the earliest 5 cycles after it (the sequencer's start and its staged
+    step choice), so the copy costs at most ``cb_len`` cycles a layer (here 8, 40, 28 and 8
+    entries; a loader of one entry every two cycles fails the bound)."""
     cfg = SCFG
     qm = shared_weights(tiny_model(cfg), 0)
     x = np.random.default_rng(5).integers(-123, 152, qm.input_shape).astype(np.int16)
@@ -161,4 +281,5 @@ def test_streams_cost_only_the_restarts():
     got, dense = {}, {}
     run_tiny(cfg, qm, x, stall=0.0, image=img, info=got)
     run_tiny(dataclasses.replace(cfg, weight_streams=False), qm, x, stall=0.0, info=dense)
-    assert dense["cycles"] <= got["cycles"] <= dense["cycles"] + 8 * len(progs), (got, dense)
+    bound = sum(max(8, la.cb_len) for la in streams.layers)
+    assert dense["cycles"] <= got["cycles"] <= dense["cycles"] + bound, (got, dense, bound)
