@@ -177,6 +177,10 @@ class AccelConfig:
                 raise ValueError(f"AccelConfig.lookup_depth must be a power of two (the "
                                  f"entries of a lane's lookup table), not "
                                  f"{self.lookup_depth!r}")
+        if self.out_fifo_depth <= self.drain_go_margin:
+            raise ValueError(f"AccelConfig.out_fifo_depth ({self.out_fifo_depth}) must exceed the "
+                             f"{self.drain_go_margin} beats the engine keeps free for chunks in "
+                             f"flight, or no result ever leaves the engine")
         if self.max_channels % self.buffer_banks:
             raise ValueError(f"AccelConfig.max_channels must be a multiple of buffer_banks "
                              f"({self.buffer_banks}), not {self.max_channels!r}")
@@ -195,6 +199,13 @@ class AccelConfig:
         """
         pieces = -(-(self.acc_bits + 1) // 18) * -(-(self.requant_mult_bits + 1) // 18)
         return self.multipliers + self.requant_units * pieces
+
+    @property
+    def drain_go_margin(self) -> int:
+        """Output-FIFO beats the engine keeps free for requantised chunks it cannot see yet
+        (``hw/engine.py``: the drain issues while ``level + in flight + margin <
+        out_fifo_depth``); one more with ``fast_pipeline``, whose decision is a register."""
+        return 4 if self.fast_pipeline else 3
 
     @property
     def pool_banks(self) -> int:
@@ -270,7 +281,7 @@ CONFIGS: dict[str, AccelConfig] = {
         max_kernel=3,
         max_channels=4,
         pool_row_depth=32,
-        out_fifo_depth=4,            # 2 or 3 stall the engine (no output at all)
+        out_fifo_depth=4,            # the least the short pipeline allows (drain_go_margin + 1)
         acc_bits=20,
         bias_bits=20,
         requant_mult_bits=10,

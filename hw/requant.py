@@ -50,7 +50,8 @@ class ResultDrain(wiring.Component):
     ``push`` stores ``acc``/``mult``/``shift``/``meta`` of a finished group; the caller
     guarantees a free entry (it reserves one per group, and gets it back with ``release``).
     Every cycle with ``go`` and an entry present, the next chunk of the oldest entry appears on
-    ``q_*`` one cycle later with ``q_valid``; ``release`` pulses when an entry's last chunk left.
+    ``q_*`` one cycle later with ``q_valid`` (``q_*`` follow the head entry every cycle: read
+    them only with ``q_valid``); ``release`` pulses when an entry's last chunk left.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -114,31 +115,34 @@ class ResultDrain(wiring.Component):
         m.d.comb += issue.eq(self.go & (count != 0))
 
         m.d.sync += self.q_valid.eq(issue)
+        # the head chunk is registered every cycle, issued or not (q_* are read only with
+        # q_valid): ``issue`` then enables a few counters, not the hundreds of q_* flip-flops,
+        # a net that spanned the ECP5-85F and limited the whole design to 48 MHz
+        # index by Cat(chunk, rd), not rd * nchunks + chunk: a multiplier here would take one of
+        # the device's MULT18X18D blocks, all of which the columns need
+        cpad = 1 << len(chunk)
+        sel = Cat(chunk, rd)
+        for lane in range(r):
+            accs, mults, shifts = [], [], []
+            for i in range(nb):
+                for k in range(cpad):
+                    col = min(min(k, nchunks_max - 1) * r + lane, cols - 1)
+                    accs.append(e_acc[i][col])
+                    mults.append(e_mult[i][col])
+                    shifts.append(e_shift[i][col])
+            m.d.sync += [self.q_acc[lane].eq(Array(accs)[sel]),
+                         self.q_mult[lane].eq(Array(mults)[sel]),
+                         self.q_shift[lane].eq(Array(shifts)[sel])]
+        left = Signal(range(cols + 1))
+        done_cols = Array(Const(k * r, range(cols + 1)) for k in range(nchunks_max))
+        m.d.comb += left.eq(head_meta.nvalid - done_cols[chunk])
+        m.d.sync += [
+            self.q_meta.count.eq(Mux(left > r, r, left)),
+            self.q_meta.dest.eq(head_meta.dest),
+            self.q_meta.ymax.eq(head_meta.ymax),
+            self.q_meta.last.eq(head_meta.last & final),
+        ]
         with m.If(issue):
-            # index by Cat(chunk, rd), not rd * nchunks + chunk: a multiplier here would take
-            # one of the device's MULT18X18D blocks, all of which the columns need
-            cpad = 1 << len(chunk)
-            sel = Cat(chunk, rd)
-            for lane in range(r):
-                accs, mults, shifts = [], [], []
-                for i in range(nb):
-                    for k in range(cpad):
-                        col = min(min(k, nchunks_max - 1) * r + lane, cols - 1)
-                        accs.append(e_acc[i][col])
-                        mults.append(e_mult[i][col])
-                        shifts.append(e_shift[i][col])
-                m.d.sync += [self.q_acc[lane].eq(Array(accs)[sel]),
-                             self.q_mult[lane].eq(Array(mults)[sel]),
-                             self.q_shift[lane].eq(Array(shifts)[sel])]
-            left = Signal(range(cols + 1))
-            done_cols = Array(Const(k * r, range(cols + 1)) for k in range(nchunks_max))
-            m.d.comb += left.eq(head_meta.nvalid - done_cols[chunk])
-            m.d.sync += [
-                self.q_meta.count.eq(Mux(left > r, r, left)),
-                self.q_meta.dest.eq(head_meta.dest),
-                self.q_meta.ymax.eq(head_meta.ymax),
-                self.q_meta.last.eq(head_meta.last & final),
-            ]
             with m.If(final):
                 m.d.sync += [chunk.eq(0), rd.eq(bump(rd))]
             with m.Else():

@@ -3,6 +3,7 @@
 Every stream (load, command, input, output) sees random valid/ready back-pressure.
 """
 
+import dataclasses
 import random
 
 import numpy as np
@@ -90,3 +91,17 @@ def test_conv_1x1_pad1_rows_longer_than_half_the_buffer():
     x = random_input(rng, (100, 3, 6))
     assert 6 * 100 > CFG.window_buffer_depth // 2
     assert np.array_equal(run_sim(CFG, conv, x, seed=9, stall=0.1), conv(x))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "short"])
+def test_output_fifo_of_five_beats_never_overflows_under_a_slow_consumer(fast):
+    """1x1 convolutions of few input channels finish a column group every cycle or two, faster
+    than a consumer ready one cycle in five takes them: the drain's credit rule (a register with
+    fast_pipeline, so it keeps one beat more) must hold results back, not drop them."""
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast, out_fifo_depth=5)
+    rng = np.random.default_rng(11)
+    conv = random_conv(rng, "conv", 4, 40, 1, 1, 0)
+    x = random_input(rng, (4, 3, 4))
+    assert np.array_equal(run_sim(cfg, conv, x, seed=11, stall=0.8), conv(x))
+    with pytest.raises(ValueError, match=r"AccelConfig.out_fifo_depth \(\d\) must exceed"):
+        dataclasses.replace(cfg, out_fifo_depth=cfg.drain_go_margin)
