@@ -3,6 +3,8 @@
 - Clocks: one EHXPLLL makes the system clock (``config.clk_hz``, 100 MHz by default) from the
   25 MHz oscillator, and a second output of the same frequency shifted by ``sdram_phase_deg``
   that clocks the SDRAM's CLK pin through an ODDR (:func:`ecp5_pll_params` finds the dividers).
+- Reset: ``~locked`` of the PLL, synchronised, drives every flip-flop through a global buffer
+  (DCCA), not through the fabric.
 - SDRAM: :class:`hw.sdram.SDRAMController` behind the design's memory port, every pin through
   an I/O register (:class:`SDRAMPHY`), so the controller sees two extra cycles of read latency.
 - LEDs 0-2: the design's idle / busy / error; LED 3: SDRAM initialised; LED 7: a 1 Hz heartbeat.
@@ -210,7 +212,15 @@ class ULX3STop(Elaboratable):
         m.domains.sync = sync = ClockDomain("sync")
         m.domains.sdram_clk = sdram_clk = ClockDomain("sdram_clk", reset_less=True)
         m.d.comb += [sync.clk.eq(pll.clkop), sdram_clk.clk.eq(pll.clkos)]
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        # the synchronised reset reaches every flip-flop of the design: through the fabric it
+        # was the whole design's critical path (16 ns of routing across the 85F), so it goes
+        # through a global buffer (DCCA) onto one of the global networks that reach the slices'
+        # LSR inputs; the synchroniser has a domain of its own on the same clock
+        m.domains.reset_sync = rsync = ClockDomain("reset_sync")
+        m.d.comb += rsync.clk.eq(pll.clkop)
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="reset_sync")
+        m.submodules.reset_global = Instance("DCCA", i_CLKI=rsync.rst, i_CE=1,
+                                             o_CLKO=sync.rst)
         platform.add_clock_constraint(pll.clkop, self._pll.f_out)
         platform.add_clock_constraint(pll.clkos, self._pll.f_out)
 
