@@ -662,11 +662,8 @@ class Engine(wiring.Component):
         # with fast_pipeline the decision is a register (the FIFO's level, an add and a compare
         # before the drain's enables cost 100 MHz), so it sees the counts a cycle late and keeps
         # one beat more (level + inflight grows by at most one a cycle)
-        go_margin = cfg.drain_go_margin
-        if cfg.fast_pipeline:
-            m.d.sync += drain.go.eq(ofifo.level + inflight + go_margin < cfg.out_fifo_depth)
-        else:
-            m.d.comb += drain.go.eq(ofifo.level + inflight + go_margin < cfg.out_fifo_depth)
+        m.d["sync" if cfg.fast_pipeline else "comb"] += drain.go.eq(
+            ofifo.level + inflight + cfg.drain_go_margin < cfg.out_fifo_depth)
         m.d.sync += inflight.eq(inflight + drain.q_valid - requant.out_valid)
         m.d.comb += [
             requant.valid.eq(drain.q_valid), requant.acc.eq(drain.q_acc),

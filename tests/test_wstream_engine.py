@@ -207,12 +207,10 @@ def test_reader_looks_up_only_copied_entries():
     progs, img = stream_image(cfg, qm)
     want = [wsi.decode_layer_rows(cfg, img, i) for i in range(len(progs))]
     dut = StreamWeightReader(cfg, init=img)
-    wb, n_w = cfg.weight_bits, cfg.pe_columns * cfg.pe_lanes
 
-    def weights(raw):
-        v = np.array([(raw >> (i * wb)) & ((1 << wb) - 1) for i in range(n_w)], dtype=np.int64)
-        v[v >= 1 << (wb - 1)] -= 1 << wb
-        return v.reshape(cfg.pe_columns, cfg.pe_lanes)
+    def weights(view):
+        return np.array([[view[c][lane] for lane in range(cfg.pe_lanes)]
+                         for c in range(cfg.pe_columns)], dtype=np.int64)
 
     async def bench(ctx):
         held, due = None, []            # the weights r_data holds; (cycle, row) in flight
@@ -226,7 +224,7 @@ def test_reader_looks_up_only_copied_entries():
             if due and due[0][0] == cycle:
                 held = due.pop(0)[1]
             if held is not None:
-                got = weights(ctx.get(dut.r_data.as_value()))
+                got = weights(ctx.get(dut.r_data))
                 assert np.array_equal(got, held), f"cycle {cycle}: r_data {got}, want {held}"
 
         for i, p in enumerate(progs):
