@@ -68,13 +68,18 @@ class LayerCmd(data.StructLayout):
 
 
 class LoadBeat(data.StructLayout):
-    """One row for the weight (``LOAD_WEIGHTS``), bias or requantisation memory."""
+    """One row for the weight (``LOAD_WEIGHTS``), bias or requantisation memory (or, with
+    ``weight_streams``, the stream, descriptor and codebook memories), or for the top level's
+    schedule memory (a row as wide as the widest of these)."""
 
     def __init__(self, cfg: AccelConfig):
         if cfg.weight_streams:
-            # no dense weight memory: the stream words, descriptors and codebooks instead
+            from .top import StepLayout  # the top level's schedule rows (it imports this module)
+
+            # no dense weight memory: the stream words, descriptors and codebooks instead; and
+            # the top level's schedule rows, wider than all of these at few columns
             width = max(bias_row_bits(cfg), requant_row_bits(cfg), cfg.wstream_word_bits,
-                        wdesc_bits(cfg), cfg.weight_bits)
+                        wdesc_bits(cfg), cfg.weight_bits, StepLayout(cfg).size)
             abits = max(1, (max(cfg.param_depth, cfg.codebook_depth, cfg.schedule_depth) - 1)
                         .bit_length(), wstream_load_addr(cfg, cfg.pe_columns - 1, 0)
                         .bit_length())
@@ -577,22 +582,40 @@ class Engine(wiring.Component):
         for i in range(1, 3):
             m.d.sync += [in_free_d[i].eq(in_free_d[i - 1]), win_free_d[i].eq(win_free_d[i - 1])]
         room = Signal()
-        in_end = Signal(ab + 1)
-        m.d.comb += in_end.eq(in_w + cfg.in_lanes)
-        m.d.comb += room.eq(Mux(cmd.fire, in_end <= in_free_d[2] + cfg.in_buffer_depth,
-                                in_end <= win_free_d[2] + cfg.window_buffer_depth))
+        if cfg.fast_pipeline:
+            # the last value a beat may end on, registered: one comparison before ready
+            # (in_free_d[1] a cycle later is in_free_d[2])
+            in_lim = Signal(signed(ab + 2))
+            win_lim = Signal(signed(ab + 2))
+            m.d.sync += [in_lim.eq(in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes)),
+                         win_lim.eq(win_free_d[1] + (cfg.window_buffer_depth - cfg.in_lanes))]
+            m.d.comb += room.eq(Mux(cmd.fire, in_w <= in_lim, in_w <= win_lim))
+        else:
+            in_end = Signal(ab + 1)
+            m.d.comb += in_end.eq(in_w + cfg.in_lanes)
+            m.d.comb += room.eq(Mux(cmd.fire, in_end <= in_free_d[2] + cfg.in_buffer_depth,
+                                    in_end <= win_free_d[2] + cfg.window_buffer_depth))
         m.d.comb += self.i.ready.eq(busy & ~seq.start & (in_w < cmd.in_total) & room)
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         with m.If(take):
             m.d.sync += in_w.eq(in_w + self.i.payload.count)
+        # what goes into the buffers: the beat taken, or (fast_pipeline) that beat a cycle
+        # later from registers, so the buffers' write enables do not hang on ready; the
+        # sequencer then sees the values a cycle later too (in_written)
+        wr_en, wr_addr, wr_beat, written = take, in_w, self.i.payload, in_w
+        if cfg.fast_pipeline:
+            wr_en, wr_addr = Signal(), Signal.like(in_w, name="in_wr_addr")
+            wr_beat, written = Signal.like(self.i.payload), Signal.like(in_w, name="in_written")
+            m.d.sync += [wr_en.eq(take & ~seq.start), wr_addr.eq(in_w),
+                         wr_beat.eq(self.i.payload), written.eq(Mux(seq.start, 0, in_w))]
         m.d.comb += [
-            inbuf.w.valid.eq(take & cmd.fire),
-            inbuf.w.payload.addr.eq(in_w),
-            inbuf.w.payload.data.eq(self.i.payload.data),
-            inbuf.w.payload.count.eq(self.i.payload.count),
-            seq.in_written.eq(in_w),
-            seq.win_written.eq(Mux(cmd.fire, win_w, in_w)),
+            inbuf.w.valid.eq(wr_en & cmd.fire),
+            inbuf.w.payload.addr.eq(wr_addr),
+            inbuf.w.payload.data.eq(wr_beat.data),
+            inbuf.w.payload.count.eq(wr_beat.count),
+            seq.in_written.eq(written),
+            seq.win_written.eq(Mux(cmd.fire, win_w, written)),
         ]
 
         # -- pass pipeline: t0 issue, t2 lanes and weights, t6 finished group --------------
@@ -684,10 +707,10 @@ class Engine(wiring.Component):
             for lane in range(r):
                 m.d.comb += winbuf.w.payload.data[lane].eq(requant.y[lane])
         with m.Else():
-            m.d.comb += [winbuf.w.valid.eq(take), winbuf.w.payload.addr.eq(in_w),
-                         winbuf.w.payload.count.eq(self.i.payload.count)]
+            m.d.comb += [winbuf.w.valid.eq(wr_en), winbuf.w.payload.addr.eq(wr_addr),
+                         winbuf.w.payload.count.eq(wr_beat.count)]
             for lane in range(cfg.in_lanes):
-                m.d.comb += winbuf.w.payload.data[lane].eq(self.i.payload.data[lane])
+                m.d.comb += winbuf.w.payload.data[lane].eq(wr_beat.data[lane])
 
         obw = Signal(obeat)
         m.d.comb += [obw.data.eq(requant.y), obw.count.eq(ometa.count), obw.last.eq(ometa.last)]

@@ -93,7 +93,8 @@ class ResultDrain(wiring.Component):
         wr = Signal(pbits)
         rd = Signal(pbits)
         count = Signal(range(nb + 1))
-        chunk = Signal(range(nchunks_max))
+        # (one bit at least: with as many requantisers as columns there is a single chunk)
+        chunk = Signal(range(max(2, nchunks_max)))
 
         def bump(p):
             return Mux(p == nb - 1, 0, p + 1)
