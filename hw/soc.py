@@ -13,8 +13,9 @@ model (the ONNX file, the hash the weight image records).
 
 from __future__ import annotations
 
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from host.protocol import InfoReply, Layout
@@ -101,13 +102,28 @@ class Classifier(wiring.Component):
         wiring.connect(m, wiring.flipped(self.load), acc.load)
         # one pixel per input beat (the UART is far slower than the engine)
         px = link.pixels
-        m.d.comb += [
-            acc.i.valid.eq(px.valid),
-            acc.i.payload.data[0].eq(px.payload.data),
-            acc.i.payload.count.eq(1),
-            px.ready.eq(acc.i.ready),
-        ]
-        wiring.connect(m, acc.o, link.scores)
+        beat = Signal(acc.i.payload.shape())
+        m.d.comb += [beat.data[0].eq(px.payload.data), beat.count.eq(1)]
+        if self._cfg.fast_pipeline:
+            # register slices between the link and the accelerator: no path from the link's
+            # decoder into the accelerator's control, or back (each side sees only flip-flops of
+            # the other; the UART is far slower than the slices' half rate)
+            m.submodules.px_slice = px_slice = SyncFIFOBuffered(width=beat.shape().size, depth=2)
+            m.submodules.score_slice = sc_slice = SyncFIFOBuffered(
+                width=acc.o.payload.shape().size, depth=2)
+            m.d.comb += [
+                px_slice.w_en.eq(px.valid), px_slice.w_data.eq(beat), px.ready.eq(px_slice.w_rdy),
+                acc.i.valid.eq(px_slice.r_rdy), acc.i.payload.eq(px_slice.r_data),
+                px_slice.r_en.eq(acc.i.ready),
+                sc_slice.w_en.eq(acc.o.valid), sc_slice.w_data.eq(acc.o.payload),
+                acc.o.ready.eq(sc_slice.w_rdy),
+                link.scores.valid.eq(sc_slice.r_rdy), link.scores.payload.eq(sc_slice.r_data),
+                sc_slice.r_en.eq(link.scores.ready),
+            ]
+        else:
+            m.d.comb += [acc.i.valid.eq(px.valid), acc.i.payload.eq(beat),
+                         px.ready.eq(acc.i.ready)]
+            wiring.connect(m, acc.o, link.scores)
         m.d.comb += [link.cycles.eq(acc.cycles[:self._cfg.cycle_bits]),
                      self.busy.eq(link.busy | acc.busy),
                      self.frames.eq(acc.frames)]
