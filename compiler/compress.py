@@ -30,7 +30,9 @@ The passes, in order (each a function over a list of :class:`LayerPlan`, one per
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -50,7 +52,7 @@ from .qmodel import QConv, QFire, QModel
 
 __all__ = [
     "Target", "TARGETS", "LayerPlan", "METHOD_VERSION",
-    "optimal_clusters", "cluster_weights", "conv_nodes",
+    "optimal_clusters", "cluster_weights", "conv_nodes", "lookup_groups", "column_words",
     "read_shared_weights", "measure_sensitivity", "allocate_bits", "recluster",
     "match_channel_stats", "gptq_assign", "refit_codebook", "refit_gain_bias", "gptq_layer",
     "gptq_codebooks", "integerize", "qmodel_from_image", "image_report",
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 #: bump when the compression changes meaning, so cached images are not reused
-METHOD_VERSION = "compress-v3"
+METHOD_VERSION = "compress-v4"
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,11 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    # ECP5 LFE5U-85F: 208 EBR x 18 Kbit; keep 20 EBR for line buffers and FIFOs.
-    "ulx3s-85f": Target("ulx3s-85f", weight_bytes=400 * 1024, ebr_total=208, ebr_reserved=20),
+    # ECP5 LFE5U-85F: 208 EBR x 18 Kbit. 48 are not the streams': the engine's buffers and
+    # FIFOs (~35), the parameters (9), the central codebook (2), the host link (docs/boards.md).
+    # The engine's per-column stream memories (hw.config ulx3s-85f wstream_depth) are the
+    # binding limit; compress() checks them.
+    "ulx3s-85f": Target("ulx3s-85f", weight_bytes=390 * 1024, ebr_total=208, ebr_reserved=48),
 }
 
 #: code widths the allocator may choose
@@ -424,12 +429,25 @@ def layer_param_bits(p: LayerPlan, k: int, entry_bits: int, bias_bits: int) -> i
                                                      + wformat.SHIFT_BITS)
 
 
+def lookup_groups(plans: Sequence[LayerPlan]) -> list[list[int]]:
+    """Indices of ``plans`` grouped by the engine step that runs them: a Fire module's squeeze
+    and expands (``fireN/...``) share one lane lookup table, a plain convolution has its own."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(plans):
+        groups.setdefault(p.name.split("/")[0], []).append(i)
+    return list(groups.values())
+
+
 def allocate_bits(plans: list[LayerPlan], budget_bytes: int, target: Target,
                   entry_bits: int = DEFAULT_ENTRY_BITS, bias_bits: int = 24,
-                  k_choices: Sequence[int] = K_CHOICES, unit: int = 16) -> list[LayerPlan]:
+                  k_choices: Sequence[int] = K_CHOICES, unit: int = 16,
+                  lookup_depth: int | None = None) -> list[LayerPlan]:
     """Choose ``k`` per layer minimising ``sum(sensitivity * sse[k])`` subject to
-    stream bytes + parameter bytes <= ``budget_bytes`` and stream words within the target's
-    EBR (a multiple-choice knapsack solved by dynamic programming in ``unit``-byte steps).
+    stream bytes + parameter bytes <= ``budget_bytes``, stream words within the target's
+    EBR and, with ``lookup_depth``, the codebooks of each engine step (:func:`lookup_groups`:
+    ``sum(2**k)`` over a Fire module's three convolutions) within a lane's lookup table (a
+    multiple-choice knapsack over the steps, solved by dynamic programming in ``unit``-byte
+    steps).
 
     Needs :func:`measure_sensitivity` first. Raises ``ValueError`` if even the smallest ``k``
     everywhere does not fit. Returns new plans with ``k`` set (centroids are not yet updated).
@@ -441,46 +459,57 @@ def allocate_bits(plans: list[LayerPlan], budget_bytes: int, target: Target,
     best = np.full(cap + 1, inf)
     best[0] = 0.0
     words_best = np.zeros(cap + 1, np.int64)
-    choice = []
     # a floor on the sensitivities, so that spare bytes still go to the largest weight errors
     floor = 1e-3 * float(np.median([p.sensitivity for p in plans]) or 1.0)
-    for p in plans:
+
+    def option(p: LayerPlan, k: int) -> tuple[int, float, int]:
+        if k not in p.sse:
+            raise ValueError(f"layer {p.name!r}: no size for k={k}; run measure_sensitivity "
+                             f"first")
+        nbytes = (p.words[k] * target.word_bits
+                  + layer_param_bits(p, k, entry_bits, bias_bits)) / 8
+        return int(math.ceil(nbytes / unit)), (p.sensitivity + floor) * p.sse[k], p.words[k]
+
+    groups = lookup_groups(plans)
+    choice = []
+    for group in groups:
+        combos = [ks for ks in itertools.product(k_choices, repeat=len(group))
+                  if lookup_depth is None or sum(1 << k for k in ks) <= lookup_depth]
+        if not combos:
+            raise ValueError(f"{plans[group[0]].name.split('/')[0]}: no code widths "
+                             f"{tuple(k_choices)} keep its {len(group)} codebooks within "
+                             f"lookup_depth {lookup_depth} entries")
         nb = np.full(cap + 1, inf)
         nw = np.zeros(cap + 1, np.int64)
         ch = np.full(cap + 1, -1, np.int64)
-        for k in k_choices:
-            if k not in p.sse:
-                raise ValueError(f"layer {p.name!r}: no size for k={k}; run "
-                                 f"measure_sensitivity first")
-            nbytes = (p.words[k] * target.word_bits
-                      + layer_param_bits(p, k, entry_bits, bias_bits)) / 8
-            cost_units = int(math.ceil(nbytes / unit))
-            d = (p.sensitivity + floor) * p.sse[k]
+        for c, ks in enumerate(combos):
+            opts = [option(plans[i], k) for i, k in zip(group, ks, strict=True)]
+            cost_units = sum(o[0] for o in opts)
+            d = sum(o[1] for o in opts)
+            words = sum(o[2] for o in opts)
             if cost_units > cap:
                 continue
             cand = np.full(cap + 1, inf)
             cand[cost_units:] = best[:cap + 1 - cost_units] + d
             cw = np.zeros(cap + 1, np.int64)
-            cw[cost_units:] = words_best[:cap + 1 - cost_units] + p.words[k]
+            cw[cost_units:] = words_best[:cap + 1 - cost_units] + words
             cand[cw > max_words] = inf
             # prefer lower error, then fewer bits
             better = cand < nb
             nb = np.where(better, cand, nb)
             nw = np.where(better, cw, nw)
-            ch = np.where(better, k, ch)
-        choice.append(ch)
-        # remember where each state came from: store (k) and recover sizes on backtrack
+            ch = np.where(better, c, ch)
+        choice.append((combos, ch))
         best, words_best = nb, nw
     if not np.isfinite(best).any():
         raise ValueError(f"no code widths {tuple(k_choices)} fit {budget_bytes} bytes on "
                          f"{target.name}")
     s = int(np.argmin(best))
-    for p, ch in zip(reversed(plans), reversed(choice), strict=True):
-        k = int(ch[s])
-        p.k = k
-        nbytes = (p.words[k] * target.word_bits
-                  + layer_param_bits(p, k, entry_bits, bias_bits)) / 8
-        s -= int(math.ceil(nbytes / unit))
+    for group, (combos, ch) in zip(reversed(groups), reversed(choice), strict=True):
+        ks = combos[int(ch[s])]
+        for i, k in zip(group, ks, strict=True):
+            plans[i].k = k
+            s -= option(plans[i], k)[0]
     return plans
 
 
@@ -954,6 +983,20 @@ def image_report(data: bytes, target: Target | str) -> dict:
     }
 
 
+def column_words(graph: Graph, layers: list[wformat.CompressedLayer], cfg: AccelConfig
+                 ) -> list[int]:
+    """Words of each column's stream memory the engine of ``cfg`` needs for ``layers`` (the
+    layout of ``compiler/wstream_image.py``; its limits other than ``wstream_depth`` raise
+    ``ValueError`` as there, e.g. a Fire module's codebooks over ``lookup_depth``)."""
+    from . import wimage, wstream_image
+
+    qm = qmodel_from_image(layers, graph, cfg)
+    img = wstream_image.build_stream_image(
+        dataclasses.replace(cfg, wstream_depth=1 << 30), wimage.place_programs(cfg, qm),
+        wstream_image.codes_of_image(layers))
+    return [len(w) for w in img.words]
+
+
 # -- the driver ------------------------------------------------------------------------------------
 
 def _files_key(files: Sequence[Path]) -> bytes:
@@ -1030,14 +1073,21 @@ def compress(graph: Graph, calib_files: Sequence[Path], target: Target | str = "
     timings["sensitivity_s"] = time.perf_counter() - t
     act = _act_scales(graph, ranges, cfg)
     alloc_budget = budget
+    lookup = cfg.lookup_depth if cfg.weight_streams else None
     for _ in range(8):
-        chosen = recluster(allocate_bits(plans, alloc_budget, tgt, entry_bits))
+        chosen = recluster(allocate_bits(plans, alloc_budget, tgt, entry_bits,
+                                         lookup_depth=lookup))
         layers = integerize(graph, chosen, ranges, cfg, entry_bits)
         rep = image_report(wformat.write_image(layers, graph.source_sha256, tgt.word_bits), tgt)
-        if rep["weight_bytes"] <= budget and rep["weight_ebr"] <= tgt.ebr_max:
-            break
         # parameter bytes were estimated: tighten by the excess (plus bias-width slack)
-        alloc_budget -= rep["weight_bytes"] - budget + 64
+        excess = rep["weight_bytes"] - budget
+        if cfg.weight_streams:
+            # the allocator counts one stream; the engine's columns hold their own, unevenly
+            over = max(column_words(graph, layers, cfg)) - cfg.wstream_depth
+            excess = max(excess, over * cfg.pe_columns * cfg.wstream_word_bits // 8)
+        if excess <= 0 and rep["weight_ebr"] <= tgt.ebr_max:
+            break
+        alloc_budget -= max(excess, 0) + 64
     else:
         raise ValueError(f"could not fit {budget} bytes on {tgt.name}")
     _log(progress, "compress: bits " + " ".join(f"{p.name}:{p.k}" for p in chosen))
@@ -1065,13 +1115,17 @@ def compress(graph: Graph, calib_files: Sequence[Path], target: Target | str = "
     layers = integerize(graph, plans, ranges, cfg, entry_bits)
     data = wformat.write_image(layers, graph.source_sha256, tgt.word_bits)
     rep = image_report(data, tgt)
+    if cfg.weight_streams:
+        cols = column_words(graph, layers, cfg)
+        rep.update({"column_words": cols, "wstream_depth": cfg.wstream_depth})
+        rep["fits"] = rep["fits"] and max(cols) <= cfg.wstream_depth
     if rep["weight_bytes"] > budget:
         raise ValueError(f"compressed image is {rep['weight_bytes']} bytes, over the budget "
                          f"{budget} (bias widths grew after fine-tuning)")
     timings["total_s"] = time.perf_counter() - t0
     rep.update({"budget": budget, "method": method, "seed": seed, "config": cfg.name,
                 "calib_images": len(files), "timings": timings, "distill_history": history,
-                "gptq_error": gptq_err,
+                "gptq_error": gptq_err, "hardware": {f: getattr(cfg, f) for f in _HW_FIELDS},
                 "method_version": METHOD_VERSION})
     return data, rep
 
@@ -1081,10 +1135,21 @@ def _configs():
     return CONFIGS
 
 
+#: the fields of a target's configuration that shape its weight image (the stream layout)
+_HW_FIELDS = ("weight_streams", "pe_columns", "pe_lanes", "wstream_word_bits", "wstream_depth",
+              "wstream_kmax", "lookup_depth", "weight_bits")
+
+
+def _hw_key(tgt: Target) -> dict:
+    """The configuration fields (:data:`_HW_FIELDS`) the image of ``tgt`` was laid out for."""
+    cfg = get_config(_config_name(tgt))
+    return {f: getattr(cfg, f) for f in _HW_FIELDS}
+
+
 def _cache_key(graph: Graph, files: Sequence[Path], tgt: Target, budget: int, seed: int,
                use_torch: bool, distill_opts: dict | None, entry_bits: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"v": METHOD_VERSION, "model": graph.source_sha256,
+    h.update(json.dumps({"v": METHOD_VERSION, "model": graph.source_sha256, "hw": _hw_key(tgt),
                          "target": [tgt.name, tgt.weight_bytes, tgt.ebr_total, tgt.ebr_reserved,
                                     tgt.word_bits, tgt.ebr_bits],
                          "budget": budget, "seed": seed, "torch": use_torch,
@@ -1155,7 +1220,7 @@ def shipped_product(graph: Graph, target: Target | str, key: str | None = None
     if (rep.get("method_version") != METHOD_VERSION
             or rep.get("model_sha256") != graph.source_sha256
             or rep.get("target") != tgt.name or rep.get("weight_budget") != tgt.weight_bytes
-            or rep.get("ebr_available") != tgt.ebr_max
+            or rep.get("ebr_available") != tgt.ebr_max or rep.get("hardware") != _hw_key(tgt)
             or (key is not None and rep.get("cache_key") != key)):
         return None
     data = img.read_bytes()

@@ -155,6 +155,11 @@ class StreamImage:
     codebook: list[int]                # signed entries: the layers' blocks, one after another
     layers: list[StreamLayer] = field(default_factory=list)
 
+    @property
+    def stream_bytes(self) -> int:
+        """Bytes of the words the column stream memories hold (all columns)."""
+        return -(-sum(len(w) for w in self.words) * self.word_bits // 8)
+
     def codebook_rows(self, bits: int) -> list[int]:
         """The codebook entries as unsigned ``bits``-bit rows (two's complement), as a load
         beat carries them."""

@@ -246,11 +246,30 @@ CONFIGS: dict[str, AccelConfig] = {
         fmap_port_bytes=2,
         fmap_read_latency=10,
         fmap_memory="sdram",
-        # codebook entries of the compressed model are up to 16-bit signed (docs/numerics.md);
-        # an ECP5 multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
-        weight_bits=16,
+        # the compressor's codebook entries are 12-bit signed (compiler/compress.py); an ECP5
+        # multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
+        weight_bits=12,
+        # the product's largest bias needs 15 bits (docs/boards.md: 9 instead of 12 EBR)
+        bias_bits=18,
+        # 4 columns: what the 85F's distributed RAM holds (36 lane lookup tables of
+        # lookup_depth entries, the stream decoder, the engine) and what place and route closes
+        # timing on; 16 columns need 4x the tables (docs/boards.md, section 6)
+        pe_columns=4,
+        requant_units=4,
+        # 4 columns of 994 parameter rows in all
+        param_depth=1024,
+        # the row numbers of the 4-column layout (35,338 rows; with weight_streams the engine
+        # builds no weight memory, the rows only number the decoder's output)
+        weight_depth=36864,
         # the weights reach the column array from the compressed streams (docs/compression.md)
         weight_streams=True,
+        # 4 columns x 20 x 2 EBR (512 words of 72 bits): 160 of the 208 EBR for the streams,
+        # the compressor keeps every column within it (compiler/compress.py, column_words)
+        wstream_depth=10240,
+        # the blocks of 26 convolutions in 10 steps of at most 128 entries
+        codebook_depth=2048,
+        # a Fire module's three codebooks together (the compressor's allocation bounds them)
+        lookup_depth=128,
     ),
     # The smallest engine for the iCE40UP5K (5280 LUT4, 8 SB_MAC16, 30 EBR): 2 lanes x 1 column,
     # narrow numerics, buffers and limits sized for boards.accel's tiny Fire model; the feature

@@ -3,6 +3,8 @@ compiled model in its memories, and its status follows the memory and the classi
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from amaranth.sim import Simulator
 from test_top_amaranth import tiny_model
@@ -17,7 +19,8 @@ from hw.memport import MemPortSignature
 
 @pytest.fixture(scope="module")
 def compiled():
-    cfg = get_config("ulx3s-85f")
+    # the random tiny model's biases need more than the board's 18 bits (the product needs 15)
+    cfg = dataclasses.replace(get_config("ulx3s-85f"), bias_bits=32)
     # the ULX3S engine reads compressed weight streams: a model with few distinct weights
     qm = shared_weights(tiny_model(cfg), 0)
     img = wimage.build_image(cfg, qm)
@@ -61,7 +64,7 @@ def test_ulx3s_smoke_build_with_the_accelerator(compiled, tmp_path):
     tools run); the engine's 144 multipliers are in the netlist."""
     cfg, qm, img, sched = compiled
     board = get_board("ulx3s-85f")
-    top = board.top(classifier_factory(qm, img, sched))
+    top = board.top(classifier_factory(qm, img, sched), config=cfg)
     plan = board.platform().build(top, name="top", build_dir=tmp_path, do_build=False)
     rtlil = plan.files["top.il"]
     assert "EHXPLLL" in rtlil

@@ -12,6 +12,7 @@ import pytest
 from test_compress import TINY, make_images, make_model
 
 from compiler import api, compress, wformat
+from hw.config import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -40,8 +41,15 @@ def test_shipped_product_is_in_the_package_and_consistent():
     assert rep["image_sha256"] == wformat.image_sha256(data)
     assert rep["model_sha256"] == DC_SHA and rep["method_version"] == compress.METHOD_VERSION
     assert rep["seed"] == compress.SHIPPED_SEED and rep["method"] == "gptq+distill"
-    assert rep["calib_images"] == 200 and rep["budget"] == 409_600
-    assert rep["fits"] and rep["weight_bytes"] <= 409_600 and rep["weight_ebr"] <= 188
+    tgt = compress.get_target("ulx3s-85f")
+    assert rep["calib_images"] == 200 and rep["budget"] == tgt.weight_bytes
+    assert rep["fits"] and rep["weight_bytes"] <= tgt.weight_bytes
+    assert rep["weight_ebr"] <= tgt.ebr_max
+    # every column of the engine's stream memories holds its share (hw.config ulx3s-85f)
+    cfg = get_config("ulx3s-85f")
+    assert len(rep["column_words"]) == cfg.pe_columns
+    assert max(rep["column_words"]) <= cfg.wstream_depth == rep["wstream_depth"]
+    assert rep["hardware"]["lookup_depth"] == cfg.lookup_depth
     layers, header = wformat.read_image(data)
     assert header["model_sha256"] == DC_SHA and len(layers) == 26
     # the report describes exactly this image

@@ -270,6 +270,26 @@ def test_budget_is_respected_and_more_bytes_buy_more_bits(tiny):
         compress.allocate_bits(plans, 100, TINY)
 
 
+def test_a_fire_modules_codebooks_fit_the_lookup_table(tiny):
+    """With ``lookup_depth`` the three codebooks of each Fire module together fit a lane's table
+    (``sum(2**k) <= lookup_depth``); without it the same budget spends more entries."""
+    _, _, graph, files = tiny
+    big = compress.Target("big", weight_bytes=10_000, ebr_total=10, ebr_reserved=0)
+    plans = compress.measure_sensitivity(graph, compress.read_shared_weights(graph),
+                                         [load_image(f, (32, 32)) for f in files[:2]])
+    groups = compress.lookup_groups(plans)
+    assert [[plans[i].name for i in g] for g in groups if len(g) > 1] == [
+        [f"{f}/squeeze1x1", f"{f}/expand1x1", f"{f}/expand3x3"] for f in ("fire2",)]
+    free = compress.allocate_bits(plans, big.weight_bytes, big)
+    need = max(sum(1 << free[i].k for i in g) for g in groups)
+    assert need > 16          # lossless wants more than the table below holds
+    bound = compress.allocate_bits(plans, big.weight_bytes, big, lookup_depth=16)
+    assert all(sum(1 << bound[i].k for i in g) <= 16 for g in groups)
+    assert sum(p.sse[p.k] for p in bound) > sum(p.sse[p.k] for p in free)
+    with pytest.raises(ValueError, match=r"fire2: no code widths .* lookup_depth 8 "):
+        compress.allocate_bits(plans, big.weight_bytes, big, lookup_depth=8)
+
+
 def test_lossless_when_the_budget_allows(tiny):
     _, _, graph, files = tiny
     big = compress.Target("big", weight_bytes=10_000, ebr_total=10, ebr_reserved=0)

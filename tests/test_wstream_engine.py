@@ -6,6 +6,7 @@ model over a whole tiny network (several layers: the decoder's contexts restart 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -97,6 +98,9 @@ def test_real_product_streams_exact_every_layer():
     progs = wimage.place_programs(cfg, qm)
     img = wsi.build_stream_image(cfg, progs, codes)
     assert len(img.layers) == len(progs) == 10
+    # the compressor laid the image out for exactly these column memories
+    rep = json.loads(IMAGE.with_suffix(".json").read_text())
+    assert [len(w) for w in img.words] == rep["column_words"]
     for i, p in enumerate(progs):
         got = wsi.decode_layer_rows(cfg, img, i)
         parts = ([(0, p.squeeze)] if p.squeeze is not None else []) + \
