@@ -18,6 +18,7 @@ dense int8 elsewhere) and refuses it before synthesis, naming the bytes needed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -83,28 +84,38 @@ def _accel_top(board, args):
               f"{config.name!r}: {exc}", file=sys.stderr)
         return None
     top = board.top(classifier_factory(qm, image, sched), config=config)
+    if image.streams is not None:
+        st = image.streams
+        weight_bytes = (st.stream_bytes + -(-len(st.codebook) * config.weight_bits // 8)
+                        + image.param_bytes)
+        form = (f"compressed: {st.stream_bytes:,} bytes of streams in {len(st.words)} columns "
+                f"(at most {max(len(w) for w in st.words):,} of {config.wstream_depth:,} words "
+                f"each), {len(st.codebook)} codebook entries")
+    else:
+        weight_bytes = image.weight_bytes + image.param_bytes
+        form = f"{len(image.weight_rows)} weight rows"
     print(f"model: {Path(model).name}, input {tuple(int(v) for v in qm.input_shape)}, "
-          f"{len(sched.entries)} steps, weights {image.weight_bytes + image.param_bytes:,} bytes "
-          f"({len(image.weight_rows)} weight rows), feature maps {sched.fmap_bytes:,} bytes")
-    return top
+          f"{len(sched.entries)} steps, weights {weight_bytes:,} bytes ({form}), feature maps "
+          f"{sched.fmap_bytes:,} bytes")
+    return top, {"model": str(model), "weight_bytes": int(weight_bytes)}
 
 
 def _build(args) -> int:
     board = get_board(args.board)
     build_dir = Path(args.build_dir or f"build/{board.name}")
     design = args.design or board.default_design
-    if design == "accel":
-        top = _accel_top(board, args)
-        if top is None:
-            return 2
-    else:
-        top = board.top()
-    config = top.config
-    if args.model and design == "memtest":
+    check = {}
+    if args.model and board.weight_capacity_bytes:
+        # the weight image must fit the block RAM the board gives it: refused before any tool
+        config = board.config()
         try:
             check = weight_image_check(board, config, args.model)
-        except (FileNotFoundError, ValueError) as exc:
+        except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:
+            print(f"error: {Path(args.model).name} does not compile for configuration "
+                  f"{config.name!r}: {exc}", file=sys.stderr)
             return 2
         if not check["fits_weights"]:
             print(f"REFUSED before synthesis: {Path(args.model).name} needs "
@@ -117,15 +128,25 @@ def _build(args) -> int:
                     "error": "weight image does not fit the block RAM"}, indent=2) + "\n")
             return 1
         print(f"weights: {check['weight_bytes']:,} of {check['weight_capacity']:,} bytes "
-              f"({check['weight_format']}); note: the board build is still the bring-up "
-              f"design, which does not carry the model yet")
+              f"({check['weight_format']})"
+              + ("; note: the memory test does not carry the model" if design == "memtest"
+                 else ""))
+    carried = {}
+    if design == "accel":
+        made = _accel_top(board, args)
+        if made is None:
+            return 2
+        top, carried = made
+    else:
+        top = board.top()
+    config = top.config
     print(f"Building {board.description}: {type(top.design).__name__} at "
           f"{config.clk_hz / 1e6:g} MHz (configuration {config.name!r}) in {build_dir}")
     try:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
                            resources=board.resources, bitstream_ext=board.bitstream_ext,
-                           synth_opts=board.synth_opts)
+                           synth_opts=board.synth_opts, nextpnr_opts=board.nextpnr_opts)
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         if args.json:
@@ -133,6 +154,7 @@ def _build(args) -> int:
                 "board": board.name, "fits": False, "timing_met": False, "error": str(exc),
             }, indent=2) + "\n")
         return 1
+    report = dataclasses.replace(report, **carried)
     if args.json:
         Path(args.json).write_text(report.to_json())
     print(f"fits: {report.fits}   timing met: {report.timing_met}   fmax: {report.fmax_mhz} "

@@ -49,29 +49,38 @@ def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
     """``(qmodel, image, schedule)`` of the ONNX model ``path`` for ``config`` (with
     ``weight_streams``, ``image.streams`` holds the compressed weight path's memories).
 
-    Calibrated on ``n_inputs`` random mean-subtracted images (seeded), not on photos: enough to
-    set the integer ranges of a board build without the calibration image folder. Raises
-    ``ValueError`` (``compiler.ir.IRError``) when the model exceeds the configuration.
+    A shared-weight model (Deep Compression) on a configuration that is a compression target
+    (``ulx3s-85f``) is the compressed model the board carries, exactly what ``python -m sim.run
+    --config`` simulates (``compiler.api.carried_model``: the shipped product, no images
+    needed). Any other model is calibrated on ``n_inputs`` random mean-subtracted images
+    (seeded), not on photos: enough to set the integer ranges of a board build without the
+    calibration image folder. Raises ``ValueError`` (``compiler.ir.IRError``) when the model
+    exceeds the configuration.
     """
     import numpy as np
 
     from compiler import quant, schedule, wimage
-    from compiler.api import import_model
+    from compiler.api import carried_model, import_model, stream_image
+    from compiler.compress import TARGETS, check_shared_weight_model
 
     graph = import_model(path)
-    rng = np.random.default_rng(seed)
-    xs = [rng.integers(-123, 152, graph.input_shape) for _ in range(n_inputs)]
-    qm = quant.quantize(graph, quant.calibrate(graph, xs, len(xs)), config)
+    report = None
+    try:
+        if config.name not in TARGETS:
+            raise ValueError("not a compression target")
+        check_shared_weight_model(graph, path)
+    except ValueError:
+        rng = np.random.default_rng(seed)
+        xs = [rng.integers(-123, 152, graph.input_shape) for _ in range(n_inputs)]
+        qm = quant.quantize(graph, quant.calibrate(graph, xs, len(xs)), config)
+    else:
+        qm, report = carried_model(path, config)
     image = wimage.build_image(config, qm)
     if config.weight_streams:
-        # the engine reads compressed streams: codebooks of the layers' distinct weights
-        # (ValueError for a layer with more than 2**wstream_kmax - 1 of them, or whose
-        # codebooks together exceed the lane tables' lookup_depth entries)
-        from compiler import wstream_image
-
-        image.streams = wstream_image.build_stream_image(
-            config, wimage.place_programs(config, qm),
-            wstream_image.codes_of_model(qm, config.wstream_kmax))
+        # the engine reads compressed streams: the compressor's codebooks, or those of the
+        # layers' distinct weights (ValueError for a layer with more than 2**wstream_kmax - 1
+        # of them, or whose codebooks together exceed the lane tables' lookup_depth entries)
+        image.streams = stream_image(config, qm, report)
     return qm, image, schedule.build_schedule(config, qm)
 
 

@@ -502,6 +502,11 @@ class BuildReport:
     ebr: int | None
     bitstream: str | None
     build_s: float
+    #: block-RAM bytes of the weights the design carries (streams, codebooks and parameters
+    #: when compressed; dense rows and parameters otherwise; 0 for the memory test)
+    weight_bytes: int = 0
+    #: the model the design carries (None: the memory test)
+    model: str | None = None
     steps: dict = dataclasses.field(default_factory=dict)
     utilization: dict = dataclasses.field(default_factory=dict)
     clocks: dict = dataclasses.field(default_factory=dict)
@@ -560,7 +565,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: float,
               resources: Callable[[dict, dict], dict], bitstream_ext: str,
-              synth_opts: str = "", progress=print) -> BuildReport:
+              synth_opts: str = "", nextpnr_opts: str = "", progress=print) -> BuildReport:
     """Synthesise, place and route, and pack ``top`` for ``platform`` in ``build_dir``.
 
     Amaranth writes the files and the command list; each command then runs here, with a
@@ -569,7 +574,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     design that misses timing still gives a report (``timing_met`` false). ``resources(util,
     cells)`` maps nextpnr's utilisation and yosys's cell counts to ``luts``, ``ffs``, ``mult18``
     and ``ebr``; ``synth_opts``: extra options of yosys's ``synth_*`` command (``-dsp`` on the
-    iCE40UP5K). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
+    iCE40UP5K); ``nextpnr_opts``: extra options of nextpnr (``--router router2`` on the
+    ECP5). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
     """
     from sim.toolchain import yowasp_env
 
@@ -582,7 +588,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     t0 = time.monotonic()
     extra = {"synth_opts": synth_opts} if synth_opts else {}
     plan = platform.prepare(top, name=name,
-                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail",
+                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail "
+                                         f"{nextpnr_opts}".strip(),
                             **extra)
     plan.extract(build_dir)
     steps["elaborate"] = round(time.monotonic() - t0, 1)
@@ -660,6 +667,8 @@ class Board:
     config: Callable[[], AccelConfig] | None = None
     #: extra options of yosys's ``synth_*`` command (:func:`run_build`)
     synth_opts: str = ""
+    #: extra options of nextpnr (:func:`run_build`)
+    nextpnr_opts: str = ""
 
     def program_command(self, bitstream) -> list[str] | None:
         """The command that loads ``bitstream`` with the first installed tool, or None."""

@@ -22,6 +22,8 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
+from compiler.api import DEFAULT_MODELS
+from compiler.compress import TARGETS
 from hw.config import AccelConfig, get_config
 from hw.memport import MemPortSignature
 from hw.sdram import SDRAMController, SDRAMParams, SDRAMPinsSignature
@@ -275,9 +277,14 @@ BOARD = Board(
     program=(("openFPGALoader", ("-b", "ulx3s", "{bitstream}")),),
     install_hint="openFPGALoader: apt install openfpgaloader, or the OSS CAD Suite "
                  "(https://github.com/YosysHQ/oss-cad-suite-build)",
-    # 188 of the 208 EBR (20 kept for the engine's buffers): the compress target's budget
-    weight_capacity_bytes=400 * 1024,
+    # the compress target's budget (streams and parameters; compiler/compress.py TARGETS)
+    weight_capacity_bytes=TARGETS["ulx3s-85f"].weight_bytes,
     weight_target="ulx3s-85f",
-    # the accelerator (--design accel) with --model: dense weights only, until the decoder
+    # the accelerator carrying the compressed Deep-Compression SqueezeNet v1.0
+    default_design="accel",
+    default_model=str(DEFAULT_MODELS["ulx3s-85f"]),
     config=lambda: get_config("ulx3s-85f"),
+    # router2 routes the 4-column accelerator in ~2 minutes where router1 had not converged
+    # after 21 (docs/boards.md, section 6)
+    nextpnr_opts="--router router2",
 )

@@ -26,7 +26,7 @@ from .qmodel import QModel
 
 __all__ = ["DATA", "DEFAULT_MODEL", "DEFAULT_MODELS", "default_model", "DEFAULT_IMAGE",
            "DEFAULT_CALIB_DIR", "cache_dir", "import_model", "calibration_files", "load_ranges",
-           "load_model", "softmax_top"]
+           "load_model", "carried_model", "stream_image", "softmax_top"]
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL = DATA / "squeezenet1.1.onnx"
@@ -137,6 +137,31 @@ def load_model(path: str | Path = DEFAULT_MODEL, *, calib_dir: str | Path | None
     graph = import_model(path)
     ranges = load_ranges(graph, calib_dir, progress=progress)
     return quant.quantize(graph, ranges, cfg)
+
+
+def carried_model(path: str | Path, cfg: AccelConfig) -> tuple[QModel, dict | None]:
+    """``(qmodel, report)``: the integer model ``cfg``'s hardware carries. For a configuration
+    that is also a compression target (``ulx3s-85f``) the compressed model
+    (``compiler.compress.load_target_model``: shared codebooks in the board's block RAM) and the
+    compressor's report, else int8 (:func:`load_model`) and None."""
+    from .compress import TARGETS, load_target_model
+    if cfg.name in TARGETS:
+        return load_target_model(path, cfg.name)
+    return load_model(path, config=cfg), None
+
+
+def stream_image(cfg: AccelConfig, qm: QModel, report: dict | None = None):
+    """The compressed weight path's memories (``compiler/wstream_image.py``) for ``qm``: the
+    codebooks and indices of the compressed weight image the compressor's ``report`` names,
+    else the distinct weights of ``qm`` (``ValueError`` if a layer has too many)."""
+    from . import wformat, wimage, wstream_image
+
+    if report and report.get("image_path"):
+        layers, _ = wformat.read_image(Path(report["image_path"]).read_bytes())
+        codes = wstream_image.codes_of_image(layers)
+    else:
+        codes = wstream_image.codes_of_model(qm, cfg.wstream_kmax)
+    return wstream_image.build_stream_image(cfg, wimage.place_programs(cfg, qm), codes)
 
 
 def softmax_top(qm: QModel, scores: np.ndarray, k: int = 5) -> list[tuple[int, float]]:

@@ -90,21 +90,11 @@ def default_model(cfg: AccelConfig) -> Path:
     return _default(cfg)
 
 
-def _load_qmodel(model: Path, cfg: AccelConfig):
-    """``(qmodel, report)``: the integer model ``cfg``'s hardware carries: for ``ulx3s-85f``
-    the compressed model (shared codebooks under the board's byte budget,
-    ``compiler/compress.py``) and the compressor's report, else int8 and None."""
-    if cfg.name == "ulx3s-85f":
-        from compiler.compress import load_target_model
-        return load_target_model(model, cfg.name)
-    from compiler.api import load_model
-    return load_model(model, config=cfg), None
-
-
 def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compiled:
     """Quantise ``model`` for ``cfg`` and lower it to a weight image and a schedule (cached by
     the content of the model, the compiler and the configuration)."""
     from compiler import schedule, wimage
+    from compiler.api import carried_model, stream_image
 
     model = Path(model)
     if not model.is_file():
@@ -115,7 +105,7 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
             return pickle.load(f)
     if progress:
         print(f"compiling {model.name} for {cfg.name} ...", file=sys.stderr, flush=True)
-    qm, report = _load_qmodel(model, cfg)
+    qm, report = carried_model(model, cfg)
     img = wimage.build_image(cfg, qm)
     if cfg.weight_streams:
         img.streams = stream_image(cfg, qm, report)
@@ -127,20 +117,6 @@ def compile_model(model, cfg: AccelConfig, *, progress: bool = False) -> Compile
         pickle.dump(result, f)
     tmp.replace(path)
     return result
-
-
-def stream_image(cfg: AccelConfig, qm, report: dict | None):
-    """The compressed weight path's memories (``compiler/wstream_image.py``) for ``qm``: the
-    codebooks and indices of the compressed weight image the compressor's ``report`` names,
-    else the distinct weights of ``qm`` (``ValueError`` if a layer has too many)."""
-    from compiler import wformat, wimage, wstream_image
-
-    if report and report.get("image_path"):
-        layers, _ = wformat.read_image(Path(report["image_path"]).read_bytes())
-        codes = wstream_image.codes_of_image(layers)
-    else:
-        codes = wstream_image.codes_of_model(qm, cfg.wstream_kmax)
-    return wstream_image.build_stream_image(cfg, wimage.place_programs(cfg, qm), codes)
 
 
 # -- building the simulator ----------------------------------------------------------------------
