@@ -1,18 +1,20 @@
 """``python -m boards``: build a board's bitstream, load it, talk to the bring-up design.
 
     python -m boards build ulx3s-85f [--model M.onnx] [--json report.json] [--build-dir DIR]
-                                     [--program]
+                                     [--clock-mhz F] [--program]
     python -m boards build icebreaker [--design accel|memtest] [--model M.onnx] ...
     python -m boards memtest --port /dev/ttyUSB0 [--words N]
 
 ``build`` exits with 1 when a tool fails, the design does not fit or it misses timing (the
-JSON report is written in every case), with 2 when the model cannot be used, with 3 when
-``--program`` finds no programming tool. ``--design`` chooses what goes on the board: the
-accelerator (``accel``, the iCEBreaker's default: :mod:`boards.accel`, carrying ``--model`` or
-the board's default model, compiled for the board's configuration) or the bring-up memory test
-(``memtest``, the ULX3S's default). With the memory test, ``--model`` only checks that the
-model's weight image fits the block RAM the board gives the weights (compressed for the ULX3S,
-dense int8 elsewhere) and refuses it before synthesis, naming the bytes needed and available.
+JSON report is written in every case), with 2 when the model or the clock cannot be used, with 3
+when ``--program`` finds no programming tool. ``--design`` chooses what goes on the board: the
+accelerator (``accel``, the default: :mod:`boards.accel`, carrying ``--model`` or the board's
+default model, compiled for the board's configuration) or the bring-up memory test
+(``memtest``). With ``--model`` the build first checks that the model's weight image fits the
+block RAM the board gives the weights (compressed for the ULX3S, dense int8 elsewhere) and
+refuses it before synthesis, naming the bytes needed and available. ``--clock-mhz`` builds the
+same design for another system clock (the timing target; PLL, UART divisor and SDRAM timings
+are derived from it).
 """
 
 from __future__ import annotations
@@ -56,17 +58,13 @@ def weight_image_check(board, config, model) -> dict:
             "fits_weights": need <= board.weight_capacity_bytes}
 
 
-def _accel_top(board, args):
-    """The board's top level with the accelerator carrying ``--model`` (or the board's default
-    model); None (after an error message) when the model cannot be used."""
+def _accel_top(board, args, config):
+    """The board's top level with the accelerator of ``config`` carrying ``--model`` (or the
+    board's default model); None (after an error message) when the model cannot be used."""
     from compiler.ir import IRError
 
     from .accel import classifier_factory, compile_model
 
-    if board.config is None:
-        print(f"error: {board.name} has no accelerator design yet; use --design memtest",
-              file=sys.stderr)
-        return None
     if args.model is None and board.default_model is None:
         print(f"error: {board.name} carries no default model yet (the compressed SqueezeNet "
               f"needs the weight decoder, docs/compression.md); give --model with a model whose "
@@ -76,7 +74,6 @@ def _accel_top(board, args):
     if not Path(model).is_file():
         print(f"error: model file {str(model)!r} does not exist", file=sys.stderr)
         return None
-    config = board.config()
     try:
         qm, image, sched = compile_model(model, config)
     except (IRError, ValueError) as exc:
@@ -104,10 +101,17 @@ def _build(args) -> int:
     board = get_board(args.board)
     build_dir = Path(args.build_dir or f"build/{board.name}")
     design = args.design or board.default_design
+    if board.config is None and (design == "accel" or args.clock_mhz):
+        print(f"error: {board.name} has no accelerator design yet; use --design memtest",
+              file=sys.stderr)
+        return 2
+    config = board.config() if board.config is not None else None
+    if args.clock_mhz:
+        # the same design at another system clock (PLL, UART divisor, SDRAM timings follow)
+        config = dataclasses.replace(config, clk_hz=round(args.clock_mhz * 1e6))
     check = {}
     if args.model and board.weight_capacity_bytes:
         # the weight image must fit the block RAM the board gives it: refused before any tool
-        config = board.config()
         try:
             check = weight_image_check(board, config, args.model)
         except FileNotFoundError as exc:
@@ -132,13 +136,17 @@ def _build(args) -> int:
               + ("; note: the memory test does not carry the model" if design == "memtest"
                  else ""))
     carried = {}
-    if design == "accel":
-        made = _accel_top(board, args)
-        if made is None:
-            return 2
-        top, carried = made
-    else:
-        top = board.top()
+    try:
+        if design == "accel":
+            made = _accel_top(board, args, config)
+            if made is None:
+                return 2
+            top, carried = made
+        else:
+            top = board.top() if config is None else board.top(config=config)
+    except ValueError as exc:     # a clock the PLL, the UART or the SDRAM cannot have
+        print(f"error: {board.name} at {config.clk_hz / 1e6:g} MHz: {exc}", file=sys.stderr)
+        return 2
     config = top.config
     print(f"Building {board.description}: {type(top.design).__name__} at "
           f"{config.clk_hz / 1e6:g} MHz (configuration {config.name!r}) in {build_dir}")
@@ -215,6 +223,9 @@ def main(argv=None) -> int:
                        "test, a model whose weight image must fit the board's block RAM "
                        "(checked before synthesis)")
     build.add_argument("--build-dir", help="build folder (default build/BOARD)")
+    build.add_argument("--clock-mhz", type=float, default=None,
+                       help="system clock in MHz instead of the configuration's (the timing "
+                            "target; the PLL, UART divisor and SDRAM timings follow)")
     build.add_argument("--program", action="store_true",
                        help="load the bitstream with openFPGALoader (or iceprog)")
     memtest = sub.add_parser("memtest", help="run the bring-up memory test on a board")

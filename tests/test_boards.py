@@ -668,3 +668,29 @@ def test_oversized_weight_image_is_refused_before_synthesis(tmp_path, capsys):
                             DATA / "squeezenet1.0-deepcompression.onnx")
     assert ok["fits_weights"] and ok["weight_bytes"] <= board.weight_capacity_bytes
     assert ok["weight_format"].startswith("compressed")
+
+
+def test_build_at_another_clock_is_checked_before_synthesis(tmp_path, capsys):
+    """``--clock-mhz``: a clock the SDRAM chip (133 MHz at most) or the UART (3 Mbaud needs
+    enough clocks per bit) cannot have stops the build before any tool runs (exit 2, naming
+    the clock); an accepted one reaches the PLL and the UART divisor."""
+    import dataclasses
+
+    from boards.__main__ import main
+    from boards.accel import TINY_MODEL, classifier_factory, compile_model
+    from hw.config import get_config
+
+    build_dir = tmp_path / "build"
+    assert main(["build", "ulx3s-85f", "--design", "memtest", "--clock-mhz", "150",
+                 "--build-dir", str(build_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "ulx3s-85f at 150 MHz" in err and "133000000" in err
+    assert main(["build", "icebreaker", "--clock-mhz", "5", "--build-dir", str(build_dir)]) == 2
+    assert "icebreaker at 5 MHz" in capsys.readouterr().err
+    assert not build_dir.exists()
+    board = get_board("ulx3s-85f")
+    cfg = dataclasses.replace(get_config("ulx3s-85f"), clk_hz=50_000_000, weight_streams=False,
+                              bias_bits=32)
+    top = board.top(classifier_factory(*compile_model(TINY_MODEL, cfg)), config=cfg)
+    assert top.pll.f_out == 50e6 and top.config.clk_hz == 50_000_000
+    assert top.design.classifier.divisor == 17        # 3 Mbaud at 50 MHz, 2% off
