@@ -61,20 +61,16 @@ def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
 
     from compiler import quant, schedule, wimage
     from compiler.api import carried_model, import_model, stream_image
-    from compiler.compress import TARGETS, check_shared_weight_model
+    from compiler.compress import TARGETS
 
     graph = import_model(path)
     report = None
-    try:
-        if config.name not in TARGETS:
-            raise ValueError("not a compression target")
-        check_shared_weight_model(graph, path)
-    except ValueError:
+    if config.name in TARGETS and _shared_weights(graph, path):
+        qm, report = carried_model(path, config)
+    else:
         rng = np.random.default_rng(seed)
         xs = [rng.integers(-123, 152, graph.input_shape) for _ in range(n_inputs)]
         qm = quant.quantize(graph, quant.calibrate(graph, xs, len(xs)), config)
-    else:
-        qm, report = carried_model(path, config)
     image = wimage.build_image(config, qm)
     if config.weight_streams:
         # the engine reads compressed streams: the compressor's codebooks, or those of the
@@ -82,6 +78,17 @@ def compile_model(path, config: AccelConfig, *, seed: int = CALIBRATION_SEED,
         # of them, or whose codebooks together exceed the lane tables' lookup_depth entries)
         image.streams = stream_image(config, qm, report)
     return qm, image, schedule.build_schedule(config, qm)
+
+
+def _shared_weights(graph, path) -> bool:
+    """Whether ``graph`` is a shared-weight (Deep-Compression) model the compressor takes."""
+    from compiler.compress import check_shared_weight_model
+
+    try:
+        check_shared_weight_model(graph, path)
+    except ValueError:
+        return False
+    return True
 
 
 class BoardClassifier(wiring.Component):

@@ -69,3 +69,24 @@ def test_ulx3s_smoke_build_with_the_accelerator(compiled, tmp_path):
     rtlil = plan.files["top.il"]
     assert "EHXPLLL" in rtlil
     assert rtlil.count("cell $mul ") >= cfg.pe_columns * cfg.pe_lanes
+
+
+def test_the_board_carries_what_the_simulator_verified():
+    """``boards build ulx3s-85f`` compiles the default model exactly as ``sim.run --config
+    ulx3s-85f`` does: the compressed product, the same stream, codebook and descriptor
+    memories, the same parameters and schedule."""
+    import sim.run as simrun
+    from boards.accel import compile_model
+    from compiler.api import default_model
+
+    cfg = get_config("ulx3s-85f")
+    board = get_board("ulx3s-85f")
+    assert board.default_design == "accel" and board.default_model == str(default_model(cfg))
+    qm, img, sched = compile_model(board.default_model, cfg)
+    comp = simrun.compile_model(board.default_model, cfg)
+    assert img.streams.words == comp.image.streams.words
+    assert img.streams.codebook == comp.image.streams.codebook
+    assert img.streams.desc_rows == comp.image.streams.desc_rows
+    assert img.bias_rows == comp.image.bias_rows and img.requant_rows == comp.image.requant_rows
+    assert sched.entries == comp.schedule.entries
+    assert max(len(w) for w in img.streams.words) <= cfg.wstream_depth
