@@ -154,7 +154,8 @@ def _build(args) -> int:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
                            resources=board.resources, bitstream_ext=board.bitstream_ext,
-                           synth_opts=board.synth_opts, nextpnr_opts=board.nextpnr_opts)
+                           synth_opts=board.synth_opts,
+                           nextpnr_opts=board.nextpnr_opts if design == "accel" else "")
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         if args.json:

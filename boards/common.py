@@ -667,7 +667,8 @@ class Board:
     config: Callable[[], AccelConfig] | None = None
     #: extra options of yosys's ``synth_*`` command (:func:`run_build`)
     synth_opts: str = ""
-    #: extra options of nextpnr (:func:`run_build`)
+    #: extra options of nextpnr (:func:`run_build`) for the accelerator design (the small
+    #: bring-up design keeps nextpnr's defaults)
     nextpnr_opts: str = ""
 
     def program_command(self, bitstream) -> list[str] | None:

@@ -217,12 +217,13 @@ class ULX3STop(Elaboratable):
         # the synchronised reset reaches every flip-flop of the design: through the fabric it
         # was the whole design's critical path (16 ns of routing across the 85F), so it goes
         # through a global buffer (DCCA) onto one of the global networks that reach the slices'
-        # LSR inputs; the synchroniser has a domain of its own on the same clock
+        # LSR inputs; the synchroniser has a domain of its own on the same clock. No CE: nextpnr
+        # keeps a DCCA with a CE off the centre DCCs, and one product build (b2 in
+        # docs/boards.md) then failed to route the fabric to the edge DCC's input
         m.domains.reset_sync = rsync = ClockDomain("reset_sync")
         m.d.comb += rsync.clk.eq(pll.clkop)
         m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="reset_sync")
-        m.submodules.reset_global = Instance("DCCA", i_CLKI=rsync.rst, i_CE=1,
-                                             o_CLKO=sync.rst)
+        m.submodules.reset_global = Instance("DCCA", i_CLKI=rsync.rst, o_CLKO=sync.rst)
         platform.add_clock_constraint(pll.clkop, self._pll.f_out)
         platform.add_clock_constraint(pll.clkos, self._pll.f_out)
 
@@ -284,7 +285,8 @@ BOARD = Board(
     default_design="accel",
     default_model=str(DEFAULT_MODELS["ulx3s-85f"]),
     config=lambda: get_config("ulx3s-85f"),
-    # router2 routes the 4-column accelerator in ~2 minutes where router1 had not converged
-    # after 21 (docs/boards.md, section 6)
-    nextpnr_opts="--router router2",
+    # the accelerator: router2 routes it in ~4 minutes where router1 had not converged after
+    # 21 (16 columns); its timing-driven rip-up (measured on the memory test: router2 89.5 MHz,
+    # with --tmg-ripup 100.4, router1 107.3; docs/boards.md, section 6)
+    nextpnr_opts="--router router2 --tmg-ripup",
 )
