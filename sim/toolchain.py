@@ -58,6 +58,9 @@ LINT_FLAGS: tuple[str, ...] = (
     "-Wno-UNUSED",
     # Every Amaranth register is declared with its ``init=`` value and written in a process.
     "-Wno-PROCASSINIT",
+    # Zero-width signals of amaranth.lib come out as ``wire [-1:0]`` (a one-entry FIFO's
+    # addresses, e.g. the two-entry SyncFIFOBuffered slices of hw/soc.py).
+    "-Wno-ASCRANGE",
     # One file holds the whole hierarchy, named after the top module or not at all.
     "-Wno-DECLFILENAME",
     # ``m.Switch`` without a default emits a ``casez`` that lists only the given cases.

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from wstream_support import fire_contexts
 
 from compiler.wstreams import DENSE, MASK, Segment, encode_context, max_record_bits
+from hw.config import get_config
 from hw.wdecode import ColumnStreamDecoder
 
 LANES = 9
@@ -184,13 +185,16 @@ def test_random_geometry_exact(seed):
     check_rows(got, cfg)
 
 
-def test_real_fire_expand_c16_exact_and_rate():
-    """fire2's expand context (expand 1x1 DENSE k=7, expand 3x3 MASK k=6) and its squeeze
-    context on the real geometry: C=16, W=72, kmax=7; 3 wraps at full rate."""
+def test_real_fire_expand_exact_and_rate():
+    """fire2's expand context (expand 1x1 DENSE, expand 3x3 MASK, the product's code widths)
+    and its squeeze context on the real geometry (``ulx3s-85f``: its columns, 72-bit words,
+    kmax 7); 3 wraps at full rate."""
+    cfg = get_config("ulx3s-85f")
     squeeze, expand = fire_contexts("fire2")
-    lay = Layout([expand, squeeze], 16, 72)
-    assert max_record_bits(expand) <= 72 and max_record_bits(squeeze) <= 72
-    dut = decoder(lay, 7)
+    wb = cfg.wstream_word_bits
+    lay = Layout([expand, squeeze], cfg.pe_columns, wb)
+    assert max_record_bits(expand) <= wb and max_record_bits(squeeze) <= wb
+    dut = decoder(lay, cfg.wstream_kmax)
     cfg = lay.cfg[0]
     n = 3 * cfg["n_rows"]
     res = {}

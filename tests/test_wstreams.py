@@ -16,6 +16,7 @@ from compiler.wstreams import (
     max_record_bits,
     record_bits,
 )
+from hw.config import get_config
 
 
 def random_segments(rng, cols, lanes, nseg, density, modes=(DENSE, MASK), rows=(1, 6)):
@@ -92,8 +93,9 @@ def test_errors_name_the_problem():
 @pytest.mark.parametrize("fire", ["fire2", "fire9"])
 def test_roundtrip_real_fire(fire):
     squeeze, expand = fire_contexts(fire)
+    cfg = get_config("ulx3s-85f")
     for segs in (squeeze, expand):
-        words = roundtrip(segs, 16, 9, 72)
+        words = roundtrip(segs, cfg.pe_columns, cfg.pe_lanes, cfg.wstream_word_bits)
         assert all(len(w) > 0 for w in words)
     # the bitmask expand 3x3 compresses: fewer bits than dense codes
     e3 = expand[1]
