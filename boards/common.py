@@ -608,7 +608,9 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
         elapsed = time.monotonic() - t0
         steps[tool] = round(elapsed, 1)
         if status != 0:
-            extra = build_dir / f"{name}.tim" if tool.startswith("nextpnr") else log
+            # the tools' own logs: nextpnr's top.tim, yosys's top.rpt (its stdout is quiet)
+            extra = build_dir / (f"{name}.tim" if tool.startswith("nextpnr")
+                                 else f"{name}.rpt" if tool == "yosys" else log.name)
             raise BuildError(f"{label} failed with exit code {status} after {elapsed:.0f} s; "
                              f"end of {extra}:\n{_log_tail(extra)}\n{_log_tail(log, 10)}")
         progress(f"[{board}] step {number}/{len(commands)}: {label} done in {elapsed:.1f} s")

@@ -694,3 +694,24 @@ def test_build_at_another_clock_is_checked_before_synthesis(tmp_path, capsys):
     top = board.top(classifier_factory(*compile_model(TINY_MODEL, cfg)), config=cfg)
     assert top.pll.f_out == 50e6 and top.config.clk_hz == 50_000_000
     assert top.design.classifier.divisor == 17        # 3 Mbaud at 50 MHz, 2% off
+
+
+def test_a_failing_tool_is_reported_with_its_own_log(tmp_path, monkeypatch):
+    """yosys is quiet on stdout (``-q``) and logs to ``top.rpt``: a synthesis that fails (as
+    abc9's ``ABC_OPS_REINTEGRATE`` assertion did on one configuration) is reported with the end
+    of ``top.rpt``, not of an empty stdout log."""
+    from boards.common import BuildError, run_build
+
+    fake = tmp_path / "fake-yosys"
+    fake.write_text("#!/bin/sh\n"
+                    "echo '2.46.28.7. Executing ABC_OPS_REINTEGRATE pass' > top.rpt\n"
+                    "echo 'ERROR: Assert failed in kernel/rtlil.cc' >> top.rpt\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    board = get_board("ulx3s-85f")
+    with pytest.raises(BuildError, match=r"(?s)synthesis \(yosys\) failed with exit code 1 .*"
+                                         r"top\.rpt.*ERROR: Assert failed"):
+        run_build(board.platform(), board.top(), name="top", build_dir=tmp_path / "b",
+                  board=board.name, target_hz=100e6, resources=board.resources,
+                  bitstream_ext=board.bitstream_ext, progress=lambda msg: None)
