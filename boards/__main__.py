@@ -66,9 +66,7 @@ def _accel_top(board, args, config):
     from .accel import classifier_factory, compile_model
 
     if args.model is None and board.default_model is None:
-        print(f"error: {board.name} carries no default model yet (the compressed SqueezeNet "
-              f"needs the weight decoder, docs/compression.md); give --model with a model whose "
-              f"dense weights fit the block RAM", file=sys.stderr)
+        print(f"error: {board.name} carries no default model; give --model", file=sys.stderr)
         return None
     model = args.model or board.default_model
     if not Path(model).is_file():
@@ -109,7 +107,6 @@ def _build(args) -> int:
     if args.clock_mhz:
         # the same design at another system clock (PLL, UART divisor, SDRAM timings follow)
         config = dataclasses.replace(config, clk_hz=round(args.clock_mhz * 1e6))
-    check = {}
     if args.model and board.weight_capacity_bytes:
         # the weight image must fit the block RAM the board gives it: refused before any tool
         try:
