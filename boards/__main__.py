@@ -95,6 +95,16 @@ def _accel_top(board, args, config):
     return top, {"model": str(model), "weight_bytes": int(weight_bytes)}
 
 
+def _build_opts(board, design: str) -> dict:
+    """The tool options of ``run_build`` for ``design`` on ``board``: its ``synth_opts``, and
+    for the accelerator its ``accel_build`` added."""
+    opts = {"synth_opts": board.synth_opts}
+    if design == "accel":
+        for key, value in board.accel_build.items():
+            opts[key] = f"{opts.get(key, '')} {value}".strip()
+    return opts
+
+
 def _build(args) -> int:
     board = get_board(args.board)
     build_dir = Path(args.build_dir or f"build/{board.name}")
@@ -151,8 +161,7 @@ def _build(args) -> int:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
                            resources=board.resources, bitstream_ext=board.bitstream_ext,
-                           synth_opts=board.synth_opts,
-                           nextpnr_opts=board.nextpnr_opts if design == "accel" else "")
+                           **_build_opts(board, design))
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         if args.json:

@@ -565,7 +565,8 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 
 def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: float,
               resources: Callable[[dict, dict], dict], bitstream_ext: str,
-              synth_opts: str = "", nextpnr_opts: str = "", progress=print) -> BuildReport:
+              synth_opts: str = "", nextpnr_opts: str = "", script_after_synth: str = "",
+              progress=print) -> BuildReport:
     """Synthesise, place and route, and pack ``top`` for ``platform`` in ``build_dir``.
 
     Amaranth writes the files and the command list; each command then runs here, with a
@@ -574,8 +575,9 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     design that misses timing still gives a report (``timing_met`` false). ``resources(util,
     cells)`` maps nextpnr's utilisation and yosys's cell counts to ``luts``, ``ffs``, ``mult18``
     and ``ebr``; ``synth_opts``: extra options of yosys's ``synth_*`` command (``-dsp`` on the
-    iCE40UP5K); ``nextpnr_opts``: extra options of nextpnr (``--router router2`` on the
-    ECP5). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
+    iCE40UP5K); ``script_after_synth``: yosys commands after it (with ``synth_opts`` ``-run
+    :map_luts`` the ULX3S maps the LUTs with the classic ABC, :data:`boards.ulx3s.CLASSIC_ABC`);
+    ``nextpnr_opts``: extra options of nextpnr (``--router router2`` on the ECP5). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
     """
     from sim.toolchain import yowasp_env
 
@@ -586,7 +588,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     steps = {}
     progress(f"[{board}] elaborating {type(top).__name__} ...")
     t0 = time.monotonic()
-    extra = {"synth_opts": synth_opts} if synth_opts else {}
+    extra = {k: v for k, v in (("synth_opts", synth_opts),
+                               ("script_after_synth", script_after_synth)) if v}
     plan = platform.prepare(top, name=name,
                             nextpnr_opts=f"--report {name}.report.json --timing-allow-fail "
                                          f"{nextpnr_opts}".strip(),
@@ -669,9 +672,9 @@ class Board:
     config: Callable[[], AccelConfig] | None = None
     #: extra options of yosys's ``synth_*`` command (:func:`run_build`)
     synth_opts: str = ""
-    #: extra options of nextpnr (:func:`run_build`) for the accelerator design (the small
-    #: bring-up design keeps nextpnr's defaults)
-    nextpnr_opts: str = ""
+    #: extra options of :func:`run_build` for the accelerator design (``nextpnr_opts``,
+    #: ``synth_opts``, ``script_after_synth``; the small bring-up design keeps the defaults)
+    accel_build: dict = dataclasses.field(default_factory=dict)
 
     def program_command(self, bitstream) -> list[str] | None:
         """The command that loads ``bitstream`` with the first installed tool, or None."""

@@ -3,8 +3,7 @@
 - Clocks: one EHXPLLL makes the system clock (``config.clk_hz``, 100 MHz by default) from the
   25 MHz oscillator, and a second output of the same frequency shifted by ``sdram_phase_deg``
   that clocks the SDRAM's CLK pin through an ODDR (:func:`ecp5_pll_params` finds the dividers).
-- Reset: ``~locked`` of the PLL, synchronised, drives every flip-flop through a global buffer
-  (DCCA), not through the fabric.
+- Reset: ``~locked`` of the PLL, synchronised, drives every flip-flop through the fabric.
 - SDRAM: :class:`hw.sdram.SDRAMController` behind the design's memory port, every pin through
   an I/O register (:class:`SDRAMPHY`), so the controller sees two extra cycles of read latency.
 - LEDs 0-2: the design's idle / busy / error; LED 3: SDRAM initialised; LED 7: a 1 Hz heartbeat.
@@ -214,16 +213,11 @@ class ULX3STop(Elaboratable):
         m.domains.sync = sync = ClockDomain("sync")
         m.domains.sdram_clk = sdram_clk = ClockDomain("sdram_clk", reset_less=True)
         m.d.comb += [sync.clk.eq(pll.clkop), sdram_clk.clk.eq(pll.clkos)]
-        # the synchronised reset reaches every flip-flop of the design: through the fabric it
-        # was the whole design's critical path (16 ns of routing across the 85F), so it goes
-        # through a global buffer (DCCA) onto one of the global networks that reach the slices'
-        # LSR inputs; the synchroniser has a domain of its own on the same clock. No CE: nextpnr
-        # keeps a DCCA with a CE off the centre DCCs, and one product build (b2 in
-        # docs/boards.md) then failed to route the fabric to the edge DCC's input
-        m.domains.reset_sync = rsync = ClockDomain("reset_sync")
-        m.d.comb += rsync.clk.eq(pll.clkop)
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="reset_sync")
-        m.submodules.reset_global = Instance("DCCA", i_CLKI=rsync.rst, o_CLKO=sync.rst)
+        # the synchronised reset reaches every flip-flop through the fabric (a route of up to
+        # 16 ns across the 85F). Through a DCCA onto a global network it was faster, but router2
+        # then failed to route the synchroniser to the edge DCC's input in two of three product
+        # builds (docs/boards.md, section 6), so a build that always routes comes first
+        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
         platform.add_clock_constraint(pll.clkop, self._pll.f_out)
         platform.add_clock_constraint(pll.clkos, self._pll.f_out)
 
@@ -263,6 +257,16 @@ def _resources(util: dict, cells: dict) -> dict:
             "mult18": used("MULT18X18D") or 0, "ebr": used("DP16KD") or 0}
 
 
+#: ``(synth_opts, script_after_synth)`` that map the LUTs with yosys's classic ABC instead of
+#: abc9: ``synth_ecp5`` up to its LUT mapping, ``abc -lut 4``, then the rest of ``synth_ecp5``.
+#: yosys 0.70's abc9 stops on an assertion in ``ABC_OPS_REINTEGRATE`` for some netlists of the
+#: accelerator (the 45 MHz build; the component harness of the column array); the classic
+#: mapping has no such pass (docs/boards.md, section 6)
+CLASSIC_ABC = ("-run :map_luts",
+               "techmap -map +/lattice/latches_map.v\nabc -lut 4\nclean\n"
+               "synth_ecp5 -top top -run map_cells:")
+
+
 def _platform():
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     return ULX3S_85F_Platform()
@@ -287,6 +291,8 @@ BOARD = Board(
     config=lambda: get_config("ulx3s-85f"),
     # the accelerator: router2 routes it in ~4 minutes where router1 had not converged after
     # 21 (16 columns); router2's timing-driven rip-up (--tmg-ripup) had not converged on it after
-    # 40 (docs/boards.md, section 6)
-    nextpnr_opts="--router router2",
+    # 40; yosys's abc9 asserts on some of its builds, the classic ABC maps it (docs/boards.md,
+    # section 6)
+    accel_build={"nextpnr_opts": "--router router2", "synth_opts": CLASSIC_ABC[0],
+                 "script_after_synth": CLASSIC_ABC[1]},
 )

@@ -715,3 +715,31 @@ def test_a_failing_tool_is_reported_with_its_own_log(tmp_path, monkeypatch):
         run_build(board.platform(), board.top(), name="top", build_dir=tmp_path / "b",
                   board=board.name, target_hz=100e6, resources=board.resources,
                   bitstream_ext=board.bitstream_ext, progress=lambda msg: None)
+
+
+def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monkeypatch, capsys):
+    """``boards build ulx3s-85f`` synthesises the accelerator with ``synth_ecp5`` up to the LUT
+    mapping, the classic ``abc -lut 4`` and the rest of ``synth_ecp5`` (yosys's abc9 asserts on
+    some of its netlists), and routes it with router2; the memory test keeps the defaults. A
+    stand-in for yosys records the script and stops the build."""
+    from boards.__main__ import main
+
+    seen = tmp_path / "scripts"
+    seen.mkdir()
+    fake = tmp_path / "fake-yosys"
+    fake.write_text(f"#!/bin/sh\ncat top.ys >> {seen}/ys\necho ---- >> {seen}/ys\n"
+                    f"cat build_top.sh >> {seen}/sh\necho ---- >> {seen}/sh\n"
+                    "echo 'ERROR: stand-in' > top.rpt\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake))
+    for design in ("accel", "memtest"):
+        assert main(["build", "ulx3s-85f", "--design", design,
+                     "--build-dir", str(tmp_path / design)]) == 1
+        assert "ERROR: stand-in" in capsys.readouterr().err
+    accel_ys, memtest_ys = (seen / "ys").read_text().split("----\n")[:2]
+    accel_sh, memtest_sh = (seen / "sh").read_text().split("----\n")[:2]
+    assert "synth_ecp5 -run :map_luts -top top" in accel_ys
+    assert "abc -lut 4" in accel_ys and "synth_ecp5 -top top -run map_cells:" in accel_ys
+    assert "--router router2" in accel_sh
+    assert "abc -lut 4" not in memtest_ys and "-run :map_luts" not in memtest_ys
+    assert "--router" not in memtest_sh
