@@ -577,7 +577,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     and ``ebr``; ``synth_opts``: extra options of yosys's ``synth_*`` command (``-dsp`` on the
     iCE40UP5K); ``script_after_synth``: yosys commands after it (with ``synth_opts`` ``-run
     :map_luts`` the ULX3S maps the LUTs with the classic ABC, :data:`boards.ulx3s.CLASSIC_ABC`);
-    ``nextpnr_opts``: extra options of nextpnr (``--router router2`` on the ECP5). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
+    ``nextpnr_opts``: extra options of nextpnr (``--router router2`` for the ULX3S's
+    accelerator). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
     """
     from sim.toolchain import yowasp_env
 

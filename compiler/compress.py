@@ -1125,7 +1125,7 @@ def compress(graph: Graph, calib_files: Sequence[Path], target: Target | str = "
     timings["total_s"] = time.perf_counter() - t0
     rep.update({"budget": budget, "method": method, "seed": seed, "config": cfg.name,
                 "calib_images": len(files), "timings": timings, "distill_history": history,
-                "gptq_error": gptq_err, "hardware": {f: getattr(cfg, f) for f in _HW_FIELDS},
+                "gptq_error": gptq_err, "hardware": _hw_fields(cfg),
                 "method_version": METHOD_VERSION})
     return data, rep
 
@@ -1140,10 +1140,14 @@ _HW_FIELDS = ("weight_streams", "pe_columns", "pe_lanes", "wstream_word_bits", "
               "wstream_kmax", "lookup_depth", "weight_bits")
 
 
+def _hw_fields(cfg: AccelConfig) -> dict:
+    """The fields of ``cfg`` that shape a weight image (:data:`_HW_FIELDS`)."""
+    return {f: getattr(cfg, f) for f in _HW_FIELDS}
+
+
 def _hw_key(tgt: Target) -> dict:
     """The configuration fields (:data:`_HW_FIELDS`) the image of ``tgt`` was laid out for."""
-    cfg = get_config(_config_name(tgt))
-    return {f: getattr(cfg, f) for f in _HW_FIELDS}
+    return _hw_fields(get_config(_config_name(tgt)))
 
 
 def _cache_key(graph: Graph, files: Sequence[Path], tgt: Target, budget: int, seed: int,
