@@ -36,8 +36,8 @@ def _model():
 
 def fire_contexts(fire: str = "fire2") -> tuple[list[Segment], list[Segment]]:
     """The squeeze context (one segment) and the expand context (expand 1x1, expand 3x3) of a
-    Fire module, codes ``[rows, pe_columns, pe_lanes]``; each segment DENSE or MASK as the layer's report
-    encoding (dense -> DENSE, else MASK) with the layer's ``k``."""
+    Fire module, codes ``[rows, pe_columns, pe_lanes]``; each segment DENSE or MASK as the
+    layer's report encoding (dense -> DENSE, else MASK) with the layer's ``k``."""
     cfg, rep, layers, progs = _model()
     info = {la["name"]: la for la in rep["layers"]}
     prog = progs[fire]
