@@ -31,7 +31,8 @@ from .common import BuildError
 __all__ = ["COMPONENTS", "make_component", "Harness", "component_timing", "main"]
 
 
-#: name -> (module, class, what it is); the engine gets a 64-row weight memory
+#: name -> (module, class, what it is); the engine gets a 64-row weight memory; the ones below
+#: the engine are built by :func:`make_component` from the configuration
 COMPONENTS = {
     "sequencer": ("hw.engine", "Sequencer", "pixel cursors, pass loop, flow control"),
     "drain": ("hw.requant", "ResultDrain", "result banks to requantiser lanes"),
@@ -40,6 +41,12 @@ COMPONENTS = {
     "maxpool": ("hw.pool", "MaxPool", "max pool 3x3/2"),
     "gsum": ("hw.pool", "GlobalSum", "global sum"),
     "engine": ("hw.engine", "Engine", "the whole engine (slow: ~30 min)"),
+    "weights": ("hw.wdecode", "StreamWeightReader", "stream decoder and lane tables (streams)"),
+    "decoder": ("hw.wdecode", "ColumnStreamDecoder", "one column of the stream decoder"),
+    "reader": ("hw.top", "FmapReader", "feature-map reads into the engine's input"),
+    "writer": ("hw.top", "FmapWriter", "the engine's results out to the feature-map port"),
+    "link": ("hw.link", "SerialBridge", "UART, frame decoder and encoder, request bridge"),
+    "sdram": ("hw.sdram", "SDRAMController", "the ULX3S's SDRAM controller"),
 }
 
 
@@ -47,7 +54,26 @@ def make_component(name: str, cfg):
     """Component ``name`` of :data:`COMPONENTS` for configuration ``cfg``."""
     module, cls, _ = COMPONENTS[name]
     kind = getattr(importlib.import_module(module), cls)
-    return kind(cfg, weight_depth=64, param_depth=16) if name == "engine" else kind(cfg)
+    if name == "engine":
+        return kind(cfg, weight_depth=64, param_depth=16)
+    if name == "link":
+        from host.protocol import InfoReply, Layout
+        from hw.soc import PREPROCESS_MEANS
+        shape, classes = (3, 227, 227), 1000
+        info = InfoReply(config_name=cfg.name, model_hash=bytes(32), clk_hz=cfg.clk_hz,
+                         uart_baud=cfg.uart_baud, input_shape=shape, num_classes=classes,
+                         layout=Layout.HWC).payload()
+        return kind(config=cfg, image_shape=shape, n_scores=classes, info=info,
+                    pixel_width=cfg.input_bits, means=PREPROCESS_MEANS, layout=Layout.HWC)
+    if name == "decoder":
+        return kind(columns=1, lanes=cfg.pe_lanes, word_bits=cfg.wstream_word_bits,
+                    kmax=cfg.wstream_kmax, depth=512, contexts=2, max_rows=cfg.weight_depth)
+    if name == "sdram":
+        from hw.sdram import SDRAMParams
+
+        from .ulx3s import PHY_READ_DELAY
+        return kind(SDRAMParams.ulx3s(cfg.clk_hz), phy_read_delay=PHY_READ_DELAY)
+    return kind(cfg)
 
 
 class Harness(Elaboratable):
@@ -101,17 +127,19 @@ def _critical_path(tim: Path) -> dict:
 def component_timing(name: str, cfg, build_dir: Path, progress=print) -> dict:
     """Place and route component ``name`` alone; its figures (see the module docstring)."""
     from .common import run_build
-    from .ulx3s import _platform, _resources
+    from .ulx3s import BOARD, _platform, _resources
 
-    rep = run_build(_platform(), Harness(make_component(name, cfg), cfg.clk_hz), name=name,
+    # the accelerator's own flow (the classic ABC, router2): its components are what it builds
+    rep = run_build(_platform(), Harness(make_component(name, cfg), cfg.clk_hz), name="top",
                     build_dir=build_dir, board="ulx3s-85f", target_hz=25e6,
-                    resources=_resources, bitstream_ext="bit", progress=progress)
+                    resources=_resources, bitstream_ext="bit", progress=progress,
+                    **BOARD.accel_build)
     target = cfg.clk_hz / 1e6
     return {"component": name, "config": cfg.name, "fmax_mhz": rep.fmax_mhz,
             "target_mhz": target, "meets": rep.fmax_mhz is not None and rep.fmax_mhz >= target,
             "luts": rep.luts, "ffs": rep.ffs, "ebr": rep.ebr, "mult18": rep.mult18,
             "build_s": rep.build_s,
-            "critical_path": _critical_path(Path(build_dir) / f"{name}.tim")}
+            "critical_path": _critical_path(Path(build_dir) / "top.tim")}
 
 
 def main(argv=None) -> int:
