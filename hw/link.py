@@ -489,7 +489,24 @@ class LinkBridge(wiring.Component):
 
         self._elaborate_receive(m, decoder.o, job, job_seq, slot, slot_error, slot_seq,
                                 slot_code, slot_type, slot_detail)
-        self._elaborate_transmit(m, encoder.i, job, job_seq, slot, slot_error, slot_seq,
+        # The reply bytes reach the encoder through a one-byte register, which takes a byte only
+        # when empty: the transmit side offers a byte every other cycle at most (the UART takes
+        # one in thousands). In the cycle after each byte the register is full, and the ROMs
+        # read at the new, registered index. So no path runs from the encoder back into the
+        # reply index or the ROM addresses, or from the ROMs into the encoder.
+        body = stream.Signature(encoder.i.payload.shape()).create()
+        held = Signal()
+        held_byte = Signal.like(encoder.i.payload)
+        m.d.comb += [
+            encoder.i.valid.eq(held),
+            encoder.i.payload.eq(held_byte),
+            body.ready.eq(~held),
+        ]
+        with m.If(encoder.i.ready):
+            m.d.sync += held.eq(0)
+        with m.If(body.valid & body.ready):
+            m.d.sync += [held.eq(1), held_byte.eq(body.payload)]
+        self._elaborate_transmit(m, body, job, job_seq, slot, slot_error, slot_seq,
                                  slot_code, slot_type, slot_detail)
         return m
 
@@ -539,23 +556,34 @@ class LinkBridge(wiring.Component):
                 m.d.sync += run.eq(run + 1)
 
         # -- the status of a finished frame, in the order of docs/protocol.md -----------------
+        # (computed from registers into registers: `expected` follows `length`, and the end of a
+        # frame waits in CHECK and CHECK2 while the comparisons and then the status register)
         code = Signal(8)
         detail = Signal(32)
+        code_r = Signal(8)
+        detail_r = Signal(32)
         expected = Signal(34)
-        m.d.comb += expected.eq(length + MIN_BODY_SIZE)
+        m.d.sync += [expected.eq(length + MIN_BODY_SIZE), code_r.eq(code), detail_r.eq(detail)]
 
         def fail(error, value):
             m.d.comb += [code.eq(error), detail.eq(value)]
 
+        # the wide comparisons, registered (count, length and expected are final by CHECK)
+        short_header = Signal()
+        too_long = Signal()
+        short_body = Signal()
+        long_body = Signal()
+        m.d.sync += [short_header.eq(count < HEADER_SIZE), too_long.eq(length > n_pix),
+                     short_body.eq(count < expected), long_body.eq(count > expected)]
         with m.If(end_line):
             fail(ErrorCode.LINE_ERROR, count)
-        with m.Elif(end_truncated | (count < HEADER_SIZE)):
+        with m.Elif(end_truncated | short_header):
             fail(ErrorCode.TRUNCATED, count)
-        with m.Elif(length > n_pix):
+        with m.Elif(too_long):
             fail(ErrorCode.OVERSIZED, length)
-        with m.Elif(count < expected):
+        with m.Elif(short_body):
             fail(ErrorCode.TRUNCATED, count)
-        with m.Elif(count > expected):
+        with m.Elif(long_body):
             fail(ErrorCode.OVERSIZED, count)
         with m.Elif(~end_crc_ok):
             fail(ErrorCode.BAD_CRC, count)
@@ -581,7 +609,7 @@ class LinkBridge(wiring.Component):
                 end_truncated.eq(tok.payload.truncated),
                 end_crc_ok.eq(tok.payload.crc_ok),
             ]
-            m.next = "FINISH"
+            m.next = "CHECK"
 
         with m.FSM(name="receive"):
             with m.State("HEADER"):
@@ -628,8 +656,12 @@ class LinkBridge(wiring.Component):
                         take_end()
                     with m.Else():
                         take_byte()
+            with m.State("CHECK"):      # the comparisons are registered
+                m.next = "CHECK2"
+            with m.State("CHECK2"):     # the status is registered
+                m.next = "FINISH"
             with m.State("FINISH"):
-                ok = code == 0
+                ok = code_r == 0
                 post = ~(accepted & ok)  # a good accepted frame is answered by its result
                 with m.If(~post | ~slot):
                     with m.If(post):
@@ -638,8 +670,8 @@ class LinkBridge(wiring.Component):
                             slot_error.eq(~ok),
                             slot_seq.eq(Mux(count > 2, seq, 0)),
                             slot_type.eq(Mux(count > 1, rtype, 0)),
-                            slot_code.eq(code),
-                            slot_detail.eq(detail),
+                            slot_code.eq(code_r),
+                            slot_detail.eq(detail_r),
                         ]
                     with m.If(accepted & ok):
                         m.d.sync += job.eq(_Job.OK)
@@ -655,8 +687,9 @@ class LinkBridge(wiring.Component):
         n = self._n_scores
         result_len = 4 * n + 8
 
-        # Both ROMs are read synchronously at the index the next cycle will have, so their data
-        # belongs to the current index (and they can be block RAM, not logic).
+        # Both ROMs are read synchronously at the registered index; ``body`` is not ready in the
+        # cycle after each byte (elaborate), so their data belongs to the current index when it
+        # is taken (and they can be block RAM, not logic).
         m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(self._info),
                                                   init=list(self._info))
         info_rd = info_rom.read_port()
@@ -685,6 +718,7 @@ class LinkBridge(wiring.Component):
         reply_type = Signal(8)
         index = Signal(range(max(len(self._info), result_len, 6 + max(lengths)) + 1))
         index_next = Signal.like(index)     # what index becomes at the next clock edge
+        reason_base = Signal(range(-6, len(reasons) + 1))  # the reason's offset - 6 (payload)
         cycles = Signal(64)
 
         with m.Switch(kind):
@@ -707,8 +741,8 @@ class LinkBridge(wiring.Component):
 
         m.d.comb += [
             index_next.eq(index),
-            info_rd.addr.eq(index_next),
-            reason_rd.addr.eq(reason_offset[err_code] + index_next - 6),
+            info_rd.addr.eq(index),
+            reason_rd.addr.eq(reason_base + index),
         ]
         m.d.sync += index.eq(index_next)
         with m.FSM(name="transmit"):
@@ -724,6 +758,7 @@ class LinkBridge(wiring.Component):
                         err_code.eq(slot_code),
                         err_type.eq(slot_type),
                         err_detail.eq(slot_detail),
+                        reason_base.eq(reason_offset[slot_code] - 6),
                     ]
                     with m.If(slot_error):
                         m.d.sync += [kind.eq(_Reply.ERROR), plen.eq(6 + reason_length[slot_code])]
