@@ -29,7 +29,7 @@ from amaranth import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.utils import bits_for, ceil_log2
 
 from .config import AccelConfig
 from .engine import Engine, InBeat, LayerCmd, LoadBeat
@@ -179,20 +179,31 @@ class FmapReader(wiring.Component):
         k = Signal(range(max(2, -(-p // lanes))))   # beat within the current word
 
         # -- requests ------------------------------------------------------------------------
-        length = Signal(range(burst + 1))
-        m.d.comb += [
+        # A request's length, whether words remain and whether the FIFO has room are
+        # registers, computed from registers; after a request (or a start) they are
+        # recomputed for two cycles (``hold``) before the next may go. A burst takes far
+        # longer than that to arrive, so the gap costs nothing.
+        length = Signal(range(burst + 1))           # min(burst, req_left), a cycle late
+        want = Signal()                             # req_left != 0, a cycle late
+        room = Signal()                             # the FIFO can take `length` more words
+        hold = Signal(2)
+        asked = Signal()
+        m.d.sync += [
             length.eq(Mux(req_left >= burst, burst, req_left)),
+            want.eq(req_left != 0),
+            room.eq(buf.level + outstanding + length <= depth),
+            hold.eq(Mux(asked | self.start, 0b11, hold >> 1)),
+        ]
+        m.d.comb += [
             self.cmd.payload.addr.eq(addr),
             self.cmd.payload.len.eq(length),
             self.cmd.payload.write.eq(0),
-            self.cmd.valid.eq((req_left != 0)
-                              & (buf.level + outstanding + length <= depth)),
+            self.cmd.valid.eq(want & room & (hold == 0)),
             self.rdata.ready.eq(1),
             buf.w_en.eq(self.rdata.valid),
             buf.w_data.eq(self.rdata.payload.data),
+            asked.eq(self.cmd.valid & self.cmd.ready),
         ]
-        asked = Signal()
-        m.d.comb += asked.eq(self.cmd.valid & self.cmd.ready)
         with m.If(asked):
             m.d.sync += [addr.eq(addr + length), req_left.eq(req_left - length)]
         m.d.sync += outstanding.eq(outstanding + Mux(asked, length, 0) - self.rdata.valid)
@@ -203,11 +214,15 @@ class FmapReader(wiring.Component):
         in_word = Signal(range(p + 1))              # values of this word from beat k on
         m.d.comb += in_word.eq(vpw - k * lanes)
         count = Signal(range(lanes + 1))
+        # vals_left, clamped to a few bits: the comparisons below stay short
+        low = bits_for(max(lanes, p))
+        vals_low = Signal(low)
+        m.d.comb += vals_low.eq(Mux(vals_left[low:] == 0, vals_left[:low], 2 ** low - 1))
         m.d.comb += count.eq(lanes)
         with m.If(in_word < lanes):
             m.d.comb += count.eq(in_word)
-        with m.If((vals_left < lanes) & (vals_left < in_word)):
-            m.d.comb += count.eq(vals_left)
+        with m.If((vals_low < lanes) & (vals_low < in_word)):
+            m.d.comb += count.eq(vals_low)
         word = buf.r_data
         with m.Switch(k):
             for kk in range(-(-p // lanes)):
