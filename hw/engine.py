@@ -208,7 +208,7 @@ class Sequencer(wiring.Component):
             return [cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0)] if staged else []
         win_free = Signal(signed(ab))
         need_rows_q = Signal(signed(ab))
-        xmin_q = Signal(signed(w["row"] + 2))
+        xend_q = Signal(signed(w["row"] + 2))
         need_start_q = Signal(signed(ab))
         a_in_end_q = Signal(signed(ab + 1))
         a_win_end_q = Signal(signed(ab + 1))
@@ -223,7 +223,7 @@ class Sequencer(wiring.Component):
         if staged:
             m.d.sync += [cur_ok2.eq(1), cur_ok1.eq(cur_ok2), cur_ok.eq(cur_ok1)]
         d += [
-            need_rows_q.eq(need_rows), xmin_q.eq(Mux(xend > cmd.b_rb, cmd.b_rb, xend)),
+            need_rows_q.eq(need_rows), xend_q.eq(xend),
             need_start_q.eq(need_start),
             a_in_end_q.eq(q_abs + cmd.a_cin), a_win_end_q.eq(qm_abs + cmd.a_out),
             win_lim_q.eq(win_free + cfg.window_buffer_depth), q_more_q.eq(q < cmd.a_pixels),
@@ -236,8 +236,13 @@ class Sequencer(wiring.Component):
                 b_base_q[k].eq(b_col_q[k] + b_off_q[k]),
                 b_r0_q[k].eq(ys + getattr(cmd, f"g{k}_drow")),
             ]
-        need_end_q = Signal(signed(ab + 1))
-        d += need_end_q.eq(need_rows_q + xmin_q)
+        # the window's end is need_rows + min(xend, b_rb): both sums are formed, and the
+        # comparisons below pick theirs (an add after a compare was a critical path)
+        need_end_q = Signal(signed(ab + 1))     # with xend
+        need_rb_q = Signal(signed(ab + 1))      # with b_rb
+        clip_q = Signal()                       # xend > b_rb
+        d += [need_end_q.eq(need_rows_q + xend_q), need_rb_q.eq(need_rows_q + cmd.b_rb),
+              clip_q.eq(xend_q > cmd.b_rb)]
         # the comparisons use the buffers' write counts of the cycle before (they only grow, so
         # an older count is a safe one)
         in_ok_q = Signal()
@@ -247,8 +252,9 @@ class Sequencer(wiring.Component):
         d += [
             in_ok_q.eq(self.in_written >= a_in_end_q),
             win_room_q.eq(a_win_end_q <= win_lim_q),
-            win_ok_q.eq(self.win_written >= need_end_q),
-            lead_q.eq(qm_lead_q < need_end_q),
+            win_ok_q.eq(Mux(clip_q, self.win_written >= need_rb_q,
+                            self.win_written >= need_end_q)),
+            lead_q.eq(Mux(clip_q, qm_lead_q < need_rb_q, qm_lead_q < need_end_q)),
         ]
         ready_a = Signal()
         ready_b = Signal()
