@@ -43,7 +43,18 @@ between whole steps costs nothing.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed, unsigned
+from amaranth.hdl import (
+    Array,
+    Cat,
+    Const,
+    Module,
+    Mux,
+    ResetInserter,
+    Signal,
+    Value,
+    signed,
+    unsigned,
+)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -123,10 +134,17 @@ def _arbitrate(m, prio, requests, name):
 
 
 def _popcount(bits) -> Value:
-    total = Const(0, 4)
-    for i in range(len(bits)):
-        total = total + bits[i]
-    return total
+    """The number of set bits (4 bits wide), as a balanced tree of 3-bit table lookups: logic
+    that LUT mapping can flatten, not a chain of adders."""
+    groups = []
+    for i in range(0, len(bits), 3):
+        part = bits[i:i + 3]
+        table = Array(Const(bin(v).count("1"), 2) for v in range(1 << len(part)))
+        groups.append(table[part])
+    while len(groups) > 1:
+        groups = [groups[i] + groups[i + 1] if i + 1 < len(groups) else groups[i]
+                  for i in range(0, len(groups), 2)]
+    return Cat(groups[0], Const(0, 4))[:4]
 
 
 class ColumnStreamDecoder(wiring.Component):
@@ -261,9 +279,10 @@ class ColumnStreamDecoder(wiring.Component):
         return m
 
     def _column(self, m, c, rdata, wants, fas, issues, pops, fifos):
-        """Column ``c``: per context the fetch, the bit buffer and the cursor state; one
-        shared cursor datapath for the context selected this cycle (registered a cycle ahead:
-        ``prio`` if it may start a row, else another).
+        """Column ``c``: per context the fetch, the bit buffer, the cursor state and the two
+        loops below (each context computes its next ``e``, ``M`` and ``mv`` from its own
+        registers); one shared datapath for the rest of the context selected this cycle
+        (registered a cycle ahead: ``prio`` if it may start a row, else another).
 
         The cursor keeps ``o`` (start of the head record) and ``e`` (its end) as registers and
         ``M``, the mask at ``o`` (the next row's mask when the head record starts with one),
@@ -407,35 +426,51 @@ class ColumnStreamDecoder(wiring.Component):
                 comb += s["base"].eq(ex - W + hdr_lx)
             with m.Else():
                 comb += s["base"].eq(ex + hdr_lx)
-        base = Signal(obits, name=f"base_{c}")
-        comb += base.eq(pick(lambda x: st[x]["base"]))
 
-        # M of the next head: cut at e (or at the wrap position: a start word + skip)
+        # M of the next head: cut at e (or at the wrap position: a start word + skip), per
+        # context from its own window (the selection's fan-out stays out of this loop); one
+        # selector: at e, or at o while the head still waits for its M (mv low only then)
         span = (NW + 1) * W + L
-        padded = Cat(window, Const(0, span - NW * W))
-        # one selector: at e, or at o while the head still waits for its M (mv low only then)
-        at = Signal(obits, name=f"at_{c}")
-        comb += at.eq(pick(lambda x: Mux(st[x]["mv"], st[x]["e"], st[x]["o"])))
-        m_at = _select(m, padded, at, L, NW * W + 1, f"coarse_{c}")
-        m_wrap = Const(0, L)
-        for qq in range(NW + 1):
-            m_wrap = Mux(q == qq, Mux(dense0, padded[qq * W: qq * W + L],
-                                      padded[qq * W + L: qq * W + 2 * L]), m_wrap)
-        m_next = Mux(wrapnow, m_wrap, m_at)
-        pos_next = Mux(wrapnow, pos_wrap, e)
+        for x, s in enumerate(st):
+            padded = Cat(*s["slot"], Const(0, span - NW * W))
+            at = Signal(obits, name=f"at_{x}_{c}")
+            comb += at.eq(Mux(s["mv"], s["e"], s["o"]))
+            s["m_at"] = _select(m, padded, at, L, NW * W + 1, f"coarse_{x}_{c}")
+            q_x = Const(0, range(NW + 1))
+            for i in range(NW):
+                q_x = q_x + (s["e"] > i * W)
+            m_wrap = Const(0, L)
+            for qq in range(NW + 1):
+                m_wrap = Mux(q_x == qq, Mux(self.dense0[x], padded[qq * W: qq * W + L],
+                                            padded[qq * W + L: qq * W + 2 * L]), m_wrap)
+            s["q"] = q_x
+            s["m_next"] = Mux(s["z1"] & ~s["pseudo"], m_wrap, s["m_at"])
 
-        # len_{r+1} = [L if row r+2 is MASK] + product[seg(r+1)][popcount(M)]
-        pop = Signal(range(L + 1), name=f"pop_{c}")
-        comb += pop.eq(_popcount(M))
-        entries = [pick(lambda x, p=p: Mux(seg1, self._prod[x][1][p], self._prod[x][0][p]))
-                   for p in range(L + 1)]
-        prod = Signal(_bits(R), name=f"prod_{c}")
-        with m.Switch(pop):
-            for p in range(L + 1):
-                with m.Case(p):
-                    comb += prod.eq(entries[p])
-        e_next = Signal(obits, name=f"e_next_{c}")
-        comb += e_next.eq(base + prod)
+        # Per context, from its own registers (the record-length loop does not go through the
+        # selection of the shared datapath): len_{r+1} = [L if row r+2 is MASK] +
+        # product[seg(r+1)][popcount(M)], so e' = base + product; and whether the window holds
+        # the next M (mv', the L bits at the next head's start): at the wrap that is q W + skip,
+        # and with 2 L <= W it fits exactly when q < avail; else it is e. (Registering the
+        # popcount with M moves its three levels into the M loop, already as long: 52.8 MHz.)
+        for x, s in enumerate(st):
+            pop = Signal(range(L + 1), name=f"pop_{x}_{c}")
+            comb += pop.eq(_popcount(s["M"]))
+            prod = Signal(_bits(R), name=f"prod_{x}_{c}")
+            with m.Switch(pop):
+                for p in range(L + 1):
+                    with m.Case(p):
+                        comb += prod.eq(Mux(s["s1"], self._prod[x][1][p], self._prod[x][0][p]))
+            s["e_next"] = Signal(obits, name=f"e_next_{x}_{c}")
+            comb += s["e_next"].eq(s["base"] + prod)
+            ex, avail = s["e"], s["avail"]
+            e_fits = _any([(avail == i) & (ex <= i * W - L) for i in range(1, NW + 1)])
+            if 2 * L <= W:
+                wrap_fits = s["q"] < avail
+            else:
+                wrap_fits = pos_wrap + L <= avail * W
+            hdr_x = ~Mux(s["s2"], self.dense1[x], self.dense0[x])
+            s["mv_next"] = Signal(name=f"mv_next_{x}_{c}")
+            comb += s["mv_next"].eq(Mux(s["z1"] & ~s["pseudo"], wrap_fits, e_fits) | ~hdr_x)
 
         # -- per context: the state update ---------------------------------------------------
         elig = []
@@ -456,19 +491,19 @@ class ColumnStreamDecoder(wiring.Component):
                 avail_bits = Mux(s["avail"] == i, i * W, avail_bits)
             with m.If(s["go"]):
                 sync += [
-                    s["o"].eq(o_next), s["e"].eq(e_next), s["hmask"].eq(M),
+                    s["o"].eq(o_next), s["e"].eq(s["e_next"]), s["hmask"].eq(M),
                     s["hk"].eq(k_1), s["hdense"].eq(dense_1), s["hhdr"].eq(hdr_1),
                     s["hseg"].eq(seg1), s["pseudo"].eq(0),
                     s["r1"].eq(inc(s["r1"])), s["r2"].eq(inc(s["r2"])),
                     s["s1"].eq(s["s2"]), s["s2"].eq(inc(s["r2"]) >= self.n0[x]),
                     s["z1"].eq(s["r1"] == n_rows - 1),
-                    s["M"].eq(m_next), s["mv"].eq((pos_next + L <= avail_bits) | ~hdr_1),
+                    s["M"].eq(s["m_next"]), s["mv"].eq(s["mv_next"]),
                 ]
             with m.Else():
                 with m.If(catch):
                     sync += [s["o"].eq(s["o"] - W), s["e"].eq(s["e"] - W)]
                 with m.If(~s["mv"] & s["sel"]):
-                    sync += [s["M"].eq(m_at), s["mv"].eq(s["o"] + L <= avail_bits)]
+                    sync += [s["M"].eq(s["m_at"]), s["mv"].eq(s["o"] + L <= avail_bits)]
             # credit: both outcomes ready before ``go`` (a late select)
             c_keep = Signal(range(D + 2), name=f"ckeep_{x}_{c}")
             c_take = Signal(range(D + 2), name=f"ctake_{x}_{c}")
