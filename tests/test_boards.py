@@ -743,3 +743,27 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     assert "--router router2" in accel_sh
     assert "abc -lut 4" not in memtest_ys and "-run :map_luts" not in memtest_ys
     assert "--router" not in memtest_sh
+
+
+# the components boards.timing places and routes alone; the whole engine and the 4-column weight
+# reader take long to elaborate and are left out
+TIMING_COMPONENTS = ("sequencer", "drain", "requantizer", "maxpool", "gsum", "decoder", "reader",
+                     "writer", "link", "sdram")
+
+
+@pytest.mark.parametrize("name", TIMING_COMPONENTS)
+def test_timing_components_elaborate_for_the_ulx3s(name):
+    from amaranth.back import rtlil
+
+    from boards.timing import COMPONENTS, make_component
+
+    comp = make_component(name, get_config("ulx3s-85f"))
+    assert type(comp).__name__ == COMPONENTS[name][1]
+    text = rtlil.convert(comp, name="top")
+    assert "module \\top" in text and "attribute \\top 1" in text
+
+
+def test_timing_components_cover_the_accelerators_parts():
+    from boards.timing import COMPONENTS
+
+    assert set(TIMING_COMPONENTS) | {"engine", "weights", "array"} == set(COMPONENTS)
