@@ -392,16 +392,8 @@ class ColumnStreamDecoder(wiring.Component):
         # the next head's start, in the window before this cycle's drop (wrap: the word after
         # the one holding e, past row 0's mask in the header) and after it (o_next)
         past = [e > i * W for i in range(NW + 1)]      # past[i]: e is beyond word i's start
-        q = Const(0, range(NW + 1))
-        for i in range(NW):
-            q = q + past[i]
-        qw = Const(0, obits)                            # q * W, without a multiplier
-        for i in range(NW):
-            qw = Mux(past[i], (i + 1) * W, qw)
         skip = Mux(dense0, 0, L)
         o_next = Signal(obits, name=f"o_next_{c}")
-        pos_wrap = Signal(obits, name=f"pos_wrap_{c}")
-        comb += pos_wrap.eq(qw + skip)
         wrap_o = Const(0, obits)                        # (q - 1) * W (0 for q = 0)
         for i in range(1, NW):
             wrap_o = Mux(past[i], i * W, wrap_o)
@@ -411,7 +403,7 @@ class ColumnStreamDecoder(wiring.Component):
             comb += o_next.eq(e - W)
         with m.Else():
             comb += o_next.eq(e)
-        # base = o_next + [L if row r+2 is MASK], per context from its registers, then picked
+        # base = o_next + [L if row r+2 is MASK], per context from its registers
         for x, s in enumerate(st):
             ex = s["e"]
             hdr_lx = Mux(s["s2"], Mux(self.dense1[x], 0, L), Mux(self.dense0[x], 0, L))
@@ -466,8 +458,8 @@ class ColumnStreamDecoder(wiring.Component):
             e_fits = _any([(avail == i) & (ex <= i * W - L) for i in range(1, NW + 1)])
             if 2 * L <= W:
                 wrap_fits = s["q"] < avail
-            else:
-                wrap_fits = pos_wrap + L <= avail * W
+            else:   # the wrap position q W + skip, compared in full
+                wrap_fits = s["q"] * W + Mux(self.dense0[x], 0, L) + L <= avail * W
             hdr_x = ~Mux(s["s2"], self.dense1[x], self.dense0[x])
             s["mv_next"] = Signal(name=f"mv_next_{x}_{c}")
             comb += s["mv_next"].eq(Mux(s["z1"] & ~s["pseudo"], wrap_fits, e_fits) | ~hdr_x)
