@@ -13,11 +13,12 @@ engine's memories then hold, from a model's codebooks and indices:
 - a Fire module is two decoder contexts: 0 the squeeze (one segment), 1 the expands (segment 0
   expand 1x1, segment 1 expand 3x3); a plain convolution is context 1 with one segment. Each
   segment is DENSE or MASK, whichever makes the smaller streams;
-- every context's words are appended to each column's stream memory, layer after layer;
+- every context's words (its code part, then its mask part) are appended to each column's
+  stream memory, layer after layer;
 - a layer's descriptor row (``hw.program.wdesc_fields``: its codebook block, per context the
-  first and last word of every column, rows, segment sizes, ``k``, modes and codebook bases)
-  sits in the descriptor memory at the layer's index, the command's ``wdesc`` field
-  (``wimage.place_programs``);
+  first and last word of every column's code part, rows, segment sizes, ``k``, modes and
+  codebook bases) sits in the descriptor memory at the layer's index, the command's ``wdesc``
+  field (``wimage.place_programs``);
 - every layer has one contiguous block of the central codebook memory (``cb_start``,
   ``cb_len``), exactly the image of the lane lookup tables while the layer runs: the codebooks
   of its (context, segment) pairs in the order squeeze, expand 1x1, expand 3x3 (a plain
@@ -46,7 +47,7 @@ from .wstreams import (
     branch_codes,
     context_words,
     decode_context,
-    encode_context,
+    encode_parts,
     max_record_bits,
 )
 
@@ -108,13 +109,15 @@ def codes_of_image(layers) -> dict[str, LayerCodes]:
 @dataclass
 class StreamContext:
     """One decoder context of a layer: its segments (codes, ``k``, mode), the base of each
-    segment's codebook in the layer's lookup table and where its words start and end in every
-    column's memory (inclusive)."""
+    segment's codebook in the layer's lookup table and, in every column's memory, the first and
+    last word of its code part (``start``, ``end``: the descriptor's fields) and the last word of
+    its mask part, which follows (``stop``; ``end`` when no row is MASK)."""
 
     segments: list[Segment]
     bases: list[int]
     start: list[int] = field(default_factory=list)
     end: list[int] = field(default_factory=list)
+    stop: list[int] = field(default_factory=list)
 
     @property
     def n_rows(self) -> int:
@@ -266,10 +269,12 @@ def build_stream_image(cfg: AccelConfig, progs: list[LayerProgram],
                 base += lc.codebook.size
             segs = choose_modes([(rows, max(1, lc.k)) for rows, lc in parts], wb)
             ctx = StreamContext(segs, bases)
-            for c, words in enumerate(encode_context(segs, wb)):
+            for c, (code, masks) in enumerate(encode_parts(segs, wb)):
                 ctx.start.append(len(img.words[c]))
-                img.words[c] += words
+                img.words[c] += code
                 ctx.end.append(len(img.words[c]) - 1)
+                img.words[c] += masks
+                ctx.stop.append(len(img.words[c]) - 1)
                 if len(img.words[c]) > cfg.wstream_depth:
                     raise ValueError(f"{p.name}: column {c}'s streams need "
                                      f"{len(img.words[c])} words, more than wstream_depth "
@@ -297,7 +302,7 @@ def decode_layer_rows(cfg: AccelConfig, img: StreamImage, i: int) -> dict[int, n
                        dtype=np.int64)
     out = {}
     for x, ctx in layer.contexts.items():
-        words = [img.words[c][a: b + 1] for c, (a, b) in enumerate(zip(ctx.start, ctx.end))]
+        words = [img.words[c][a: b + 1] for c, (a, b) in enumerate(zip(ctx.start, ctx.stop))]
         segs = decode_context(words, [s.spec for s in ctx.segments], cfg.pe_columns,
                               cfg.pe_lanes, img.word_bits)
         rows = np.concatenate(segs)

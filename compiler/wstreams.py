@@ -7,14 +7,20 @@ mode, :data:`DENSE` or :data:`MASK`. Rows are numbered ``r = 0 .. n-1`` over the
 A MASK row has a lane mask per column (``L`` bits, bit ``l`` set iff the code of lane ``l`` is not
 0); a DENSE row has none (its codes include the zeros).
 
-Per column ``c`` one bit stream, LSB first (stream bit ``i`` is bit ``i % W`` of word ``i // W``):
+Per column ``c`` two parts of ``W``-bit words, the codes first:
 
-- header: ``mask_0`` (``L`` bits) if row 0 is MASK;
-- for ``r = 0 .. n-1`` a record: first ``mask_{(r+1) mod n}`` if row ``(r+1) mod n`` is MASK (the
-  next row's mask comes first, so a decoder knows every record's length one row ahead), then row
-  ``r``'s codes: DENSE: ``L`` codes of ``k`` bits in lane order; MASK: the codes of the set lanes
-  of ``mask_r`` in lane order, ``k`` bits each;
-- zero padding to a whole word.
+- **codes**: one bit stream, LSB first (stream bit ``i`` is bit ``i % W`` of word ``i // W``):
+  for ``r = 0 .. n-1`` row ``r``'s *record*, its codes: DENSE: ``L`` codes of ``k`` bits in lane
+  order; MASK: the codes of the set lanes of ``mask_r`` in lane order, ``k`` bits each; then zero
+  padding to a whole word (at least one word, even when every record is empty);
+- **masks**: ``mask_r`` of every MASK row in row order, ``W // L`` to a word (mask ``j`` of a
+  word in bits ``j L .. j L + L - 1``, no mask across two words), the rest of each word zero
+  (no words when no row is MASK).
+
+The masks stand apart so that a decoder knows every record's length (``popcount(mask) * k``)
+from a fixed-stride stream, as far ahead as it likes: finding the next record is an add, never
+a selection at a data-dependent position (``hw/wdecode.py``). A descriptor names the code
+part's first and last word; the mask part follows the last.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DENSE", "MASK", "Segment", "SegmentSpec", "encode_context", "decode_context",
-           "record_bits", "context_bits", "max_record_bits", "context_words", "branch_codes"]
+__all__ = ["DENSE", "MASK", "Segment", "SegmentSpec", "encode_context", "encode_parts",
+           "decode_context", "record_bits", "context_bits", "max_record_bits", "context_words",
+           "code_words", "mask_words", "branch_codes"]
 
 DENSE, MASK = 0, 1
 _MODES = {DENSE: "DENSE", MASK: "MASK"}
@@ -112,40 +119,57 @@ def _row_table(specs: Sequence[SegmentSpec]) -> list[tuple[int, int, int, int]]:
     return rows
 
 
-def record_bits(mask: np.ndarray | None, k: int, mode: int, next_mode: int, lanes: int) -> int:
-    """Bits of one record: the next row's mask (if it is MASK) plus this row's codes."""
-    head = lanes if next_mode == MASK else 0
+def record_bits(mask: np.ndarray | None, k: int, mode: int, lanes: int) -> int:
+    """Bits of one record: the row's codes (its mask is in the mask part)."""
     if mode == DENSE:
-        return head + lanes * k
-    return head + int(np.count_nonzero(mask)) * k
+        return lanes * k
+    return int(np.count_nonzero(mask)) * k
 
 
 def _record_sizes(segs: list[Segment], lanes: int) -> np.ndarray:
-    """Record bits [n, C] and the header bits (per column, the same for all)."""
-    specs = [s.spec for s in segs]
-    table = _row_table(specs)
-    n = len(table)
+    """Record bits ``[n, C]``."""
     per = []
-    for r, (s, i, k, mode) in enumerate(table):
-        nmode = table[(r + 1) % n][3]
-        head = lanes if nmode == MASK else 0
+    for s, i, k, mode in _row_table([s.spec for s in segs]):
         if mode == DENSE:
-            per.append(np.full(segs[s].codes.shape[1], head + lanes * k))
+            per.append(np.full(segs[s].codes.shape[1], lanes * k))
         else:
-            per.append(head + np.count_nonzero(segs[s].codes[i], axis=1) * k)
+            per.append(np.count_nonzero(segs[s].codes[i], axis=1) * k)
     return np.array(per, dtype=np.int64)
 
 
+def _mask_rows(specs: Sequence[SegmentSpec]) -> int:
+    return sum(sp.rows for sp in specs if sp.mode == MASK)
+
+
+def _words(bits: int, word_bits: int) -> int:
+    return -(-bits // word_bits)
+
+
 def context_bits(segments) -> np.ndarray:
-    """Bits of every column's stream before the padding: ``[C]``."""
+    """Bits of every column's codes and masks, without padding: ``[C]``."""
     segs, _c, lanes = _check_segments(segments)
-    head = lanes if segs[0].mode == MASK else 0
-    return head + _record_sizes(segs, lanes).sum(axis=0)
+    return _record_sizes(segs, lanes).sum(axis=0) + _mask_rows([s.spec for s in segs]) * lanes
+
+
+def code_words(segments, word_bits: int) -> np.ndarray:
+    """Words of every column's code part (at least one): ``[C]``."""
+    segs, _c, lanes = _check_segments(segments)
+    _check_word_bits(word_bits, lanes)
+    bits = _record_sizes(segs, lanes).sum(axis=0)
+    return np.maximum(1, -(-bits // word_bits))
+
+
+def mask_words(specs, lanes: int, word_bits: int) -> int:
+    """Words of a column's mask part (the same for every column): ``W // L`` masks a word."""
+    specs = [sp if isinstance(sp, SegmentSpec) else SegmentSpec(*sp) for sp in specs]
+    _check_word_bits(word_bits, lanes)
+    return _words(_mask_rows(specs), word_bits // lanes)
 
 
 def context_words(segments, word_bits: int) -> np.ndarray:
-    """Words of every column's stream: ``[C]``."""
-    return -(-context_bits(segments) // word_bits)
+    """Words of every column's two parts: ``[C]``."""
+    segs, _c, lanes = _check_segments(segments)
+    return code_words(segs, word_bits) + mask_words([s.spec for s in segs], lanes, word_bits)
 
 
 def max_record_bits(segments) -> int:
@@ -161,55 +185,60 @@ def _check_word_bits(word_bits, lanes):
                          f"{word_bits!r}")
 
 
-def encode_context(segments, word_bits: int) -> list[list[int]]:
-    """The words (``word_bits`` bits each) of every column's stream.
+def _pack(fields: list[tuple[int, int]], word_bits: int) -> list[int]:
+    acc, pos = 0, 0
+    for v, b in fields:
+        acc |= v << pos
+        pos += b
+    wmask = (1 << word_bits) - 1
+    return [(acc >> (w * word_bits)) & wmask for w in range(_words(pos, word_bits))]
+
+
+def encode_parts(segments, word_bits: int) -> list[tuple[list[int], list[int]]]:
+    """Per column the words of its code part and of its mask part (module docstring).
 
     ``segments``: 1 or 2 :class:`Segment` (or ``(codes, k, mode)`` tuples), codes ``[R_s, C, L]``.
     """
     segs, cols, lanes = _check_segments(segments)
     _check_word_bits(word_bits, lanes)
     table = _row_table([s.spec for s in segs])
-    n = len(table)
     codes = [segs[s].codes[i] for s, i, _k, _m in table]      # per row [C, L]
+    per_word = word_bits // lanes
     out = []
     for c in range(cols):
         fields: list[tuple[int, int]] = []        # (value, bits)
-
-        def mask_of(r, c=c):
-            v = 0
-            for lane in range(lanes):
-                if codes[r][c, lane]:
-                    v |= 1 << lane
-            return v
-
-        if table[0][3] == MASK:
-            fields.append((mask_of(0), lanes))
-        for r in range(n):
-            _s, _i, k, mode = table[r]
-            nxt = (r + 1) % n
-            if table[nxt][3] == MASK:
-                fields.append((mask_of(nxt), lanes))
+        masks: list[int] = []
+        for r, (_s, _i, k, mode) in enumerate(table):
+            if mode == MASK:
+                masks.append(sum(1 << lane for lane in range(lanes) if codes[r][c, lane]))
             for lane in range(lanes):
                 v = int(codes[r][c, lane])
                 if mode == DENSE or v:
                     fields.append((v, k))
-        acc, pos = 0, 0
-        for v, b in fields:
-            acc |= v << pos
-            pos += b
-        nwords = -(-pos // word_bits)
-        wmask = (1 << word_bits) - 1
-        out.append([(acc >> (w * word_bits)) & wmask for w in range(nwords)])
+        code = _pack(fields, word_bits) or [0]
+        mwords = [sum(m << (j * lanes) for j, m in enumerate(masks[w: w + per_word]))
+                  for w in range(0, len(masks), per_word)]
+        out.append((code, mwords))
     return out
+
+
+def encode_context(segments, word_bits: int) -> list[list[int]]:
+    """The words (``word_bits`` bits each) of every column: its code part, then its mask part.
+
+    ``segments``: 1 or 2 :class:`Segment` (or ``(codes, k, mode)`` tuples), codes ``[R_s, C, L]``.
+    """
+    return [code + masks for code, masks in encode_parts(segments, word_bits)]
 
 
 def decode_context(words_per_column, specs, columns: int, lanes: int,
                    word_bits: int) -> list[np.ndarray]:
     """Read the streams back: one code array ``[R_s, C, L]`` per segment spec.
 
-    ``specs``: 1 or 2 :class:`SegmentSpec` or ``(rows, k, mode)`` tuples. An independent reader
-    of the format (a bit cursor, no shared code with :func:`encode_context`); raises ValueError
-    for truncated or too many words, or non-zero padding.
+    ``words_per_column``: per column its code part and then its mask part (as
+    :func:`encode_context` gives them). ``specs``: 1 or 2 :class:`SegmentSpec` or ``(rows, k,
+    mode)`` tuples. An independent reader of the format (bit cursors, no shared code with
+    :func:`encode_parts`); raises ValueError for truncated or too many words, or non-zero
+    padding.
     """
     specs = [sp if isinstance(sp, SegmentSpec) else SegmentSpec(*sp) for sp in specs]
     if not 1 <= len(specs) <= 2:
@@ -220,50 +249,55 @@ def decode_context(words_per_column, specs, columns: int, lanes: int,
     if len(words_per_column) != columns:
         raise ValueError(f"expected words for {columns} columns, got {len(words_per_column)}")
     table = _row_table(specs)
-    n = len(table)
+    per_word = word_bits // lanes
+    nmask = sum(1 for row in table if row[3] == MASK)
+    mwords = -(-nmask // per_word)
     out = [np.zeros((sp.rows, columns, lanes), dtype=np.int64) for sp in specs]
     for c, words in enumerate(words_per_column):
         words = [int(w) for w in words]
         for j, w in enumerate(words):
             if not 0 <= w < 1 << word_bits:
                 raise ValueError(f"column {c}: word {j} = {w} does not fit {word_bits} bits")
-        total = len(words) * word_bits
+        if len(words) < mwords + 1:
+            raise ValueError(f"column {c}: stream truncated: {len(words)} words cannot hold a "
+                             f"code word and {mwords} mask words ({nmask} masks)")
+        code, mpart = words[: len(words) - mwords], words[len(words) - mwords:]
+        masks = []
+        for j in range(nmask):
+            masks.append((mpart[j // per_word] >> (j % per_word * lanes)) & ((1 << lanes) - 1))
+        for w, word in enumerate(mpart):
+            used = min(per_word, nmask - w * per_word) * lanes
+            if word >> used:
+                raise ValueError(f"column {c}: mask word {w} has bits set after its "
+                                 f"{used // lanes} masks")
+        total = len(code) * word_bits
         pos = 0
 
-        def take(bits, what, c=c, words=words, total=total):
+        def take(bits, what, c=c, code=code, total=total):
             nonlocal pos
             if pos + bits > total:
                 raise ValueError(f"column {c}: stream truncated reading {what} at bit {pos}: "
-                                 f"needs {bits} bits, {len(words)} words hold {total}")
+                                 f"needs {bits} bits, {len(code)} code words hold {total}")
             v = 0
             for b in range(bits):
                 i = pos + b
-                v |= ((words[i // word_bits] >> (i % word_bits)) & 1) << b
+                v |= ((code[i // word_bits] >> (i % word_bits)) & 1) << b
             pos += bits
             return v
 
-        masks = [None] * n
-        if table[0][3] == MASK:
-            masks[0] = take(lanes, "the header mask of row 0")
-        for r in range(n):
-            s, i, k, mode = table[r]
-            nxt = (r + 1) % n
-            if table[nxt][3] == MASK:
-                m = take(lanes, f"the mask of row {nxt} (record {r})")
-                if nxt == 0 and m != masks[0]:
-                    raise ValueError(f"column {c}: record {r} repeats row 0's mask as {m:#x}, "
-                                     f"the header has {masks[0]:#x}")
-                masks[nxt] = m
+        it = iter(masks)
+        for r, (s, i, k, mode) in enumerate(table):
+            m = next(it) if mode == MASK else (1 << lanes) - 1
             for lane in range(lanes):
-                if mode == DENSE or (masks[r] >> lane) & 1:
+                if (m >> lane) & 1:
                     v = take(k, f"the code of row {r} lane {lane}")
                     if mode == MASK and v == 0:
                         raise ValueError(f"column {c}: row {r} lane {lane} is set in the mask "
                                          f"but its code is 0")
                     out[s][i, c, lane] = v
-        if -(-pos // word_bits) != len(words):
-            raise ValueError(f"column {c}: the stream takes {-(-pos // word_bits)} words, got "
-                             f"{len(words)}")
+        if max(1, -(-pos // word_bits)) != len(code):
+            raise ValueError(f"column {c}: the codes take {max(1, -(-pos // word_bits))} words "
+                             f"and the masks {mwords}, got {len(words)} words")
         end = pos
         if pos < total and take(total - pos, "the padding"):
             raise ValueError(f"column {c}: padding after bit {end} is not zero")

@@ -3,42 +3,43 @@
 The engine reads one weight row (``columns x lanes`` codebook indices) per cycle, cyclically per
 *context* (rows ``0 .. n-1`` of a step, again for every step). :class:`ColumnStreamDecoder`
 decodes each context's rows ahead into a small FIFO from the per-column streams of
-``compiler/wstreams.py`` (that module's docstring is the format).
+``compiler/wstreams.py`` (that module's docstring is the format: per column a code part and,
+after it, a part of fixed-stride masks).
 
-The columns run independently (a row leaves when every column's FIFO has it). Per column:
+The columns run independently (a row leaves when every column's FIFO has it). Per column and
+context three units, each a short pipeline with no data-dependent position in a loop:
 
-- **per context**: a word pointer cycling ``start .. end`` that reads the column memory when the
-  context's word FIFO will have room (decided a cycle ahead, ``want``; the contexts share the
-  memory's one read port, ``prio`` wins); a word FIFO (``word_fifo`` words, LUT RAM); the
-  window, ``window`` word registers that only ever load from the next one (no data
-  multiplexer); the cursor: ``o`` and ``e`` (start and end of the head record, bits from window
-  word 0), ``M`` (the ``L`` bits at ``o``: the next row's mask when the head record starts with
-  one), the head row's mask, ``k``, mode and segment, the rows ``r+1``, ``r+2`` (mod ``n``)
-  and their segments, and a credit of free row-FIFO entries;
-- **one cursor datapath shared by the contexts**: the context it serves is registered a cycle
-  ahead (``prio`` if it may start a row, else the other). When the head record advances, the
-  next record's length is ``[L] + popcount(M) * k`` (a table per context and segment, or
-  ``L * k`` for DENSE) and ``M`` is cut from the window at ``e``, the next record's start: the
-  format puts the next mask first so that ``M`` is known a row ahead. A cycle holds either
-  ``e -> select -> M`` or ``M -> popcount -> table -> + base -> e``, never offset -> extract
-  -> popcount -> multiply -> offset. After the last row it skips the rest of the word and the
-  header (``o`` may then run up to a word ahead of window word 0: one word is dropped per
-  cycle, and a cycle without an advance drops a word owed), so the wrap costs no cycle;
-- **extraction** (shared, no feedback): X1 holds the window and ``o``; X2 the record's codes
-  (a logarithmic shifter); X3 the codes spread to ``kmax`` bits per field (by ``k``) and the
-  prefix popcounts of the mask; the lane multiplexers (lane ``l`` takes field
-  ``popcount(mask[:l])``, 0 where the mask bit is clear; a DENSE row takes a full mask) write
-  the context's row FIFO;
-- **credit**: a row starts only when its FIFO entry is certain (free entries minus rows in
-  flight), so nothing stalls inside the pipeline.
+- **fetch**: two word pointers, the codes cycling ``start .. end`` and the masks from ``end + 1``
+  (wrapping after the pass's last mask word, counted from the rows), each reading the column
+  memory when its word FIFO will have room (decided a cycle ahead; the requests of all contexts
+  share the memory's one read port: ``prio``'s first; a context's codes before its masks,
+  unless it has no mask word buffered or on its way);
+- **lengths**: a row walker takes each row's mask (the low ``L`` bits of a mask word register
+  that shifts by ``L``; all ones for a DENSE row), then its popcount, then the record's length
+  from a table (``popcount * k`` per segment), into an entry FIFO (mask, length, segment, last
+  row of the pass); credits keep it at most ``entry_fifo`` rows ahead;
+- **cursor**: ``o`` and ``e``, start and end of the head record in bits from window word 0,
+  over ``window`` word registers that only ever load from the next one. Every cycle drops
+  window word 0 if it lies wholly before the head (``o >= W``, a registered flag: the window's
+  shift never waits for ``go``). When the head advances (``go``), ``o' = e`` (after the pass's
+  last row the start of the next word), less a word if one is dropped, and ``e' = o' +
+  length`` of the next entry (held in registers after the entry FIFO): an add, its candidates
+  summed beside the comparisons that choose one.
 
-Timing: after ``restart`` the first row is valid 9-12 cycles later; then one row per cycle
-while every record of a column is at most ``word_bits`` bits and the memory keeps up, across
-the wrap too (``fifo_depth`` >= 5 covers the credit loop). Longer records only slow it. The
-datapath serves one context per cycle: while ``prio`` is drained at full rate the other context
-only decodes in the cycles ``prio`` cannot use, so right after restarting both, the first step
-of the other context starts with a bubble of about the latency; afterwards switching ``prio``
-between whole steps costs nothing.
+The contexts of a column share the extraction (X1 the window and ``o``; X1B and X2 the
+record's codes, a logarithmic shifter in two steps; X3 codes spread to ``kmax`` bits per field
+and the prefix popcounts of the mask; lane multiplexers: lane ``l`` takes field
+``popcount(mask[:l])``, 0 where the mask bit is clear) and so one advance per cycle: the context
+that may advance is registered a cycle ahead (``prio`` if it may start a row, else another). A
+row starts only when its row-FIFO entry is certain (credits), so nothing stalls inside the
+pipeline.
+
+Timing: after ``restart`` the first row is valid 14 cycles later (the first mask word is
+fetched, walked and measured first); then one row per cycle while every record of a column is
+at most ``word_bits`` bits and the memory keeps up, across the wrap too. Longer records only slow
+it. While ``prio`` is drained at full rate the other context only decodes in the cycles ``prio``
+cannot use, so right after restarting both, the first step of the other context starts with a
+bubble of about the latency; afterwards switching ``prio`` between whole steps costs nothing.
 """
 
 from __future__ import annotations
@@ -91,21 +92,6 @@ def _shift_right(value, amount, width: int):
     return cur[:width]
 
 
-def _select(m, value, amount, width: int, limit: int, name: str):
-    """``value[amount : amount + width]`` for ``amount < limit``: a coarse multiplexer (16-bit
-    steps, one case per step) and a fine one (4 stages), a short path: the record-length loop
-    goes through it."""
-    span = width + 15
-    blocks = -(-limit // 16)
-    pad = Cat(value, Const(0, max(0, 16 * blocks + span - len(value))))
-    coarse = Signal(span, name=name)
-    with m.Switch(amount[4:]):
-        for q in range(blocks):
-            with m.Case(q):
-                m.d.comb += coarse.eq(pad[16 * q: 16 * q + span])
-    return _shift_right(coarse, amount[:4], width)
-
-
 def _times(value, k):
     """``value * k`` for a small unsigned ``k`` by shifts and adds (no multiplier block)."""
     total = Const(0, 1)
@@ -133,6 +119,27 @@ def _arbitrate(m, prio, requests, name):
     return grants
 
 
+def _arbitrate_reads(m, prio, requests, name):
+    """One grant among ``requests[x][kind]`` (per context, in its order of precedence): the
+    context ``prio`` first, then the lower context."""
+    grants = [[Signal(name=f"{name}_{x}_{kd}") for kd in range(len(r))]
+              for x, r in enumerate(requests)]
+    for x, r in enumerate(requests):
+        for kd, req in enumerate(r):
+            higher = []
+            for y, ry in enumerate(requests):
+                for ke, other in enumerate(ry):
+                    if (y, ke) == (x, kd):
+                        continue
+                    if y == x:
+                        if ke < kd:
+                            higher.append(other)
+                    else:
+                        higher.append(other & ((prio == y) | ((prio != x) & (y < x))))
+            m.d.comb += grants[x][kd].eq(req & ~_any(higher))
+    return grants
+
+
 def _popcount(bits) -> Value:
     """The number of set bits (4 bits wide), as a balanced tree of 3-bit table lookups: logic
     that LUT mapping can flatten, not a chain of adders."""
@@ -153,44 +160,49 @@ class ColumnStreamDecoder(wiring.Component):
     Parameters: ``columns`` C, ``lanes`` L, ``word_bits`` W (>= L), ``kmax`` (1..8, the code
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
     decoded ahead per context), ``init`` (initial words per column), ``max_rows`` (largest
-    ``n_rows``), ``word_fifo`` (words fetched ahead per column and context, >= 3).
+    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3),
+    ``entry_fifo`` (row lengths measured ahead per column and context, >= 1; 5 keeps a row per
+    cycle).
 
     Ports (all in the ``sync`` domain):
 
     - ``w_en``, ``w_col``, ``w_addr``, ``w_data``: write one word of a column memory;
     - per context ``i``: ``start[i][c]``, ``end[i][c]`` (first and last word of column ``c``'s
-      stream, inclusive), ``n_rows[i]``, ``n0[i]`` (rows of segment 0, >= 1), ``k0[i]``,
-      ``dense0[i]``, ``k1[i]``, ``dense1[i]``: held stable while the context runs;
-      ``restart[i]``: a one-cycle strobe that takes the configuration, discards everything and
-      begins at row 0 (a context is idle from reset until its first restart);
+      code part, inclusive; its mask part follows), ``n_rows[i]``, ``n0[i]`` (rows of segment
+      0, >= 1), ``k0[i]``, ``dense0[i]``, ``k1[i]``, ``dense1[i]``: held stable while the
+      context runs; ``restart[i]``: a one-cycle strobe that takes the configuration, discards
+      everything and begins at row 0 (a context is idle from reset until its first restart);
     - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ...;
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
-      cursor datapath when both contexts want them (taken into account a cycle later).
+      extraction when both contexts want them (taken into account a cycle later).
 
     ``k0``/``k1`` must not exceed ``kmax``; ``word_bits`` >= ``lanes``; a row's record may be
-    any length up to ``lanes * (kmax + 1)`` bits.
+    any length up to ``lanes * kmax`` bits.
     """
 
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
-                 depth: int = 512, contexts: int = 2, fifo_depth: int = 5,
+                 depth: int = 512, contexts: int = 2, fifo_depth: int = 6,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
-                 word_fifo: int = 4):
+                 word_fifo: int = 4, entry_fifo: int = 5):
         if not 1 <= kmax <= 8:
             raise ValueError(f"kmax must be in 1..8, not {kmax!r}")
         if word_bits < lanes:
             raise ValueError(f"word_bits ({word_bits}) must be at least lanes ({lanes})")
-        if contexts < 1 or columns < 1 or depth < 1 or fifo_depth < 1:
-            raise ValueError("columns, depth, contexts and fifo_depth must be positive")
+        if contexts < 1 or columns < 1 or depth < 1 or fifo_depth < 1 or entry_fifo < 1:
+            raise ValueError("columns, depth, contexts, fifo_depth and entry_fifo must be "
+                             "positive")
         if init is not None and len(init) > columns:
             raise ValueError(f"init has {len(init)} columns, the decoder {columns}")
         self.columns, self.lanes, self.word_bits, self.kmax = columns, lanes, word_bits, kmax
         self.depth, self.contexts, self.fifo_depth = depth, contexts, fifo_depth
-        self.max_rows = max_rows
+        self.max_rows, self.entry_fifo = max_rows, entry_fifo
         self.init = [list(w) for w in init] if init is not None else None
-        #: the largest record: the next row's mask and L codes of kmax bits
-        self.record_max = lanes + lanes * kmax
+        #: the largest record: L codes of kmax bits
+        self.record_max = lanes * kmax
         #: words of the window: offsets below 2 W plus a whole record
         self.window = -(-(2 * word_bits - 1 + self.record_max) // word_bits)
+        #: masks in a mask word
+        self.masks_per_word = word_bits // lanes
         if word_fifo < 3:
             raise ValueError(f"word_fifo must be at least 3, not {word_fifo!r}")
         self.word_fifo = word_fifo
@@ -225,20 +237,18 @@ class ColumnStreamDecoder(wiring.Component):
             m.d.comb += pop.eq(self.rows[x].valid & self.rows[x].ready)
             pops.append(pop)
 
-        # per context and segment: the code bits of a row by its popcount (L * k if DENSE),
-        # from the configuration (registered: first used a few cycles after a restart)
+        # per context and segment: a record's bits by its popcount (``p * k``; a DENSE row's
+        # mask is all ones), from the configuration (registered: first used several cycles
+        # after a restart)
         lbits = _bits(self.record_max)
         self._prod = []
         for x in range(NX):
-            ks, ds = (self.k0[x], self.k1[x]), (self.dense0[x], self.dense1[x])
+            ks = (self.k0[x], self.k1[x])
             prod = [[Signal(lbits, name=f"prod{x}_{sg}_{p}") for p in range(L + 1)]
                     for sg in (0, 1)]
             for sg in (0, 1):
                 for p in range(L + 1):
-                    m.d.sync += prod[sg][p].eq(_times(Const(L if p == L else p, 4), ks[sg]))
-                    if p < L:
-                        with m.If(ds[sg]):
-                            m.d.sync += prod[sg][p].eq(_times(Const(L, 4), ks[sg]))
+                    m.d.sync += prod[sg][p].eq(_times(Const(p, 4), ks[sg]))
             self._prod.append(prod)
 
         fifos = [[None] * C for _ in range(NX)]
@@ -250,19 +260,32 @@ class ColumnStreamDecoder(wiring.Component):
             rp = mem.read_port(domain="sync")
             m.d.comb += [wp.en.eq(self.w_en & (self.w_col == c)), wp.addr.eq(self.w_addr),
                          wp.data.eq(self.w_data)]
-            wants = [Signal(name=f"want_{x}_{c}") for x in range(NX)]
-            fas = [Signal(abits, name=f"fa_{x}_{c}") for x in range(NX)]
-            issues = _arbitrate(m, self.prio, wants, f"issue_{c}")
-            addr = fas[0]
-            for x in range(1, NX):
-                addr = Mux(issues[x], fas[x], addr)
-            m.d.comb += [rp.addr.eq(addr), rp.en.eq(_any(issues))]
+            # per context: the mask part's and the code part's request and address
+            wants = [[Signal(name=f"want{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
+            fas = [[Signal(abits, name=f"fa{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
+            # a context's masks go first while it has no mask word buffered or on its way
+            # (at a restart: the row lengths wait for them), else its codes first
+            urgent = [Signal(name=f"urgent_{x}_{c}") for x in range(NX)]
+            grants = _arbitrate_reads(m, self.prio, [
+                [wants[x][0] & urgent[x], wants[x][1], wants[x][0] & ~urgent[x]]
+                for x in range(NX)], f"issue_{c}")
+            issues = [[Signal(name=f"issue{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
+            for x in range(NX):
+                m.d.comb += [issues[x][0].eq(grants[x][0] | grants[x][2]),
+                             issues[x][1].eq(grants[x][1])]
+            addr = fas[0][0]
+            for x in range(NX):
+                for kd in range(2):
+                    if (x, kd) != (0, 0):
+                        addr = Mux(issues[x][kd], fas[x][kd], addr)
+            m.d.comb += [rp.addr.eq(addr),
+                         rp.en.eq(_any([g for gs in issues for g in gs]))]
 
             for x in range(NX):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
                 m.submodules[f"fifo_{x}_{c}"] = fifo
                 fifos[x][c] = fifo
-            self._column(m, c, rp.data, wants, fas, issues, pops,
+            self._column(m, c, rp.data, wants, urgent, fas, issues, pops,
                          [fifos[x][c] for x in range(NX)])
 
         for x in range(NX):
@@ -278,266 +301,256 @@ class ColumnStreamDecoder(wiring.Component):
                 ]
         return m
 
-    def _column(self, m, c, rdata, wants, fas, issues, pops, fifos):
-        """Column ``c``: per context the fetch, the bit buffer, the cursor state and the two
-        loops below (each context computes its next ``e``, ``M`` and ``mv`` from its own
-        registers); one shared datapath for the rest of the context selected this cycle
-        (registered a cycle ahead: ``prio`` if it may start a row, else another).
+    def _fetch(self, m, run, rdata, want, fa, issue, first, wrap, pend, fifo):
+        """A word pointer: while ``run`` it asks to read at ``fa`` when ``fifo`` will have room
+        (``want``, registered); an ``issue`` (granted) reads, the word lands in ``fifo`` a cycle
+        later (``pend``), and ``fa`` moves on, to ``first`` when ``wrap``."""
+        WD = self.word_fifo
+        m.d.comb += [fifo.w_en.eq(pend), fifo.w_data.eq(rdata)]
+        # room for a word read next cycle, ignoring this cycle's FIFO read (a short path)
+        m.d.sync += [want.eq(run & (fifo.level + pend + issue + 1 <= WD)), pend.eq(issue)]
+        with m.If(issue):
+            m.d.sync += fa.eq(Mux(wrap, first, fa + 1))
 
-        The cursor keeps ``o`` (start of the head record) and ``e`` (its end) as registers and
-        ``M``, the mask at ``o`` (the next row's mask when the head record starts with one),
-        taken a cycle early: when the head advances, ``M`` is cut from the window at ``e`` (the
-        next record's start) while ``len_{r+1}`` is computed from the old ``M``. So one cycle
-        holds either ``e -> select -> M`` or ``M -> popcount -> table -> + o' -> e'``."""
+    def _column(self, m, c, rdata, wants, urgent, fas, issues, pops, fifos):
+        """Column ``c``: per context the fetch of both parts, the length unit and the cursor
+        (module docstring); the extraction is shared by the contexts."""
         L, W, NX = self.lanes, self.word_bits, self.contexts
         R, NW, WD, D = self.record_max, self.window, self.word_fifo, self.fifo_depth
-        obits = _bits(2 * NW * W + 2 * W + R)
-        sbits = _bits(2 * W - 1)
+        EF, MPW = self.entry_fifo, self.masks_per_word
+        obits = _bits(NW * W + R)
+        sbits = _bits(NW * W)
         rbits = _bits(self.max_rows)
+        lbits = _bits(R)
         sync, comb = m.d.sync, m.d.comb
+        entry = data.StructLayout({"mask": L, "len": lbits, "seg": 1, "last": 1})
         st = []
         for x in range(NX):
             n = f"_{x}_{c}"
             s = {
                 "running": Signal(name="running" + n),
-                "pend": Signal(name="pend" + n),        # read issued last cycle: word in rdata
+                "pend": Signal(name="pend" + n),        # code read issued last cycle
+                "mpend": Signal(name="mpend" + n),      # mask read issued last cycle
                 "slot": [Signal(W, name=f"slot{i}" + n) for i in range(NW)],
                 "sv": [Signal(name=f"sv{i}" + n) for i in range(NW)],
                 "o": Signal(obits, name="o" + n),        # head record: start (from slot 0)
                 "e": Signal(obits, name="e" + n),        # head record: end
-                "M": Signal(L, name="M" + n),            # the L bits at o, if mv
-                "mv": Signal(name="mv" + n),
-                "hmask": Signal(L, name="hmask" + n),    # head row: mask, k, dense, seg
-                "hk": Signal(len(self.k0[x]), name="hk" + n),
-                "hdense": Signal(name="hdense" + n),
-                "hhdr": Signal(name="hhdr" + n),         # head record starts with the next mask
-                "hseg": Signal(name="hseg" + n),
-                "pseudo": Signal(name="pseudo" + n),     # the head is the header (no row)
-                "r1": Signal(rbits, name="r1" + n),      # (head row + 1) mod n
-                "r2": Signal(rbits, name="r2" + n),      # (head row + 2) mod n
-                "s1": Signal(name="s1" + n),             # segment of row r1
-                "s2": Signal(name="s2" + n),             # segment of row r2
-                "z1": Signal(name="z1" + n),             # r1 == 0 (the head is the last row)
+                "hv": Signal(name="hv" + n),             # the head entry is valid
+                "head": Signal(entry, name="head" + n),
                 "credit": Signal(range(D + 1), name="credit" + n),
-                "sel": Signal(name="sel" + n),           # this context uses the datapath
+                "sel": Signal(name="sel" + n),           # this context may advance
                 "go": Signal(name="go" + n),             # its head record advances
                 "drop": Signal(name="drop" + n),         # its slot 0 is consumed
-                "avail": Signal(range(NW + 1), name="avail" + n),
                 "fits": Signal(name="fits" + n),
             }
             st.append(s)
             restart = self.restart[x]
-            # -- words: memory -> word FIFO (LUT RAM) -> window registers -------------------
+            n_rows, n0 = self.n_rows[x], self.n0[x]
+            dense0, dense1 = self.dense0[x], self.dense1[x]
+
+            # -- codes: memory -> word FIFO (LUT RAM) -> window registers ------------------
             wfifo = ResetInserter(restart)(SyncFIFO(width=W, depth=WD))
             m.submodules["wfifo" + n] = wfifo
-            comb += [wfifo.w_en.eq(s["pend"]), wfifo.w_data.eq(rdata)]
+            fa_c = fas[x][1]
+            self._fetch(m, s["running"], rdata, wants[x][1], fa_c, issues[x][1],
+                        self.start[x][c], fa_c == self.end[x][c], s["pend"], wfifo)
             slot, sv = s["slot"], s["sv"]
             free = s["drop"] | ~sv[0]
+            sv_next = []
             for i in range(NW):
                 if i > 0:
                     free = free | ~sv[i]
+                up = sv[i + 1] if i + 1 < NW else wfifo.r_rdy
+                sv_next.append(Mux(free, up, sv[i]))
                 with m.If(free):
                     if i + 1 < NW:
                         sync += [slot[i].eq(slot[i + 1]), sv[i].eq(sv[i + 1])]
                     else:
                         sync += [slot[i].eq(wfifo.r_data), sv[i].eq(wfifo.r_rdy)]
                         comb += wfifo.r_en.eq(1)
-            # room for a word read next cycle, ignoring this cycle's FIFO read (a short path)
-            sync += [
-                wants[x].eq(s["running"] & (wfifo.level + s["pend"] + issues[x] + 1 <= WD)),
-                s["pend"].eq(issues[x]),
-            ]
-            with m.If(issues[x]):
-                sync += fas[x].eq(Mux(fas[x] == self.end[x][c], self.start[x][c], fas[x] + 1))
-            run, acc = Const(1), Const(0, range(NW + 1))
+            # the bits of the window's leading valid words, registered (from the next valid
+            # flags, which depend on registers only): the head fits when e <= room
+            room = Signal(range(NW * W + 1), name="room" + n)
+            room_next, lead = Const(0, range(NW * W + 1)), Const(1)
             for i in range(NW):
-                run = run & sv[i]
-                acc = acc + run
-            comb += s["avail"].eq(acc)
-            # the head record is in the window (and, if it starts with a mask, M holds it)
-            fits_at = Cat(*[s["e"] <= i * W for i in range(NW + 1)])
-            comb += s["fits"].eq(s["running"] & ~restart & (s["o"] < 2 * W) &
-                                 fits_at.bit_select(s["avail"], 1) & (s["mv"] | ~s["hhdr"]))
+                lead = lead & sv_next[i]
+                room_next = Mux(lead, (i + 1) * W, room_next)
+            sync += room.eq(Mux(restart, 0, room_next))
 
-        # -- the shared datapath: the selected context's record -----------------------------
+            # -- masks: memory -> word FIFO -> a shifting mask word --------------------------
+            mfifo = ResetInserter(restart)(SyncFIFO(width=W, depth=WD))
+            m.submodules["mfifo" + n] = mfifo
+            nm = Signal(rbits, name="nm" + n)            # MASK rows of a pass
+            rem = Signal(rbits, name="mrem" + n)         # masks of the pass still to fetch
+            fa_m = fas[x][0]
+            self._fetch(m, s["running"] & (nm != 0), rdata, wants[x][0], fa_m, issues[x][0],
+                        self.end[x][c] + 1, rem <= MPW, s["mpend"], mfifo)
+            with m.If(issues[x][0]):
+                sync += rem.eq(Mux(rem <= MPW, nm, rem - MPW))
+            sync += urgent[x].eq(mfifo.level + s["mpend"] + issues[x][0] == 0)
+
+            # -- lengths: row walker -> popcount -> length -> entry FIFO ---------------------
+            efifo = ResetInserter(restart)(SyncFIFO(width=entry.size, depth=EF))
+            m.submodules["efifo" + n] = efifo
+            mword = Signal(W, name="mword" + n)
+            mleft = Signal(range(MPW + 1), name="mleft" + n)   # masks left in mword
+            mok = Signal(name="mok" + n)                       # mleft != 0
+            mr = Signal(rbits, name="mr" + n)                  # the walker's row
+            mz = Signal(name="mz" + n)                         # mr == n - 1
+            mn0 = Signal(name="mn0" + n)                       # mr == n0 - 1
+            mseg = Signal(name="mseg" + n)                     # mr >= n0
+            mcredit = Signal(range(EF + 1), name="mcredit" + n)
+            dense_row = Mux(mseg, dense1, dense0)
+            last_mask = ~dense_row & (mz | (mn0 & dense1))     # no MASK row after this one
+            take = Signal(name="take" + n)
+            take_m = Signal(name="takem" + n)
+            comb += [take.eq(s["running"] & ~restart & (mcredit != 0) & (dense_row | mok)),
+                     take_m.eq(take & ~dense_row)]
+            with m.If(~mok | (take_m & ((mleft == 1) | last_mask))):
+                comb += mfifo.r_en.eq(1)
+                sync += [mword.eq(mfifo.r_data), mleft.eq(Mux(mfifo.r_rdy, MPW, 0)),
+                         mok.eq(mfifo.r_rdy)]
+            with m.Elif(take_m):
+                sync += [mword.eq(mword >> L), mleft.eq(mleft - 1), mok.eq(mleft != 1)]
+            with m.If(take):
+                with m.If(mz):
+                    sync += [mr.eq(0), mz.eq(n_rows == 1), mn0.eq(n0 == 1), mseg.eq(0)]
+                with m.Else():
+                    sync += [mr.eq(mr + 1), mz.eq(mr + 2 == n_rows), mn0.eq(mr + 2 == n0),
+                             mseg.eq(mseg | mn0)]
+            a_v = Signal(name="av" + n)
+            a = Signal(entry, name="a" + n)
+            sync += [a_v.eq(take), a.mask.eq(Mux(dense_row, (1 << L) - 1, mword[:L])),
+                     a.seg.eq(mseg), a.last.eq(mz)]
+            b_v = Signal(name="bv" + n)
+            b = Signal(entry, name="b" + n)
+            b_pop = Signal(range(L + 1), name="bpop" + n)
+            sync += [b_v.eq(a_v), b.eq(a), b_pop.eq(_popcount(a.mask))]
+            blen = Signal(lbits, name="blen" + n)
+            with m.Switch(b_pop):
+                for p in range(L + 1):
+                    with m.Case(p):
+                        comb += blen.eq(Mux(b.seg, self._prod[x][1][p], self._prod[x][0][p]))
+            wentry = Signal(entry, name="went" + n)
+            comb += [wentry.eq(b), wentry.len.eq(blen),
+                     efifo.w_en.eq(b_v), efifo.w_data.eq(wentry)]
+
+            # -- the cursor ------------------------------------------------------------------
+            o, e, hv, head = s["o"], s["e"], s["hv"], s["head"]
+            # the entry FIFO's head in registers (a LUT RAM read is too slow in the loop)
+            nv = Signal(name="nv" + n)
+            nxt = Signal(entry, name="next" + n)
+            take_n = Signal(name="taken" + n)            # the head loads the next entry
+            comb += [take_n.eq((s["go"] | ~hv) & nv),
+                     efifo.r_en.eq(take_n | ~nv)]
+            with m.If(take_n | ~nv):
+                sync += [nv.eq(efifo.r_rdy), nxt.eq(efifo.r_data)]
+            comb += s["fits"].eq(s["running"] & ~restart & hv & (e <= room))
+            comb += s["go"].eq(s["sel"] & s["fits"])
+            # a word wholly before the head is dropped, one a cycle, whatever the head does:
+            # the window's shift looks at registers only (``o >= W`` is kept as a flag)
+            o_ge = Signal(name="oge" + n)
+            comb += s["drop"].eq(o_ge & sv[0])
+            drop = s["drop"]
+            # the next head's start: e, or after the pass's last row the start of the word after
+            # the one holding e (word ceil(e / W): a thermometer of e > i W), less this cycle's
+            # drop; e' = that + the next entry's length, every candidate summed beside the
+            # comparisons and chosen after them
+            ln = nxt.len
+            gt = [e > i * W for i in range(NW)] + [Const(0)]
+            words = [Mux(drop, gt[i + 1], gt[i]) for i in range(NW)]
+            wrap_o, wrap_e = Const(0, obits), ln + 0
+            for i in range(NW):
+                wrap_o = Mux(words[i], (i + 1) * W, wrap_o)
+                wrap_e = Mux(words[i], ln + (i + 1) * W, wrap_e)
+            e_w, o_w = Signal(obits, name="ew" + n), Signal(obits, name="ow" + n)
+            comb += [e_w.eq(e - W), o_w.eq(o - W)]      # from registers: the length adds last
+            o_next = Signal(obits, name="onext" + n)
+            o_c = Signal(obits, name="oc" + n)
+            e_less = Signal(obits, name="eless" + n)
+            comb += [e_less.eq(Mux(drop, e_w, e)), o_c.eq(Mux(drop, o_w, o)),
+                     o_next.eq(Mux(head.last, wrap_o, e_less))]
+            e_go = Signal(obits, name="ego" + n)
+            e_idle = Signal(obits, name="eidle" + n)
+            comb += [e_go.eq(Mux(head.last, wrap_e, Mux(drop, e_w + ln, e + ln))),
+                     e_idle.eq(Mux(drop, o_w + ln, o + ln))]
+            # o' >= W, from the comparisons of the registers
+            ge_go = Mux(head.last, words[0], Mux(drop, e >= 2 * W, e >= W))
+            ge_stay = Mux(drop, o >= 2 * W, o >= W)
+            with m.If(s["go"]):
+                sync += [o.eq(o_next), e.eq(e_go), hv.eq(nv), head.eq(nxt), o_ge.eq(ge_go)]
+            with m.Elif(~hv):
+                sync += [o.eq(o_c), e.eq(e_idle), hv.eq(nv), head.eq(nxt), o_ge.eq(ge_stay)]
+            with m.Else():
+                sync += [o.eq(o_c), e.eq(e_less), o_ge.eq(ge_stay)]
+            # the walker's credit: entries in its two stages and the entry FIFO
+            popped = (take_n | ~nv) & efifo.r_rdy
+            m_keep = Signal(range(EF + 2), name="mkeep" + n)
+            m_ret = Signal(range(EF + 2), name="mret" + n)
+            comb += [m_keep.eq(mcredit - take), m_ret.eq(mcredit - take + 1)]
+            sync += mcredit.eq(Mux(popped, m_ret, m_keep))
+
+            # -- restart ---------------------------------------------------------------------
+            with m.If(restart):
+                nm_c = Mux(dense0, Mux(dense1, 0, n_rows - n0), Mux(dense1, n0, n_rows))
+                any_mask = ~dense0 | (~dense1 & (n_rows != n0))     # nm_c != 0 (n0 >= 1)
+                sync += [
+                    s["running"].eq(1), s["pend"].eq(0), wants[x][1].eq(1),
+                    fa_c.eq(self.start[x][c]), o.eq(0), o_ge.eq(0), hv.eq(0), nv.eq(0),
+                    s["mpend"].eq(0), wants[x][0].eq(any_mask), urgent[x].eq(1),
+                    fa_m.eq(self.end[x][c] + 1),
+                    nm.eq(nm_c), rem.eq(nm_c), mleft.eq(0), mok.eq(0),
+                    mr.eq(0), mz.eq(n_rows == 1), mn0.eq(n0 == 1), mseg.eq(0),
+                    mcredit.eq(EF), a_v.eq(0), b_v.eq(0),
+                ]
+                sync += [v.eq(0) for v in sv]
+
+        # -- which context may advance next cycle ----------------------------------------------
+        elig = []
+        for x, s in enumerate(st):
+            # credit: both outcomes ready before ``go`` (a late select)
+            c_keep = Signal(range(D + 2), name=f"ckeep_{x}_{c}")
+            c_take = Signal(range(D + 2), name=f"ctake_{x}_{c}")
+            comb += [c_keep.eq(s["credit"] + pops[x]), c_take.eq(s["credit"] + pops[x] - 1)]
+            sync += s["credit"].eq(Mux(self.restart[x], D, Mux(s["go"], c_take, c_keep)))
+            # the next selection assumes the selected context starts its row (if it does
+            # not, it was waiting for words anyway): no path from ``go`` to the selection
+            c_pess = Mux(s["sel"], c_take, c_keep)
+            e_next_x = Signal(name=f"elig_next_{x}_{c}")
+            comb += e_next_x.eq(self.restart[x] | s["running"] & (c_pess != 0))
+            elig.append(e_next_x)
+        for x, g in enumerate(_arbitrate(m, self.prio, elig, f"selnext_{c}")):
+            sync += st[x]["sel"].eq(g)
+
+        # -- the head record to the extraction -------------------------------------------------
         def pick(f):
             v = f(0)
             for x in range(1, NX):
                 v = Mux(st[x]["sel"], f(x), v)
             return v
 
-        seg1 = pick(lambda x: st[x]["s1"])
-        seg2 = pick(lambda x: st[x]["s2"])
-        k0, k1 = pick(lambda x: self.k0[x]), pick(lambda x: self.k1[x])
-        dense0, dense1 = pick(lambda x: self.dense0[x]), pick(lambda x: self.dense1[x])
-        o = Signal(obits, name=f"o_{c}")
-        e = Signal(obits, name=f"e_{c}")
-        pseudo = Signal(name=f"pseudo_{c}")
-        M = Signal(L, name=f"M_{c}")
-        comb += [o.eq(pick(lambda x: st[x]["o"])), e.eq(pick(lambda x: st[x]["e"])),
-                 pseudo.eq(pick(lambda x: st[x]["pseudo"])), M.eq(pick(lambda x: st[x]["M"]))]
-        wrapnow = pick(lambda x: st[x]["z1"]) & ~pseudo
-        k_1 = Mux(seg1, k1, k0)
-        dense_1 = Mux(seg1, dense1, dense0)
-        hdr_1 = ~Mux(seg2, dense1, dense0)
-        go = Signal(name=f"go_{c}")
-        comb += go.eq(_any([s["sel"] & s["fits"] for s in st]))
-
         window = Signal(NW * W, name=f"window_{c}")
         wsel = Const(0, NW * W)
         for x in range(NX):
             wsel = wsel | Mux(st[x]["sel"], Cat(*st[x]["slot"]), 0)
         comb += window.eq(wsel)
-
-        # the next head's start, in the window before this cycle's drop (wrap: the word after
-        # the one holding e, past row 0's mask in the header) and after it (o_next)
-        past = [e > i * W for i in range(NW + 1)]      # past[i]: e is beyond word i's start
-        skip = Mux(dense0, 0, L)
-        o_next = Signal(obits, name=f"o_next_{c}")
-        wrap_o = Const(0, obits)                        # (q - 1) * W (0 for q = 0)
-        for i in range(1, NW):
-            wrap_o = Mux(past[i], i * W, wrap_o)
-        with m.If(wrapnow):
-            comb += o_next.eq(wrap_o + skip)
-        with m.Elif(e >= W):
-            comb += o_next.eq(e - W)
-        with m.Else():
-            comb += o_next.eq(e)
-        # base = o_next + [L if row r+2 is MASK], per context from its registers
-        for x, s in enumerate(st):
-            ex = s["e"]
-            hdr_lx = Mux(s["s2"], Mux(self.dense1[x], 0, L), Mux(self.dense0[x], 0, L))
-            skip_x = Mux(self.dense0[x], 0, L)
-            wrap_x = Const(0, obits)
-            for i in range(1, NW):
-                wrap_x = Mux(ex > i * W, i * W, wrap_x)
-            s["base"] = Signal(obits, name=f"base_{x}_{c}")
-            with m.If(s["z1"] & ~s["pseudo"]):
-                comb += s["base"].eq(wrap_x + skip_x + hdr_lx)
-            with m.Elif(ex >= W):
-                comb += s["base"].eq(ex - W + hdr_lx)
-            with m.Else():
-                comb += s["base"].eq(ex + hdr_lx)
-
-        # M of the next head: cut at e (or at the wrap position: a start word + skip), per
-        # context from its own window (the selection's fan-out stays out of this loop); one
-        # selector: at e, or at o while the head still waits for its M (mv low only then)
-        span = (NW + 1) * W + L
-        for x, s in enumerate(st):
-            padded = Cat(*s["slot"], Const(0, span - NW * W))
-            at = Signal(obits, name=f"at_{x}_{c}")
-            comb += at.eq(Mux(s["mv"], s["e"], s["o"]))
-            s["m_at"] = _select(m, padded, at, L, NW * W + 1, f"coarse_{x}_{c}")
-            q_x = Const(0, range(NW + 1))
-            for i in range(NW):
-                q_x = q_x + (s["e"] > i * W)
-            m_wrap = Const(0, L)
-            for qq in range(NW + 1):
-                m_wrap = Mux(q_x == qq, Mux(self.dense0[x], padded[qq * W: qq * W + L],
-                                            padded[qq * W + L: qq * W + 2 * L]), m_wrap)
-            s["q"] = q_x
-            s["m_next"] = Mux(s["z1"] & ~s["pseudo"], m_wrap, s["m_at"])
-
-        # Per context, from its own registers (the record-length loop does not go through the
-        # selection of the shared datapath): len_{r+1} = [L if row r+2 is MASK] +
-        # product[seg(r+1)][popcount(M)], so e' = base + product; and whether the window holds
-        # the next M (mv', the L bits at the next head's start): at the wrap that is q W + skip,
-        # and with 2 L <= W it fits exactly when q < avail; else it is e. (Registering the
-        # popcount with M moves its three levels into the M loop, already as long: 52.8 MHz.)
-        for x, s in enumerate(st):
-            pop = Signal(range(L + 1), name=f"pop_{x}_{c}")
-            comb += pop.eq(_popcount(s["M"]))
-            prod = Signal(_bits(R), name=f"prod_{x}_{c}")
-            with m.Switch(pop):
-                for p in range(L + 1):
-                    with m.Case(p):
-                        comb += prod.eq(Mux(s["s1"], self._prod[x][1][p], self._prod[x][0][p]))
-            s["e_next"] = Signal(obits, name=f"e_next_{x}_{c}")
-            comb += s["e_next"].eq(s["base"] + prod)
-            ex, avail = s["e"], s["avail"]
-            e_fits = _any([(avail == i) & (ex <= i * W - L) for i in range(1, NW + 1)])
-            if 2 * L <= W:
-                wrap_fits = s["q"] < avail
-            else:   # the wrap position q W + skip, compared in full
-                wrap_fits = s["q"] * W + Mux(self.dense0[x], 0, L) + L <= avail * W
-            hdr_x = ~Mux(s["s2"], self.dense1[x], self.dense0[x])
-            s["mv_next"] = Signal(name=f"mv_next_{x}_{c}")
-            comb += s["mv_next"].eq(Mux(s["z1"] & ~s["pseudo"], wrap_fits, e_fits) | ~hdr_x)
-
-        # -- per context: the state update ---------------------------------------------------
-        elig = []
-        for x, s in enumerate(st):
-            n_rows = self.n_rows[x]
-
-            def inc(r, n_rows=n_rows):
-                return Mux(r == n_rows - 1, 0, r + 1)
-
-            comb += s["go"].eq(go & s["sel"])
-            catch = (s["o"] >= W) & s["sv"][0]
-            # the word drop from this context's registers (no path through the shared datapath)
-            last = s["z1"] & ~s["pseudo"]
-            drop_go = Mux(last, s["e"] != 0, s["e"] >= W)
-            comb += s["drop"].eq(Mux(s["sel"] & s["fits"], drop_go, catch))
-            avail_bits = Const(0, range(NW * W + 1))     # bits in the window
-            for i in range(1, NW + 1):
-                avail_bits = Mux(s["avail"] == i, i * W, avail_bits)
-            with m.If(s["go"]):
-                sync += [
-                    s["o"].eq(o_next), s["e"].eq(s["e_next"]), s["hmask"].eq(M),
-                    s["hk"].eq(k_1), s["hdense"].eq(dense_1), s["hhdr"].eq(hdr_1),
-                    s["hseg"].eq(seg1), s["pseudo"].eq(0),
-                    s["r1"].eq(inc(s["r1"])), s["r2"].eq(inc(s["r2"])),
-                    s["s1"].eq(s["s2"]), s["s2"].eq(inc(s["r2"]) >= self.n0[x]),
-                    s["z1"].eq(s["r1"] == n_rows - 1),
-                    s["M"].eq(s["m_next"]), s["mv"].eq(s["mv_next"]),
-                ]
-            with m.Else():
-                with m.If(catch):
-                    sync += [s["o"].eq(s["o"] - W), s["e"].eq(s["e"] - W)]
-                with m.If(~s["mv"] & s["sel"]):
-                    sync += [s["M"].eq(s["m_at"]), s["mv"].eq(s["o"] + L <= avail_bits)]
-            # credit: both outcomes ready before ``go`` (a late select)
-            c_keep = Signal(range(D + 2), name=f"ckeep_{x}_{c}")
-            c_take = Signal(range(D + 2), name=f"ctake_{x}_{c}")
-            comb += [c_keep.eq(s["credit"] + pops[x]), c_take.eq(s["credit"] + pops[x] - 1)]
-            sync += s["credit"].eq(Mux(s["go"] & ~s["pseudo"], c_take, c_keep))
-            # the next selection assumes the selected context starts its row (if it does
-            # not, it was waiting for words anyway): no path from ``go`` to the selection
-            c_pess = Mux(s["sel"] & ~s["pseudo"], c_take, c_keep)
-            e_next_x = Signal(name=f"elig_next_{x}_{c}")
-            comb += e_next_x.eq(self.restart[x] |
-                                s["running"] & ((c_pess != 0) | s["pseudo"]))
-            elig.append(e_next_x)
-            with m.If(self.restart[x]):
-                sync += [
-                    s["running"].eq(1), s["pend"].eq(0), wants[x].eq(1),
-                    fas[x].eq(self.start[x][c]), s["o"].eq(0),
-                    s["e"].eq(Mux(self.dense0[x], 0, L)), s["pseudo"].eq(1),
-                    s["hhdr"].eq(~self.dense0[x]), s["mv"].eq(self.dense0[x]),
-                    s["r1"].eq(0), s["r2"].eq(Mux(n_rows == 1, 0, 1)), s["credit"].eq(D),
-                    s["s1"].eq(0), s["s2"].eq((n_rows != 1) & (self.n0[x] <= 1)),
-                    s["z1"].eq(1),
-                ]
-                sync += [v.eq(0) for v in s["sv"]]
-        for x, g in enumerate(_arbitrate(m, self.prio, elig, f"selnext_{c}")):
-            sync += st[x]["sel"].eq(g)
-
-        # -- the record's row to the extraction ------------------------------------------------
         sel_x = Const(0, range(max(NX, 2)))
         for x in range(1, NX):
             sel_x = Mux(st[x]["sel"], x, sel_x)
         start = {
-            "v": go & ~pseudo, "x": sel_x, "window": window, "o": o[:sbits],
-            "m": pick(lambda x: Mux(st[x]["hdense"], (1 << L) - 1, st[x]["hmask"])),
-            "k": pick(lambda x: st[x]["hk"]), "hdr": pick(lambda x: st[x]["hhdr"]),
-            "seg": pick(lambda x: st[x]["hseg"]),
+            "v": _any([s["go"] for s in st]), "x": sel_x, "window": window,
+            "o": pick(lambda x: st[x]["o"][:sbits]),
+            "m": pick(lambda x: st[x]["head"].mask),
+            "k": pick(lambda x: Mux(st[x]["head"].seg, self.k1[x], self.k0[x])),
+            "seg": pick(lambda x: st[x]["head"].seg),
         }
         self._extract(m, c, start, fifos)
 
     def _extract(self, m, c, start, fifos):
-        """The shared extraction of column ``c``: X1 (the window and the record's offset), X2
-        (the record's codes), X3 (codes spread to kmax bits per field, prefix popcounts of the
-        mask), lane multiplexers -> the context's row FIFO."""
+        """The shared extraction of column ``c``: X1 (the window and the record's offset), X1B
+        (the bits from the record's 16-bit step on), X2 (the record's codes), X3 (codes spread
+        to kmax bits per field, prefix popcounts of the mask), lane multiplexers -> the
+        context's row FIFO."""
         L, K, NX = self.lanes, self.kmax, self.contexts
         pbits = _bits(L)
         comb = m.d.comb
@@ -552,11 +565,16 @@ class ColumnStreamDecoder(wiring.Component):
             m.d.sync += vreg.eq(valid & ~kill)
             return vreg, regs
 
-        keep = ("x", "m", "k", "hdr", "seg")
+        keep = ("x", "m", "k", "seg")
         x1v, x1 = stage("x1", {k: start[k] for k in keep + ("window", "o")}, start["v"])
-        rec = _shift_right(x1["window"], x1["o"], self.record_max)
-        codes = Mux(x1["hdr"], rec[L:], rec[: L * K])
-        x2v, x2 = stage("x2", {**{k: x1[k] for k in keep}, "codes": codes}, x1v)
+        # the record's codes in two steps of the shifter: by 16-bit steps, then by bits
+        o = x1["o"]
+        span = self.record_max + 15
+        coarse = _shift_right(x1["window"], Cat(Const(0, 4), o[4:]), span)
+        x1bv, x1b = stage("x1b", {**{k: x1[k] for k in keep}, "part": coarse, "fine": o[:4]},
+                          x1v)
+        codes = _shift_right(x1b["part"], x1b["fine"], self.record_max)
+        x2v, x2 = stage("x2", {**{k: x1b[k] for k in keep}, "codes": codes}, x1bv)
         spread = Signal(L * K, name="spread" + n)
         with m.Switch(x2["k"]):
             for k in range(1, K + 1):

@@ -1,5 +1,5 @@
 """The weight-stream decoder (hw/wdecode.py) in Amaranth's simulator, against the codes given to
-compiler.wstreams.encode_context: exact rows, two alternating contexts, rate, restart, load."""
+compiler.wstreams.encode_parts: exact rows, two alternating contexts, rate, restart, load."""
 
 import random
 
@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wstream_support import fire_contexts
 
-from compiler.wstreams import DENSE, MASK, Segment, encode_context, max_record_bits
+from compiler.wstreams import DENSE, MASK, Segment, encode_parts, max_record_bits
 from hw.config import get_config
 from hw.wdecode import ColumnStreamDecoder
 
 LANES = 9
+#: cycles from a restart to the first row at most (hw/wdecode.py's docstring)
+LATENCY = 14
 
 
 def make_segments(rng, cols, specs, density):
@@ -37,16 +39,18 @@ class Layout:
         used = max(len(w) for w in self.init)
         self.depth = depth or max(16, used + 8)
 
-    def place(self, segs, rng=None, words=None):
+    def place(self, segs, rng=None):
         """Append a context's streams; returns its configuration and expected rows."""
-        words = words or encode_context(segs, self.word_bits)
+        parts = encode_parts(segs, self.word_bits)
         starts, ends = [], []
         for c in range(self.cols):
             gap = int(rng.integers(0, 3)) if rng is not None else 0
             self.init[c] += [random.Random(gap).getrandbits(self.word_bits) for _ in range(gap)]
             starts.append(len(self.init[c]))
-            self.init[c] += words[c]
+            code, masks = parts[c]
+            self.init[c] += code
             ends.append(len(self.init[c]) - 1)
+            self.init[c] += masks
         s0, s1 = segs[0], segs[-1]
         return {
             "start": starts, "end": ends,
@@ -214,7 +218,7 @@ def test_real_fire_expand_exact_and_rate():
     got, cycles = res["a"]
     check_rows(got, cfg)
     check_rows(res["b"][0], lay.cfg[1])
-    assert cycles <= n + 12, f"{n} rows took {cycles} cycles"
+    assert cycles <= n + LATENCY, f"{n} rows took {cycles} cycles"
 
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
@@ -269,8 +273,8 @@ def test_alternating_whole_steps_full_rate():
     run(dut, bench)
     for x in (0, 1):
         check_rows([r for sx, rows, _ in steps if sx == x for r in rows], lay.cfg[x])
-    assert steps[0][2] <= lay.cfg[0]["n_rows"] + 12
-    assert steps[1][2] <= lay.cfg[1]["n_rows"] + 12
+    assert steps[0][2] <= lay.cfg[0]["n_rows"] + LATENCY
+    assert steps[1][2] <= lay.cfg[1]["n_rows"] + LATENCY
     for _x, rows, cycles in steps[2:]:
         assert cycles == len(rows), f"a step of {len(rows)} rows took {cycles} cycles"
 
@@ -304,7 +308,7 @@ def test_rate_one_row_per_cycle(word_bits, kmax, specs, density):
 
     run(dut, bench)
     check_rows(res["rows"], cfg)
-    assert res["latency"] <= 12, f"first row after {res['latency']} cycles"
+    assert res["latency"] <= LATENCY, f"first row after {res['latency']} cycles"
     assert res["rest"] == n - 1, f"{n - 1} rows after the first took {res['rest']} cycles"
 
 
@@ -352,7 +356,7 @@ def test_restart_and_load():
         await restart(ctx, dut, 0)
         got["b"], _ = await drain(ctx, dut, 0, cfg["n_rows"] + 3)
         for c in range(cols):
-            for addr in range(cfg_new["start"][c], cfg_new["end"][c] + 1):
+            for addr in range(cfg_new["start"][c], len(load.init[c])):   # codes and masks
                 ctx.set(dut.w_en, 1)
                 ctx.set(dut.w_col, c)
                 ctx.set(dut.w_addr, addr)

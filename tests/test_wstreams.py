@@ -9,10 +9,13 @@ from compiler.wstreams import (
     MASK,
     Segment,
     SegmentSpec,
+    code_words,
     context_bits,
     context_words,
     decode_context,
     encode_context,
+    encode_parts,
+    mask_words,
     max_record_bits,
     record_bits,
 )
@@ -54,14 +57,33 @@ def test_roundtrip_random(density, nseg, mode):
 def test_layout_by_hand():
     # one column, 3 lanes, row 0 MASK (k=2) codes [0, 3, 1], row 1 DENSE (k=1) codes [1, 0, 1]
     segs = [Segment(np.array([[[0, 3, 1]]]), 2, MASK), Segment(np.array([[[1, 0, 1]]]), 1, DENSE)]
-    # header mask_0 = 0b110; record 0: (row 1 DENSE, no mask) codes 3, 1; record 1: mask_0, 1 0 1
-    bits = [0, 1, 1] + [1, 1, 1, 0] + [0, 1, 1] + [1, 0, 1]
+    # codes: record 0 (the set lanes of 0b110) 3, 1; record 1 (DENSE) 1 0 1; one word.
+    # masks: mask_0 = 0b110, two masks of 3 bits to an 8-bit word
+    bits = [1, 1, 1, 0] + [1, 0, 1]
     value = sum(b << i for i, b in enumerate(bits))
-    assert encode_context(segs, 8) == [[value & 0xFF, value >> 8]]
-    assert context_bits(segs).tolist() == [len(bits)]
-    assert max_record_bits(segs) == 6
-    assert record_bits(np.array([0, 1, 1]), 2, MASK, DENSE, 3) == 4
-    assert record_bits(None, 1, DENSE, MASK, 3) == 6
+    assert encode_context(segs, 8) == [[value, 0b110]]
+    assert encode_parts(segs, 8) == [([value], [0b110])]
+    assert code_words(segs, 8).tolist() == [1]
+    assert context_bits(segs).tolist() == [len(bits) + 3]
+    assert max_record_bits(segs) == 4
+    assert record_bits(np.array([0, 1, 1]), 2, MASK, 3) == 4
+    assert record_bits(None, 1, DENSE, 3) == 3
+
+
+def test_masks_pack_whole_to_a_word_and_empty_codes_take_a_word():
+    # 5 MASK rows of 3 lanes, all codes 0: one zero code word; masks 2 to an 8-bit word
+    # (bits 6, 7 stay 0): 3 words, the last with one mask
+    segs = [Segment(np.zeros((5, 1, 3), dtype=np.int64), 1, MASK)]
+    assert encode_context(segs, 8) == [[0, 0, 0, 0]]
+    codes = np.zeros((5, 1, 3), dtype=np.int64)
+    codes[:, 0, 0] = 1                    # lane 0 set in every row: masks 0b001
+    segs = [Segment(codes, 1, MASK)]
+    assert encode_parts(segs, 8) == [([0b11111], [0b001001, 0b001001, 0b001])]
+    assert mask_words([s.spec for s in segs], 3, 8) == 3
+    back = decode_context(encode_context(segs, 8), [s.spec for s in segs], 1, 3, 8)
+    assert np.array_equal(back[0], codes)
+    with pytest.raises(ValueError, match=r"column 0: mask word 2 has bits set after its 1 masks"):
+        decode_context([[0b11111, 0b001001, 0b001001, 0b1001]], [(5, 1, MASK)], 1, 3, 8)
 
 
 def test_errors_name_the_problem():
