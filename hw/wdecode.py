@@ -173,6 +173,8 @@ class ColumnStreamDecoder(wiring.Component):
       context runs; ``restart[i]``: a one-cycle strobe that takes the configuration, discards
       everything and begins at row 0 (a context is idle from reset until its first restart);
     - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ...;
+    - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
+      levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (taken into account a cycle later).
 
@@ -223,6 +225,7 @@ class ColumnStreamDecoder(wiring.Component):
             "dense1": In(1).array(contexts),
             "restart": In(1).array(contexts),
             "rows": Out(stream.Signature(row_layout(columns, lanes, kmax))).array(contexts),
+            "rows_ok": Out(1).array(contexts),
         })
 
     def elaborate(self, platform):
@@ -290,9 +293,14 @@ class ColumnStreamDecoder(wiring.Component):
 
         for x in range(NX):
             ok = Const(1)
+            early = Const(1)
             for c in range(C):
                 ok = ok & fifos[x][c].r_rdy
+                lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
+                early = early & Mux(w, ~pops[x] | (lv >= 1), Mux(pops[x], lv >= 2, lv >= 1))
             m.d.comb += self.rows[x].valid.eq(ok)
+            # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register
+            m.d.sync += self.rows_ok[x].eq(early & ~self.restart[x])
             m.d.comb += self.rows[x].payload.seg.eq(fifos[x][0].r_data[L * K])
             for c in range(C):
                 m.d.comb += [
@@ -737,13 +745,16 @@ class StreamWeightReader(wiring.Component):
         col_data = [Signal(signed(cfg.weight_bits), name=f"tw_data_{c}") for c in range(cols)]
         for c in range(cols):
             m.d.sync += [col_we[c].eq(rd_v), col_addr[c].eq(rd_dst), col_data[c].eq(crp.data)]
+        # the copy is under way (``got | left != 0 | rd_v``), registered: from the values a
+        # cycle before, ``layer | got | left != 0`` (a layer's block is never empty: every
+        # codebook has 2**k >= 2 entries), so ``ok`` is a register and a gate
         loading = Signal()
-        m.d.comb += loading.eq(got | (left != 0) | rd_v)
+        m.d.sync += loading.eq(self.layer | got | (left != 0))
 
         # -- the rows: gate, pop, look up ------------------------------------------------------
         m.d.comb += [
             dec.prio.eq(self.ctx),
-            self.ok.eq(Mux(self.ctx, dec.rows[1].valid, dec.rows[0].valid) & ~loading),
+            self.ok.eq(Mux(self.ctx, dec.rows_ok[1], dec.rows_ok[0]) & ~loading),
             dec.rows[0].ready.eq(self.issue & ~self.ctx),
             dec.rows[1].ready.eq(self.issue & self.ctx),
         ]

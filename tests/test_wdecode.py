@@ -91,7 +91,9 @@ async def drain(ctx, dut, x, n, *, rng=None, stall=0.0, limit=100_000):
     while len(out) < n:
         ready = not (rng is not None and rng.random() < stall)
         ctx.set(stream.ready, ready)
-        _, _, valid, raw = await ctx.tick().sample(stream.valid, stream.payload.as_value())
+        _, _, valid, raw, ok = await ctx.tick().sample(stream.valid, stream.payload.as_value(),
+                                                        dut.rows_ok[x])
+        assert ok == valid, f"context {x}: rows_ok {ok} while valid {valid}"
         cycles += 1
         if valid and ready:
             out.append(unpack(raw, dut.columns, dut.kmax))
