@@ -632,11 +632,16 @@ class Engine(wiring.Component):
                      weights.issue.eq(seq.issue)]
         else:
             wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]
+        # fast_pipeline: both buffers read every cycle (the array takes the lanes two cycles
+        # after an issue, of the stage that issued): no enable fans out from ``issue`` to their
+        # many block RAMs and read registers
+        rd_a = 1 if cfg.fast_pipeline else seq.issue & ps.stage_a
+        rd_b = 1 if cfg.fast_pipeline else seq.issue & ~ps.stage_a
         m.d.comb += [
-            inbuf.r_en.eq(seq.issue & ps.stage_a),
+            inbuf.r_en.eq(rd_a),
             inbuf.r_req.addr.eq(ps.addr),
             inbuf.r_req.nomask.eq(1),
-            winbuf.r_en.eq(seq.issue & ~ps.stage_a),
+            winbuf.r_en.eq(rd_b),
             winbuf.r_req.addr.eq(ps.addr),
             winbuf.r_req.off.eq(ps.off),
             winbuf.r_req.row_len.eq(ps.row_len),

@@ -34,8 +34,9 @@ that may advance is registered a cycle ahead (``prio`` if it may start a row, el
 row starts only when its row-FIFO entry is certain (credits), so nothing stalls inside the
 pipeline.
 
-Timing: after ``restart`` the first row is valid 14 cycles later (the first mask word is
-fetched, walked and measured first); then one row per cycle while every record of a column is
+Timing: after ``restart`` the first row is valid 15 cycles later (the first mask word is
+fetched, walked and measured first; a read's address is registered on its way to the column
+memory's block RAMs); then one row per cycle while every record of a column is
 at most ``word_bits`` bits and the memory keeps up, across the wrap too. Longer records only slow
 it. While ``prio`` is drained at full rate the other context only decodes in the cycles ``prio``
 cannot use, so right after restarting both, the first step of the other context starts with a
@@ -160,7 +161,8 @@ class ColumnStreamDecoder(wiring.Component):
     Parameters: ``columns`` C, ``lanes`` L, ``word_bits`` W (>= L), ``kmax`` (1..8, the code
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
     decoded ahead per context), ``init`` (initial words per column), ``max_rows`` (largest
-    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3),
+    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; 5
+    keeps a word per cycle),
     ``entry_fifo`` (row lengths measured ahead per column and context, >= 1; 5 keeps a row per
     cycle).
 
@@ -185,7 +187,7 @@ class ColumnStreamDecoder(wiring.Component):
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
                  depth: int = 512, contexts: int = 2, fifo_depth: int = 6,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
-                 word_fifo: int = 4, entry_fifo: int = 5):
+                 word_fifo: int = 5, entry_fifo: int = 5):
         if not 1 <= kmax <= 8:
             raise ValueError(f"kmax must be in 1..8, not {kmax!r}")
         if word_bits < lanes:
@@ -281,8 +283,12 @@ class ColumnStreamDecoder(wiring.Component):
                 for kd in range(2):
                     if (x, kd) != (0, 0):
                         addr = Mux(issues[x][kd], fas[x][kd], addr)
-            m.d.comb += [rp.addr.eq(addr),
-                         rp.en.eq(_any([g for gs in issues for g in gs]))]
+            # the read's address and enable registered: they reach the column's many block
+            # RAMs from flip-flops (the word comes a cycle later, ``_fetch``)
+            raddr = Signal(abits, name=f"raddr_{c}")
+            ren = Signal(name=f"ren_{c}")
+            m.d.sync += [raddr.eq(addr), ren.eq(_any([g for gs in issues for g in gs]))]
+            m.d.comb += [rp.addr.eq(raddr), rp.en.eq(ren)]
 
             for x in range(NX):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
@@ -311,12 +317,15 @@ class ColumnStreamDecoder(wiring.Component):
 
     def _fetch(self, m, run, rdata, want, fa, issue, first, wrap, pend, fifo):
         """A word pointer: while ``run`` it asks to read at ``fa`` when ``fifo`` will have room
-        (``want``, registered); an ``issue`` (granted) reads, the word lands in ``fifo`` a cycle
-        later (``pend``), and ``fa`` moves on, to ``first`` when ``wrap``."""
+        (``want``, registered); an ``issue`` (granted) reads: the memory takes the registered
+        address a cycle later, the word lands in ``fifo`` a cycle after that (``pend``: the
+        reads one and two cycles old), and ``fa`` moves on, to ``first`` when ``wrap``."""
         WD = self.word_fifo
-        m.d.comb += [fifo.w_en.eq(pend), fifo.w_data.eq(rdata)]
+        p1, p2 = pend
+        m.d.comb += [fifo.w_en.eq(p2), fifo.w_data.eq(rdata)]
         # room for a word read next cycle, ignoring this cycle's FIFO read (a short path)
-        m.d.sync += [want.eq(run & (fifo.level + pend + issue + 1 <= WD)), pend.eq(issue)]
+        m.d.sync += [want.eq(run & (fifo.level + p1 + p2 + issue + 1 <= WD)),
+                     p1.eq(issue), p2.eq(p1)]
         with m.If(issue):
             m.d.sync += fa.eq(Mux(wrap, first, fa + 1))
 
@@ -337,8 +346,9 @@ class ColumnStreamDecoder(wiring.Component):
             n = f"_{x}_{c}"
             s = {
                 "running": Signal(name="running" + n),
-                "pend": Signal(name="pend" + n),        # code read issued last cycle
-                "mpend": Signal(name="mpend" + n),      # mask read issued last cycle
+                # code and mask reads issued one and two cycles ago
+                "pend": (Signal(name="pend1" + n), Signal(name="pend2" + n)),
+                "mpend": (Signal(name="mpend1" + n), Signal(name="mpend2" + n)),
                 "slot": [Signal(W, name=f"slot{i}" + n) for i in range(NW)],
                 "sv": [Signal(name=f"sv{i}" + n) for i in range(NW)],
                 "o": Signal(obits, name="o" + n),        # head record: start (from slot 0)
@@ -395,7 +405,8 @@ class ColumnStreamDecoder(wiring.Component):
                         self.end[x][c] + 1, rem <= MPW, s["mpend"], mfifo)
             with m.If(issues[x][0]):
                 sync += rem.eq(Mux(rem <= MPW, nm, rem - MPW))
-            sync += urgent[x].eq(mfifo.level + s["mpend"] + issues[x][0] == 0)
+            sync += urgent[x].eq(mfifo.level + s["mpend"][0] + s["mpend"][1] + issues[x][0]
+                                 == 0)
 
             # -- lengths: row walker -> popcount -> length -> entry FIFO ---------------------
             efifo = ResetInserter(restart)(SyncFIFO(width=entry.size, depth=EF))
@@ -503,9 +514,10 @@ class ColumnStreamDecoder(wiring.Component):
                 nm_c = Mux(dense0, Mux(dense1, 0, n_rows - n0), Mux(dense1, n0, n_rows))
                 any_mask = ~dense0 | (~dense1 & (n_rows != n0))     # nm_c != 0 (n0 >= 1)
                 sync += [
-                    s["running"].eq(1), s["pend"].eq(0), wants[x][1].eq(1),
+                    s["running"].eq(1), *[v.eq(0) for v in s["pend"] + s["mpend"]],
+                    wants[x][1].eq(1),
                     fa_c.eq(self.start[x][c]), o.eq(0), o_ge.eq(0), hv.eq(0), nv.eq(0),
-                    s["mpend"].eq(0), wants[x][0].eq(any_mask), urgent[x].eq(1),
+                    wants[x][0].eq(any_mask), urgent[x].eq(1),
                     fa_m.eq(self.end[x][c] + 1),
                     nm.eq(nm_c), rem.eq(nm_c), mleft.eq(0), mok.eq(0),
                     mr.eq(0), mz.eq(n_rows == 1), mn0.eq(n0 == 1), mseg.eq(0),
