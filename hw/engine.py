@@ -514,11 +514,11 @@ class Engine(wiring.Component):
         m.submodules.seq = seq = Sequencer(cfg)
         m.submodules.inbuf = inbuf = SegmentBuffer(
             depth=cfg.in_buffer_depth, banks=cfg.buffer_banks, lanes=lanes, wlanes=cfg.in_lanes,
-            width=cfg.input_bits, row_bits=w["row"] + 2)
+            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline)
         m.submodules.winbuf = winbuf = SegmentBuffer(
             depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
             wlanes=max(r, cfg.in_lanes),
-            width=cfg.input_bits, row_bits=w["row"] + 2)
+            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline)
         w_init, b_init, r_init = self._init
         if cfg.weight_streams:
             m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)
@@ -632,16 +632,14 @@ class Engine(wiring.Component):
                      weights.issue.eq(seq.issue)]
         else:
             wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]
-        # fast_pipeline: both buffers read every cycle (the array takes the lanes two cycles
-        # after an issue, of the stage that issued): no enable fans out from ``issue`` to their
-        # many block RAMs and read registers
-        rd_a = 1 if cfg.fast_pipeline else seq.issue & ps.stage_a
-        rd_b = 1 if cfg.fast_pipeline else seq.issue & ~ps.stage_a
+        # fast_pipeline: both buffers read every cycle (``hold=False``; the array takes the
+        # lanes two cycles after an issue, of the stage that issued): no enable fans out from
+        # ``issue`` to their many block RAMs and read registers
         m.d.comb += [
-            inbuf.r_en.eq(rd_a),
+            inbuf.r_en.eq(seq.issue & ps.stage_a),
             inbuf.r_req.addr.eq(ps.addr),
             inbuf.r_req.nomask.eq(1),
-            winbuf.r_en.eq(rd_b),
+            winbuf.r_en.eq(seq.issue & ~ps.stage_a),
             winbuf.r_req.addr.eq(ps.addr),
             winbuf.r_req.off.eq(ps.off),
             winbuf.r_req.row_len.eq(ps.row_len),

@@ -14,7 +14,7 @@ Nothing here multiplies: the caller gives absolute indices, row offsets and row 
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,10 +72,13 @@ class SegmentBuffer(wiring.Component):
       modulo ``depth``. The caller guarantees that it never overwrites values still to be read.
     - ``r_en``/``r_req``: a :class:`SegmentRead`; ``r_data`` holds the masked lanes two cycles
       after ``r_en`` (one for the block RAM, one register after it) and keeps them otherwise.
+      With ``hold=False`` every cycle is a read (``r_en`` is ignored) and ``r_data`` follows:
+      no enable reaches the block RAMs and the read registers (for a consumer that takes the
+      lanes exactly two cycles after its request).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
-                 row_bits: int):
+                 row_bits: int, hold: bool = True):
         for name, v in (("depth", depth), ("banks", banks), ("lanes", lanes),
                         ("wlanes", wlanes), ("width", width), ("row_bits", row_bits)):
             if not isinstance(v, int) or v <= 0:
@@ -88,6 +91,7 @@ class SegmentBuffer(wiring.Component):
                              f"banks ({banks}) <= depth ({depth})")
         self._depth, self._banks, self._lanes = depth, banks, lanes
         self._wlanes, self._width = wlanes, width
+        self._hold = bool(hold)
         abits = _log2(depth)
         super().__init__({
             "w": In(stream.Signature(SegmentWrite(addr_bits=abits, width=width, lanes=wlanes),
@@ -123,7 +127,8 @@ class SegmentBuffer(wiring.Component):
         hi = req.addr[lb:]
         lo_q = Signal(lb)
         mask_q = Signal(self._lanes)
-        with m.If(self.r_en):
+        r_en = self.r_en if self._hold else Const(1)
+        with m.If(r_en):
             m.d.sync += lo_q.eq(lo)
             # lane l is inside its row when 0 <= off + l < row_len
             m.d.sync += mask_q.eq(Cat(
@@ -145,7 +150,7 @@ class SegmentBuffer(wiring.Component):
                            if self._wlanes > 1 else w.data[0]),
                 wp.en.eq(self.w.valid & (wsel < w.count)),
                 rp.addr.eq((hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0),
-                rp.en.eq(self.r_en),
+                rp.en.eq(r_en),
             ]
             rdata.append(rp.data)
 
@@ -153,7 +158,7 @@ class SegmentBuffer(wiring.Component):
         en_q = Signal()
         m.d.sync += en_q.eq(self.r_en)
         bank_data = Array(rdata)
-        with m.If(en_q):
+        with m.If(en_q if self._hold else Const(1)):
             for lane in range(self._lanes):
                 sel = Signal(lb, name=f"rsel{lane}")
                 m.d.comb += sel.eq(lo_q + lane)
