@@ -155,10 +155,12 @@ class SegmentBuffer(wiring.Component):
             rdata.append(rp.data)
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
-        en_q = Signal()
-        m.d.sync += en_q.eq(self.r_en)
+        load = Const(1)                 # hold=False: the lanes follow every read
+        if self._hold:
+            load = Signal(name="en_q")
+            m.d.sync += load.eq(self.r_en)
         bank_data = Array(rdata)
-        with m.If(en_q if self._hold else Const(1)):
+        with m.If(load):
             for lane in range(self._lanes):
                 sel = Signal(lb, name=f"rsel{lane}")
                 m.d.comb += sel.eq(lo_q + lane)
