@@ -26,12 +26,10 @@ import math
 
 from hw.config import AccelConfig
 
-__all__ = ["PIPELINE_LATENCY", "TAIL_CYCLES", "step_groups", "steady_cycles", "layer_cycles",
+__all__ = ["TAIL_CYCLES", "step_groups", "steady_cycles", "layer_cycles",
            "ideal_cycles", "layer_macs", "utilisation", "STEP_OVERHEAD", "step_cycles",
            "network_cycles"]
 
-#: cycles from a pass's issue to its group landing in a result bank (hw.engine: t0 .. t6)
-PIPELINE_LATENCY = 6
 #: cycles from the final group's bank to the last output beat (drain, requantiser, FIFO)
 TAIL_CYCLES = 9
 
@@ -58,7 +56,7 @@ def steady_cycles(cfg: AccelConfig, groups: list[tuple[int, int]], repeat: int =
 
     Event model of the result banks: a group's last pass needs a free bank; the bank is freed
     when the drain has issued the group's last chunk; the drain takes one chunk per cycle, in
-    order, once the group is finished ``PIPELINE_LATENCY`` cycles after its last pass.
+    order, once the group is finished ``cfg.pass_latency`` cycles after its last pass.
     """
     if not groups:
         return 0.0
@@ -75,7 +73,7 @@ def steady_cycles(cfg: AccelConfig, groups: list[tuple[int, int]], repeat: int =
         if i >= banks:
             last = max(last, freed[i - banks])
         end = last + 1                       # the cycle after the last pass
-        ready = last + PIPELINE_LATENCY      # finished in its bank
+        ready = last + cfg.pass_latency      # finished in its bank
         d0 = max(ready, drain_free)
         drain_free = d0 + chunks
         freed.append(drain_free)             # the credit is back the cycle after the last chunk

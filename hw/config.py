@@ -208,6 +208,19 @@ class AccelConfig:
         return 4 if self.fast_pipeline else 3
 
     @property
+    def array_latency(self) -> int:
+        """Cycles from the column array's inputs to its accumulators (``hw.pe.ColumnArray``):
+        products, partial sums, column sums, accumulate; with ``fast_pipeline`` a register
+        before the multipliers too."""
+        return 5 if self.fast_pipeline else 4
+
+    @property
+    def pass_latency(self) -> int:
+        """Cycles from a pass's issue to its group landing in a result bank (``hw/engine.py``:
+        two to read the lanes and weights, then the column array)."""
+        return 2 + self.array_latency
+
+    @property
     def pool_banks(self) -> int:
         """Banks of the pools' memories: the smallest power of two that takes a beat of
         ``requant_units`` lanes (fewer banks than the line buffers' ``buffer_banks``, which serve

@@ -588,24 +588,34 @@ class Engine(wiring.Component):
         for i in range(1, 3):
             m.d.sync += [in_free_d[i].eq(in_free_d[i - 1]), win_free_d[i].eq(win_free_d[i - 1])]
         room = Signal()
+        more = Signal()
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
         if cfg.fast_pipeline:
-            # the last value a beat may end on, registered: one comparison before ready
-            # (in_free_d[1] a cycle later is in_free_d[2])
-            in_lim = Signal(signed(ab + 2))
-            win_lim = Signal(signed(ab + 2))
-            m.d.sync += [in_lim.eq(in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes)),
-                         win_lim.eq(win_free_d[1] + (cfg.window_buffer_depth - cfg.in_lanes))]
-            m.d.comb += room.eq(Mux(cmd.fire, in_w <= in_lim, in_w <= win_lim))
+            # ready is an AND of flip-flops: both comparisons are made a cycle ahead, on the
+            # write count the next cycle will have (0 after a start, plus the beat taken now)
+            # and the limit it will have (the last value a beat may end on: the buffer's free
+            # count two cycles old plus its depth minus a beat). Exact: the comparisons of
+            # the old command's buffer in the cycle after a new command are masked by start.
+            in_w_next = Signal(ab)
+            m.d.comb += in_w_next.eq(Mux(seq.start, 0,
+                                         in_w + Mux(take, self.i.payload.count, 0)))
+            lim_next = Signal(signed(ab + 2))
+            m.d.comb += lim_next.eq(Mux(cmd.fire,
+                                        in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes),
+                                        win_free_d[1] + (cfg.window_buffer_depth
+                                                         - cfg.in_lanes)))
+            m.d.sync += [in_w.eq(in_w_next), room.eq(in_w_next <= lim_next),
+                         more.eq(in_w_next < cmd.in_total)]
         else:
             in_end = Signal(ab + 1)
             m.d.comb += in_end.eq(in_w + cfg.in_lanes)
             m.d.comb += room.eq(Mux(cmd.fire, in_end <= in_free_d[2] + cfg.in_buffer_depth,
                                     in_end <= win_free_d[2] + cfg.window_buffer_depth))
-        m.d.comb += self.i.ready.eq(busy & ~seq.start & (in_w < cmd.in_total) & room)
-        take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
-        with m.If(take):
-            m.d.sync += in_w.eq(in_w + self.i.payload.count)
+            m.d.comb += more.eq(in_w < cmd.in_total)
+            with m.If(take):
+                m.d.sync += in_w.eq(in_w + self.i.payload.count)
+        m.d.comb += self.i.ready.eq(busy & ~seq.start & more & room)
         # what goes into the buffers: the beat taken, or (fast_pipeline) that beat a cycle
         # later from registers, so the buffers' write enables do not hang on ready; the
         # sequencer then sees the values a cycle later too (in_written)
@@ -624,7 +634,7 @@ class Engine(wiring.Component):
             seq.win_written.eq(Mux(cmd.fire, win_w, written)),
         ]
 
-        # -- pass pipeline: t0 issue, t2 lanes and weights, t6 finished group --------------
+        # -- pass pipeline: t0 issue, t2 lanes and weights, t(pass_latency) finished group --
         ps = seq.pass_
         if cfg.weight_streams:
             # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
@@ -656,12 +666,14 @@ class Engine(wiring.Component):
                 prev = reg
             return regs
 
-        issue_d = delay(seq.issue, 6, "issue")
+        # the group is finished at t(2 + L) (L = array.latency, cfg.pass_latency = 2 + L)
+        lat = cfg.pass_latency
+        issue_d = delay(seq.issue, lat, "issue")
         stage_a_d = delay(ps.stage_a, 2, "stage_a")
         first_d = delay(ps.first, 2, "first")
         last_d = delay(ps.last, 2, "last")
-        prow_d = delay(ps.prow, 4, "prow")
-        meta_d = delay(ps.meta, 6, "meta")
+        prow_d = delay(ps.prow, lat - 2, "prow")
+        meta_d = delay(ps.meta, lat, "meta")
 
         m.d.comb += [
             array.en.eq(issue_d[1]),
@@ -669,10 +681,10 @@ class Engine(wiring.Component):
             array.last.eq(last_d[1]),
             array.x.eq(Mux(stage_a_d[1], inbuf.r_data.as_value(), winbuf.r_data.as_value())),
             array.w.eq(weights.r_data),
-            # parameters: bias read at t3 (ready at t5, the accumulate stage); requantisation
-            # parameters read at t4 (ready at t6, with the finished group)
-            bias.r_en.eq(issue_d[2]), bias.r_addr.eq(prow_d[2]),
-            rq.r_en.eq(issue_d[3]), rq.r_addr.eq(prow_d[3]),
+            # parameters: bias read at t(L - 1) (ready at t(L + 1), the accumulate stage);
+            # requantisation parameters read at tL (ready at t(L + 2), with the finished group)
+            bias.r_en.eq(issue_d[lat - 4]), bias.r_addr.eq(prow_d[lat - 4]),
+            rq.r_en.eq(issue_d[lat - 3]), rq.r_addr.eq(prow_d[lat - 3]),
             array.bias.as_value().eq(bias.r_data),
         ]
 
@@ -681,7 +693,7 @@ class Engine(wiring.Component):
         m.d.comb += [
             drain.push.eq(array.done),
             drain.acc.eq(array.acc),
-            drain.meta.eq(meta_d[5]),
+            drain.meta.eq(meta_d[lat - 1]),
         ]
         for c in range(cfg.pe_columns):
             word = rq.r_data[c * rqw: (c + 1) * rqw]
@@ -706,7 +718,9 @@ class Engine(wiring.Component):
         to_win = Signal()
         m.d.comb += to_win.eq(requant.out_valid & ometa.dest)
         with m.If(seq.start):
-            m.d.sync += [in_w.eq(0), win_w.eq(0)]
+            m.d.sync += win_w.eq(0)
+            if not cfg.fast_pipeline:
+                m.d.sync += in_w.eq(0)
         with m.If(to_win & ~seq.start):
             m.d.sync += win_w.eq(win_w + ometa.count)
         # the window buffer is written by the squeeze results (Fire) or the input stream

@@ -108,22 +108,24 @@ class WeightReader(wiring.Component):
 class ColumnArray(wiring.Component):
     """``pe_columns`` dot-product columns of ``pe_lanes`` multipliers with accumulators.
 
-    Every cycle with ``en``: column ``c`` computes ``sum_l x[l] * w[c][l]`` and, four cycles
-    later, ``acc[c]`` becomes ``bias[c] + that`` if the pass was ``first`` of its group, else
-    ``acc[c] + that``. ``bias`` must be presented three cycles after the ``first`` pass (the
-    accumulate stage). ``done`` pulses for one cycle, four cycles after a ``last`` pass, while
-    ``acc`` holds the finished group.
+    Every cycle with ``en``: column ``c`` computes ``sum_l x[l] * w[c][l]`` and, ``latency``
+    cycles later, ``acc[c]`` becomes ``bias[c] + that`` if the pass was ``first`` of its group,
+    else ``acc[c] + that``. ``bias`` must be presented ``latency - 1`` cycles after the
+    ``first`` pass (the accumulate stage). ``done`` pulses for one cycle, ``latency`` cycles
+    after a ``last`` pass, while ``acc`` holds the finished group.
 
-    Stages: products (registered), partial sums of three lanes (registered), column sums
-    (registered), accumulators.
+    Stages: with ``cfg.fast_pipeline`` the inputs ``x`` and ``w`` (registered: the input
+    buffers' and the weight decoder's outputs reach the multipliers from flip-flops, not across
+    the chip from block RAM, board build b13), products (registered), partial sums of three
+    lanes (registered), column sums (registered), accumulators. ``latency`` is
+    :attr:`AccelConfig.array_latency`: 5, or 4 without ``fast_pipeline``.
     """
-
-    LATENCY = 4
 
     def __init__(self, cfg: AccelConfig):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"ColumnArray needs an AccelConfig, not {cfg!r}")
         self._cfg = cfg
+        self.latency = cfg.array_latency
         cols, lanes = cfg.pe_columns, cfg.pe_lanes
         super().__init__({
             "en": In(1), "first": In(1), "last": In(1),
@@ -141,27 +143,33 @@ class ColumnArray(wiring.Component):
         pbits = cfg.input_bits + cfg.weight_bits
         chunks = [list(range(i, min(i + 3, lanes))) for i in range(0, lanes, 3)]
 
-        en = [Signal(name=f"en{i}") for i in range(4)]
-        first = [Signal(name=f"first{i}") for i in range(4)]
-        last = [Signal(name=f"last{i}") for i in range(4)]
+        n = self.latency
+        en = [Signal(name=f"en{i}") for i in range(n)]
+        first = [Signal(name=f"first{i}") for i in range(n)]
+        last = [Signal(name=f"last{i}") for i in range(n)]
         m.d.sync += [en[0].eq(self.en), first[0].eq(self.first), last[0].eq(self.last)]
-        for i in range(1, 4):
+        for i in range(1, n):
             m.d.sync += [en[i].eq(en[i - 1]), first[i].eq(first[i - 1]), last[i].eq(last[i - 1])]
+
+        x, w = self.x, self.w
+        if n == 5:
+            x, w = Signal.like(self.x, name="x_q"), Signal.like(self.w, name="w_q")
+            m.d.sync += [x.eq(self.x), w.eq(self.w)]
 
         for c in range(cols):
             prods = [Signal(signed(pbits), name=f"p{c}_{lane}") for lane in range(lanes)]
             for lane in range(lanes):
-                m.d.sync += prods[lane].eq(self.x[lane] * self.w[c][lane])
+                m.d.sync += prods[lane].eq(x[lane] * w[c][lane])
             parts = [Signal(signed(pbits + 2), name=f"s{c}_{k}") for k in range(len(chunks))]
             for k, ch in enumerate(chunks):
                 m.d.sync += parts[k].eq(sum(prods[lane] for lane in ch))
             total = Signal(signed(pbits + 2 + (len(chunks) - 1).bit_length()), name=f"t{c}")
             m.d.sync += total.eq(sum(parts))
-            # en[2]: total holds a valid column sum; accumulate
-            with m.If(en[2]):
-                with m.If(first[2]):
+            # en[n - 2]: total holds a valid column sum; accumulate
+            with m.If(en[n - 2]):
+                with m.If(first[n - 2]):
                     m.d.sync += self.acc[c].eq(self.bias[c] + total)
                 with m.Else():
                     m.d.sync += self.acc[c].eq(self.acc[c] + total)
-        m.d.comb += self.done.eq(en[3] & last[3])
+        m.d.comb += self.done.eq(en[n - 1] & last[n - 1])
         return m

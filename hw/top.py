@@ -37,6 +37,7 @@ from .link import Score
 from .memport import MemCmd, MemPortSignature, MemRead, MemWrite
 from .pool import Beat
 from .program import cmd_fields
+from .skid import RegisterSlice
 
 __all__ = ["LOAD_SCHEDULE", "StepLayout", "pack_step", "pack_schedule", "FmapReader",
            "FmapWriter", "CommandArbiter", "ScoreSerializer", "Accelerator", "MAX_LEN"]
@@ -148,7 +149,9 @@ class FmapReader(wiring.Component):
     ``start`` (one cycle) takes ``addr``, ``n`` and ``vb``; ``busy`` stays high until the last
     value has left on ``o``. One-byte values are unsigned activations, two-byte values signed
     (two's complement, little-endian). Reads go out in bursts of ``fmap_burst_bytes``, each only
-    when the FIFO has room for the whole burst, so ``rdata`` is always ready.
+    when the FIFO has room for the whole burst, so ``rdata`` is always ready. With
+    ``fast_pipeline`` ``o`` comes from a :class:`hw.skid.RegisterSlice` (its valid, payload and
+    ready are flip-flops).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -209,6 +212,14 @@ class FmapReader(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + Mux(asked, length, 0) - self.rdata.valid)
 
         # -- unpacking words into beats ------------------------------------------------------
+        # fast_pipeline: the beats leave through a register slice, so the engine's ready (a
+        # count compared against a limit) ends at the slice's flip-flops instead of running on
+        # into this FIFO's read enable and level (board build b14)
+        o = self.o
+        if cfg.fast_pipeline:
+            m.submodules.slice = out_slice = RegisterSlice(InBeat(cfg))
+            wiring.connect(m, out_slice.o, wiring.flipped(self.o))
+            o = out_slice.i
         vpw = Signal(range(p + 1))                  # values per word
         m.d.comb += vpw.eq(Mux(two, p // 2 if p > 1 else 1, p))
         in_word = Signal(range(p + 1))              # values of this word from beat k on
@@ -231,12 +242,12 @@ class FmapReader(wiring.Component):
                         v = kk * lanes + lane
                         byte = word[8 * v: 8 * v + 8] if v < p else 0
                         half = word[16 * v: 16 * v + 16].as_signed() if 2 * v + 1 < p else 0
-                        m.d.comb += self.o.payload.data[lane].eq(Mux(two, half, byte))
+                        m.d.comb += o.payload.data[lane].eq(Mux(two, half, byte))
         m.d.comb += [
-            self.o.payload.count.eq(count),
-            self.o.valid.eq(buf.r_rdy & (vals_left != 0)),
+            o.payload.count.eq(count),
+            o.valid.eq(buf.r_rdy & (vals_left != 0)),
         ]
-        with m.If(self.o.valid & self.o.ready):
+        with m.If(o.valid & o.ready):
             m.d.sync += vals_left.eq(vals_left - count)
             with m.If((count == in_word) | (count == vals_left)):
                 m.d.comb += buf.r_en.eq(1)
@@ -249,7 +260,8 @@ class FmapReader(wiring.Component):
             m.d.sync += [addr.eq(self.addr), vals_left.eq(self.n), two.eq(self.vb == 2),
                          k.eq(0),
                          req_left.eq((nbytes + (p - 1)) >> ceil_log2(p))]
-        m.d.comb += self.busy.eq((vals_left != 0) | (req_left != 0) | (outstanding != 0))
+        held = out_slice.level != 0 if cfg.fast_pipeline else 0
+        m.d.comb += self.busy.eq((vals_left != 0) | (req_left != 0) | (outstanding != 0) | held)
         return m
 
 

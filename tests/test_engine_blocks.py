@@ -3,6 +3,7 @@
 import random
 
 import numpy as np
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -108,12 +109,14 @@ def test_segment_buffer_without_hold_reads_every_cycle():
     assert got == want[:len(got)]
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @SLOW
 @given(seed=st.integers(0, 10_000))
-def test_column_array_accumulates_groups(seed):
+def test_column_array_accumulates_groups(fast, seed):
     rng = np.random.default_rng(seed)
-    cfg = AccelConfig(pe_columns=4, requant_units=2)
+    cfg = AccelConfig(pe_columns=4, requant_units=2, fast_pipeline=fast)
     dut = ColumnArray(cfg)
+    assert dut.latency == cfg.array_latency == (5 if fast else 4)
     lanes, cols = cfg.pe_lanes, cfg.pe_columns
     groups = []
     for _ in range(5):
@@ -144,12 +147,12 @@ def test_column_array_accumulates_groups(seed):
                 ctx.set(dut.x, x[p].tolist())
                 ctx.set(dut.w, w[p].tolist())
                 if first:
-                    bias_at[t + 3] = b
+                    bias_at[t + dut.latency - 1] = b
             if t in bias_at:
                 ctx.set(dut.bias, bias_at[t].tolist())
             await ctx.tick()
         ctx.set(dut.en, 0)
-        for t in range(len(sched), len(sched) + 3):
+        for t in range(len(sched), len(sched) + dut.latency - 1):
             if t in bias_at:
                 ctx.set(dut.bias, bias_at[t].tolist())
             await ctx.tick()
