@@ -178,7 +178,8 @@ class ColumnStreamDecoder(wiring.Component):
     - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
-      extraction when both contexts want them (taken into account a cycle later).
+      extraction when both contexts want them (registered as it enters: taken into account a
+      cycle later for the reads, two for the extraction).
 
     ``k0``/``k1`` must not exceed ``kmax``; ``word_bits`` >= ``lanes``; a row's record may be
     any length up to ``lanes * kmax`` bits.
@@ -236,6 +237,12 @@ class ColumnStreamDecoder(wiring.Component):
         NX, D = self.contexts, self.fifo_depth
         abits = _bits(self.depth - 1)
 
+        # ``prio`` registered where it enters: it comes from the consumer's sequencer, across
+        # the chip, and only orders the arbitration (board build b15s: its route into the
+        # read arbiters and on into the fetch's room comparison was the critical path)
+        prio = Signal.like(self.prio, name="prio_q")
+        m.d.sync += prio.eq(self.prio)
+
         pops = []
         for x in range(NX):
             pop = Signal(name=f"pop{x}")
@@ -271,7 +278,7 @@ class ColumnStreamDecoder(wiring.Component):
             # a context's masks go first while it has no mask word buffered or on its way
             # (at a restart: the row lengths wait for them), else its codes first
             urgent = [Signal(name=f"urgent_{x}_{c}") for x in range(NX)]
-            grants = _arbitrate_reads(m, self.prio, [
+            grants = _arbitrate_reads(m, prio, [
                 [wants[x][0] & urgent[x], wants[x][1], wants[x][0] & ~urgent[x]]
                 for x in range(NX)], f"issue_{c}")
             issues = [[Signal(name=f"issue{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
@@ -294,7 +301,7 @@ class ColumnStreamDecoder(wiring.Component):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
                 m.submodules[f"fifo_{x}_{c}"] = fifo
                 fifos[x][c] = fifo
-            self._column(m, c, rp.data, wants, urgent, fas, issues, pops,
+            self._column(m, c, prio, rp.data, wants, urgent, fas, issues, pops,
                          [fifos[x][c] for x in range(NX)])
 
         for x in range(NX):
@@ -323,13 +330,15 @@ class ColumnStreamDecoder(wiring.Component):
         WD = self.word_fifo
         p1, p2 = pend
         m.d.comb += [fifo.w_en.eq(p2), fifo.w_data.eq(rdata)]
-        # room for a word read next cycle, ignoring this cycle's FIFO read (a short path)
-        m.d.sync += [want.eq(run & (fifo.level + p1 + p2 + issue + 1 <= WD)),
+        # room for a word read next cycle, ignoring this cycle's FIFO read (a short path);
+        # both outcomes of this cycle's ``issue`` (a late arbitration) compared beforehand
+        held = fifo.level + p1 + p2
+        m.d.sync += [want.eq(run & Mux(issue, held <= WD - 2, held <= WD - 1)),
                      p1.eq(issue), p2.eq(p1)]
         with m.If(issue):
             m.d.sync += fa.eq(Mux(wrap, first, fa + 1))
 
-    def _column(self, m, c, rdata, wants, urgent, fas, issues, pops, fifos):
+    def _column(self, m, c, prio, rdata, wants, urgent, fas, issues, pops, fifos):
         """Column ``c``: per context the fetch of both parts, the length unit and the cursor
         (module docstring); the extraction is shared by the contexts."""
         L, W, NX = self.lanes, self.word_bits, self.contexts
@@ -539,7 +548,7 @@ class ColumnStreamDecoder(wiring.Component):
             e_next_x = Signal(name=f"elig_next_{x}_{c}")
             comb += e_next_x.eq(self.restart[x] | s["running"] & (c_pess != 0))
             elig.append(e_next_x)
-        for x, g in enumerate(_arbitrate(m, self.prio, elig, f"selnext_{c}")):
+        for x, g in enumerate(_arbitrate(m, prio, elig, f"selnext_{c}")):
             sync += st[x]["sel"].eq(g)
 
         # -- the head record to the extraction -------------------------------------------------
