@@ -740,9 +740,9 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     accel_sh, memtest_sh = (seen / "sh").read_text().split("----\n")[:2]
     assert "synth_ecp5 -run :map_luts -top top" in accel_ys
     assert "abc -lut 4" in accel_ys and "synth_ecp5 -top top -run map_cells:" in accel_ys
-    assert "--router router2" in accel_sh
+    assert "--router router2" in accel_sh and "--placer static" in accel_sh
     assert "abc -lut 4" not in memtest_ys and "-run :map_luts" not in memtest_ys
-    assert "--router" not in memtest_sh
+    assert "--router" not in memtest_sh and "--placer" not in memtest_sh
 
 
 # the components boards.timing places and routes alone; the whole engine and the 4-column weight
