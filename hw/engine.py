@@ -592,21 +592,37 @@ class Engine(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         if cfg.fast_pipeline:
-            # ready is an AND of flip-flops: both comparisons are made a cycle ahead, on the
-            # write count the next cycle will have (0 after a start, plus the beat taken now)
-            # and the limit it will have (the last value a beat may end on: the buffer's free
-            # count two cycles old plus its depth minus a beat). Exact: the comparisons of
-            # the old command's buffer in the cycle after a new command are masked by start.
-            in_w_next = Signal(ab)
-            m.d.comb += in_w_next.eq(Mux(seq.start, 0,
-                                         in_w + Mux(take, self.i.payload.count, 0)))
-            lim_next = Signal(signed(ab + 2))
-            m.d.comb += lim_next.eq(Mux(cmd.fire,
-                                        in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes),
-                                        win_free_d[1] + (cfg.window_buffer_depth
-                                                         - cfg.in_lanes)))
-            m.d.sync += [in_w.eq(in_w_next), room.eq(in_w_next <= lim_next),
-                         more.eq(in_w_next < cmd.in_total)]
+            # ready is an AND of two flip-flops, both comparisons made a cycle ahead on the
+            # write count the next cycle will have (0 after a start, plus the beat taken now):
+            # room, that count <= the limit it will have (the last value a beat may end on: the
+            # buffer's free count two cycles old plus its depth minus a beat), and more, that
+            # count < the layer's values. The differences to the count without this cycle's
+            # beat come from registers only; the beat taken (``take``, late) then only chooses
+            # between comparing them with 0 and with its few-bit count. A start next cycle
+            # (cmd.valid & ~busy now) clears both: exactly the old ``busy & ~start & ...``, as
+            # no beat is wanted while idle (every layer takes all its values before it ends).
+            base = Mux(seq.start, 0, in_w)
+            lim_next = Mux(cmd.fire, in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes),
+                           win_free_d[1] + (cfg.window_buffer_depth - cfg.in_lanes))
+            d_room = Signal(signed(ab + 3))
+            d_more = Signal(signed(ab + 2))
+            m.d.comb += [d_room.eq(lim_next - base), d_more.eq(cmd.in_total - base)]
+            count = self.i.payload.count
+            cb = len(count)
+
+            def at_least(d, n, strict):
+                """``d >= n`` (``d > n`` if strict) for a wide signed ``d`` and a small
+                unsigned ``n``: the sign, an OR of the high bits, a few-bit comparison."""
+                low = d[:cb] > n if strict else d[:cb] >= n
+                return ~d[-1] & ((d[cb:-1] != 0) | low)
+
+            starting = self.cmd.valid & ~busy
+            m.d.sync += [
+                in_w.eq(Mux(seq.start, 0, in_w + Mux(take, count, 0))),
+                room.eq(~starting & Mux(take, at_least(d_room, count, False), ~d_room[-1])),
+                more.eq(~starting & Mux(take, at_least(d_more, count, True),
+                                        at_least(d_more, 0, True))),
+            ]
         else:
             in_end = Signal(ab + 1)
             m.d.comb += in_end.eq(in_w + cfg.in_lanes)
@@ -615,7 +631,10 @@ class Engine(wiring.Component):
             m.d.comb += more.eq(in_w < cmd.in_total)
             with m.If(take):
                 m.d.sync += in_w.eq(in_w + self.i.payload.count)
-        m.d.comb += self.i.ready.eq(busy & ~seq.start & more & room)
+        if cfg.fast_pipeline:
+            m.d.comb += self.i.ready.eq(more & room)
+        else:
+            m.d.comb += self.i.ready.eq(busy & ~seq.start & more & room)
         # what goes into the buffers: the beat taken, or (fast_pipeline) that beat a cycle
         # later from registers, so the buffers' write enables do not hang on ready; the
         # sequencer then sees the values a cycle later too (in_written)

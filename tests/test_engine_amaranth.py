@@ -41,11 +41,18 @@ def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2):
         got.extend(await get_until(ctx, dut.o, lambda p: p.last, rng=random.Random(seed + 2),
                                    stall=stall))
 
+    async def idle_takes_nothing(ctx):
+        # the input's ready is built from flip-flops without ``busy`` (fast_pipeline): it must
+        # still never be high while the engine is idle or starting
+        async for _clk, _rst, busy, ready in ctx.tick().sample(dut.busy, dut.i.ready):
+            assert busy or not ready, "the engine is ready for input while idle"
+
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(control)
     sim.add_testbench(feed)
     sim.add_testbench(drain)
+    sim.add_process(idle_takes_nothing)
     sim.run()
     return prog.output_from_stream(values_of(got))
 
