@@ -3,7 +3,11 @@
 - Clocks: one EHXPLLL makes the system clock (``config.clk_hz``, 100 MHz by default) from the
   25 MHz oscillator, and a second output of the same frequency shifted by ``sdram_phase_deg``
   that clocks the SDRAM's CLK pin through an ODDR (:func:`ecp5_pll_params` finds the dividers).
-- Reset: ``~locked`` of the PLL, synchronised, drives every flip-flop through the fabric.
+- Reset: ``locked`` of the PLL, synchronised by two flip-flops, drives the ECP5's global
+  set/reset (the GSR primitive, its own network to every flip-flop), not the fabric: the design's
+  asynchronous reset is its inverse, which yosys (``ecp5_gsr``) replaces by GSR, so no reset net
+  is routed or timed. The SDRAM controller, which starts its power-up sequence by itself, also
+  takes a synchronous reset that ends a few cycles after GSR (a small local net).
 - SDRAM: :class:`hw.sdram.SDRAMController` behind the design's memory port, every pin through
   an I/O register (:class:`SDRAMPHY`), so the controller sees two extra cycles of read latency.
 - LEDs 0-2: the design's idle / busy / error; LED 3: SDRAM initialised; LED 7: a 1 Hz heartbeat.
@@ -16,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth import (ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module,
+                      ResetInserter, ResetSignal, Signal)
 from amaranth.lib import io, wiring
-from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from compiler.api import DEFAULT_MODELS
@@ -210,19 +214,35 @@ class ULX3STop(Elaboratable):
         m.submodules.pll = pll = ECP5PLL(self._pll)
         m.d.comb += pll.clk_in.eq(osc_buf.i)
 
-        m.domains.sync = sync = ClockDomain("sync")
+        m.domains.sync = sync = ClockDomain("sync", async_reset=True)
         m.domains.sdram_clk = sdram_clk = ClockDomain("sdram_clk", reset_less=True)
         m.d.comb += [sync.clk.eq(pll.clkop), sdram_clk.clk.eq(pll.clkos)]
-        # the synchronised reset reaches every flip-flop through the fabric (a route of up to
-        # 16 ns across the 85F). Through a DCCA onto a global network it was faster, but router2
-        # then failed to route the synchroniser to the edge DCC's input in two of three product
-        # builds (docs/boards.md, section 6), so a build that always routes comes first
-        m.submodules.reset_sync = ResetSynchronizer(~pll.locked, domain="sync")
+        # the reset: the PLL's lock through two flip-flops that GSR leaves alone (they start at
+        # 0 from configuration), into the GSR primitive (active low). Every other flip-flop is
+        # set to its initial value by GSR: the domain's asynchronous reset is ``~ready``, which
+        # yosys's ecp5_gsr removes from the flip-flops in favour of GSR. Through the fabric the
+        # reset was a timed net to every flip-flop, 16-19 ns across the 85F (b17: the critical
+        # path); through a DCCA router2 could not route it (docs/boards.md, section 6).
+        # GSR's release is not timed; the design waits for the UART and the SDRAM controller,
+        # the one part that starts by itself, waits for its own synchronous reset below.
+        ready = Signal()
+        sync1 = Signal()
+        for d, q in ((pll.locked, sync1), (sync1, ready)):
+            m.submodules += Instance(
+                "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+                p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+                i_CLK=ClockSignal("sync"), i_LSR=Const(0), i_DI=d, o_Q=q)
+        m.submodules.gsr = Instance("GSR", i_GSR=ready)
+        m.d.comb += ResetSignal("sync").eq(~ready)
         platform.add_clock_constraint(pll.clkop, self._pll.f_out)
         platform.add_clock_constraint(pll.clkos, self._pll.f_out)
 
-        m.submodules.controller = ctrl = SDRAMController(self._sdram,
-                                                         phy_read_delay=PHY_READ_DELAY)
+        # the SDRAM controller's synchronous reset: high from GSR on (initial value 1) until 4
+        # cycles after it, so the whole controller leaves reset in one cycle
+        ctrl_rst = Signal(4, init=0b1111)
+        m.d.sync += ctrl_rst.eq(ctrl_rst >> 1)
+        ctrl = SDRAMController(self._sdram, phy_read_delay=PHY_READ_DELAY)
+        m.submodules.controller = ResetInserter(ctrl_rst[0])(ctrl)
         sdram = platform.request("sdram", 0, dir="-")
         m.submodules.phy = phy = SDRAMPHY(self._sdram, sdram)
         wiring.connect(m, ctrl.sdram, phy.sdram)

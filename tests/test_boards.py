@@ -643,6 +643,16 @@ def test_full_build(board, design, tmp_path, capsys):
     assert Path(report["bitstream"]).is_file()
     if board == "icebreaker" and design is None:
         assert "BoardClassifier" in run.stdout and report["mult18"] > 0
+    if board == "ulx3s-85f":
+        # the reset goes through GSR: every flip-flop but the two that synchronise the PLL's
+        # lock takes GSR, and no asynchronous reset is left on an LSR pin to be routed
+        netlist = json.loads((tmp_path / "build" / "top.json").read_text())
+        cells = [c for mod in netlist["modules"].values() for c in mod["cells"].values()]
+        assert sum(c["type"] == "GSR" for c in cells) == 1
+        ffs = [c for c in cells if c["type"] == "TRELLIS_FF"]
+        assert sum(c["parameters"]["GSR"] != "ENABLED" for c in ffs) == 2
+        assert not [c for c in ffs if c["parameters"]["SRMODE"] == "ASYNC" and "LSR" in
+                    c["connections"]]
 
 
 def test_oversized_weight_image_is_refused_before_synthesis(tmp_path, capsys):
