@@ -560,10 +560,12 @@ class Engine(wiring.Component):
                 weights.d_addr.eq(ld.addr), weights.d_data.eq(ld.data),
                 weights.c_en.eq(self.load.valid & (ld.target == LOAD_CODEBOOK)),
                 weights.c_addr.eq(ld.addr), weights.c_data.eq(ld.data),
-                # a layer's descriptor is read as its command is taken
-                weights.layer.eq(self.cmd.valid & ~busy),
-                weights.desc.eq(self.cmd.payload.wdesc),
-                weights.fire.eq(self.cmd.payload.fire),
+                # a layer's descriptor is read the cycle after its command is taken, from the
+                # command register (``start``: a flip-flop; the stream's valid & ~busy reached
+                # the weight reader's wide fan-out in 16.4 ns, board build b18)
+                weights.layer.eq(start),
+                weights.desc.eq(cmd.wdesc),
+                weights.fire.eq(cmd.fire),
             ]
         else:
             wload = [

@@ -642,7 +642,8 @@ class StreamWeightReader(wiring.Component):
     - per lane (``pe_columns x pe_lanes``) a lookup table of ``lookup_depth`` signed entries
       with one write port and one asynchronous read port (LUT RAM: ECP5 ``TRELLIS_DPR16X4``).
 
-    Per layer: ``layer`` (one cycle T, the cycle the engine takes the command) with ``desc``
+    Per layer: ``layer`` (one cycle T, the engine's ``start``: the cycle after it takes the
+    command, in which its sequencer issues nothing) with ``desc``
     (its descriptor row) and ``fire`` (it has a squeeze: context 0 is used too). The
     descriptor is read (on the read port at T+1), registered into the contexts the layer uses,
     and those contexts restart at T+2 (a context the layer does not use keeps its registers: it
