@@ -160,7 +160,8 @@ class ColumnStreamDecoder(wiring.Component):
 
     Parameters: ``columns`` C, ``lanes`` L, ``word_bits`` W (>= L), ``kmax`` (1..8, the code
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
-    decoded ahead per context), ``init`` (initial words per column), ``max_rows`` (largest
+    decoded ahead per context; 7 keeps a row per cycle: the selection sees a row's credit a
+    cycle after it leaves), ``init`` (initial words per column), ``max_rows`` (largest
     ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; 5
     keeps a word per cycle),
     ``entry_fifo`` (row lengths measured ahead per column and context, >= 1; 5 keeps a row per
@@ -186,7 +187,7 @@ class ColumnStreamDecoder(wiring.Component):
     """
 
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
-                 depth: int = 512, contexts: int = 2, fifo_depth: int = 6,
+                 depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
                  word_fifo: int = 5, entry_fifo: int = 5):
         if not 1 <= kmax <= 8:
@@ -543,8 +544,10 @@ class ColumnStreamDecoder(wiring.Component):
             comb += [c_keep.eq(s["credit"] + pops[x]), c_take.eq(s["credit"] + pops[x] - 1)]
             sync += s["credit"].eq(Mux(self.restart[x], D, Mux(s["go"], c_take, c_keep)))
             # the next selection assumes the selected context starts its row (if it does
-            # not, it was waiting for words anyway): no path from ``go`` to the selection
-            c_pess = Mux(s["sel"], c_take, c_keep)
+            # not, it was waiting for words anyway) and that no row leaves this cycle (its
+            # credit is seen a cycle later): no path from ``go`` or from the consumer's pop
+            # (its sequencer's ``issue``, across the chip: board build b19) to the selection
+            c_pess = Mux(s["sel"], s["credit"] - 1, s["credit"])
             e_next_x = Signal(name=f"elig_next_{x}_{c}")
             comb += e_next_x.eq(self.restart[x] | s["running"] & (c_pess != 0))
             elig.append(e_next_x)
