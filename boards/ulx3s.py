@@ -20,8 +20,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth import (ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module,
-                      ResetInserter, ResetSignal, Signal)
+from amaranth import (
+    ClockDomain,
+    ClockSignal,
+    Const,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetInserter,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["stream_put", "stream_get", "put_all", "get_n", "get_until", "beats_of", "in_beats",
-           "values_of"]
+__all__ = ["simulate", "stream_put", "stream_get", "put_all", "get_n", "get_until", "beats_of",
+           "in_beats", "values_of"]
+
+
+def simulate(dut, *benches):
+    """Run ``benches`` (testbenches) against ``dut`` on a 1 MHz clock until they all return."""
+    from amaranth.sim import Simulator
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for b in benches:
+        sim.add_testbench(b)
+    sim.run()
 
 
 async def _idle(ctx, rng: random.Random | None, stall: float):

@@ -5,17 +5,9 @@ import random
 import pytest
 from amaranth import unsigned
 from amaranth.sim import Simulator
+from streams import get_n, put_all, simulate
 
 from hw.skid import RegisterSlice
-from tests.streams import get_n, put_all
-
-
-def _sim(dut, *benches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for b in benches:
-        sim.add_testbench(b)
-    sim.run()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -61,7 +53,7 @@ def test_register_slice_passes_a_beat_every_cycle():
                 seen.append((t, ctx.get(dut.o.payload)))
             await ctx.tick()
 
-    _sim(dut, bench)
+    simulate(dut, bench)
     # each beat leaves the cycle after it was taken
     assert seen[:n] == [(t + 1, t % 256) for t in range(n)]
 
@@ -97,4 +89,4 @@ def test_register_slice_outputs_do_not_follow_inputs_in_the_same_cycle():
                 out.append(ctx.get(dut.o.payload))
         assert before[1] == 11 and out == [22]
 
-    _sim(dut, bench)
+    simulate(dut, bench)
