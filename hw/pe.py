@@ -152,7 +152,7 @@ class ColumnArray(wiring.Component):
             m.d.sync += [en[i].eq(en[i - 1]), first[i].eq(first[i - 1]), last[i].eq(last[i - 1])]
 
         x, w = self.x, self.w
-        if n == 5:
+        if self._cfg.fast_pipeline:     # the input stage (array_latency 5)
             x, w = Signal.like(self.x, name="x_q"), Signal.like(self.w, name="w_q")
             m.d.sync += [x.eq(self.x), w.eq(self.w)]
 

@@ -4,9 +4,9 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from streams import simulate
 
 from compiler import golden
 from hw.config import AccelConfig
@@ -17,13 +17,6 @@ from hw.requant import Requantizer, ResultDrain
 CFG = AccelConfig()
 SLOW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def _sim(dut, *benches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for b in benches:
-        sim.add_testbench(b)
-    sim.run()
 
 
 @SLOW
@@ -71,7 +64,7 @@ def test_segment_buffer_reads_masked_segments(seed):
             got = [ctx.get(dut.r_data[i]) for i in range(lanes)]
             checks.append((got, expect))
 
-    _sim(dut, bench)
+    simulate(dut, bench)
     for got, expect in checks:
         assert got == expect
 
@@ -105,7 +98,7 @@ def test_segment_buffer_without_hold_reads_every_cycle():
             if t >= 1:      # the lanes of the request two cycles ago (one tick sampled late)
                 got.append([ctx.get(dut.r_data[i]) for i in range(lanes)])
 
-    _sim(dut, bench)
+    simulate(dut, bench)
     assert got == want[:len(got)]
 
 
@@ -164,7 +157,7 @@ def test_column_array_accumulates_groups(fast, seed):
                 if len(got) == len(groups):
                     return
 
-    _sim(dut, drive, watch)
+    simulate(dut, drive, watch)
     assert got == [g[3].tolist() for g in groups]
 
 
@@ -200,7 +193,7 @@ def test_requantizer_matches_golden(seed):
                 if len(got) == n:
                     return
 
-    _sim(dut, drive, watch)
+    simulate(dut, drive, watch)
     for i, (y, ym) in enumerate(got):
         assert ym == ymax[i]
         assert y == golden.requantize(acc[i], mult[i], shift[i], 0, ymax[i]).tolist()
@@ -259,7 +252,7 @@ def test_result_drain_chunks_in_order_under_backpressure(seed):
                 if meta.last:
                     return
 
-    _sim(dut, push, pull)
+    simulate(dut, push, pull)
     expect = []
     for nvalid, acc, mult, shift, last in groups:
         for k in range(0, nvalid, r):

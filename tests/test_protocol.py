@@ -9,10 +9,9 @@ import threading
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from streams import get_n, put_all
+from streams import get_n, put_all, simulate
 
 from host import protocol as p
 from host.transport import LoopbackTransport, SerialTransport, TransportClosed, read_frame
@@ -423,13 +422,6 @@ def _bodies(rng: random.Random) -> list[bytes]:
     ]
 
 
-def _run(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for tb in testbenches:
-        sim.add_testbench(tb)
-    sim.run()
-
 
 def test_gateware_encoder_matches_python_byte_for_byte():
     rng = random.Random(1)
@@ -447,7 +439,7 @@ def test_gateware_encoder_matches_python_byte_for_byte():
     async def consumer(ctx):
         got.extend(await get_n(ctx, dut.o, len(expected), rng=random.Random(2), stall=0.3))
 
-    _run(dut, producer, consumer)
+    simulate(dut, producer, consumer)
     assert bytes(got) == expected
     # and the host parser reads every one of them back
     frames = parse_all(bytes(got), p.FrameParser())
@@ -493,7 +485,7 @@ def test_gateware_decoder_accepts_python_frames():
     async def consumer(ctx):
         tokens.extend(await get_n(ctx, dut.o, n_tokens, rng=random.Random(4), stall=0.3))
 
-    _run(dut, producer, consumer)
+    simulate(dut, producer, consumer)
     frames = []
     current = bytearray()
     for t in tokens:

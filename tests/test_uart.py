@@ -7,19 +7,10 @@ import pytest
 from amaranth import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.sim import Simulator
-from streams import get_n, put_all, stream_get
+from streams import get_n, put_all, simulate, stream_get
 
 from hw.config import AccelConfig
 from hw.uart import UART, RxByte, UARTReceiver, UARTTransmitter, baud_divisor
-
-
-def simulate(dut, *testbenches):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    for tb in testbenches:
-        sim.add_testbench(tb)
-    sim.run()
 
 
 async def send_bits(ctx, line, bits, divisor):
