@@ -40,6 +40,7 @@ from .program import (
     weight_row_bits,
 )
 from .requant import DrainMeta, Requantizer, ResultDrain
+from .skid import RegisterSlice
 from .wdecode import StreamWeightReader
 
 __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
@@ -179,16 +180,32 @@ class Sequencer(wiring.Component):
         need_rows = Signal(signed(ab))
         need_start = Signal(signed(ab))
         xend = Signal(signed(w["row"] + 2))
+        # the window reaches the last row (ys_hi): with fast_pipeline a flag set where ys is
+        ys_hi = Signal()
+        # the row from which the next output row's window reaches the last row (a register:
+        # the command is stable from start on, and the first row step comes cycles later)
+        ys_thr = Signal(signed(w["dim"] + 4))
+        if cfg.fast_pipeline:
+            m.d.sync += ys_thr.eq(cmd.b_h - cmd.b_win_rows - cmd.b_stride)
+        else:
+            m.d.comb += ys_hi.eq(ys + cmd.b_win_rows >= cmd.b_h)
         m.d.comb += [
-            need_rows.eq(Mux(ys + cmd.b_win_rows >= cmd.b_h, cmd.b_hlast,
-                             ys_abs + cmd.b_win_last)),
+            need_rows.eq(Mux(ys_hi, cmd.b_hlast, ys_abs + cmd.b_win_last)),
             xend.eq(xb + cmd.b_win_bytes),
             # while the window's top row is padding, the first real row is still wholly needed
             # by the next output row (regression: v1.0 conv10, a 1x1 kernel with pad 1)
             need_start.eq(Mux(ys < 0, 0, ys_abs + Mux(xb < 0, 0, xb))),
         ]
         b_last_pixel = Signal()
-        m.d.comb += b_last_pixel.eq((by + 1 == cmd.b_ho) & (bx + 1 == cmd.b_wo))
+        # the cursor's last column and last row: with fast_pipeline registers, set where bx
+        # and by are (an add and a compare in front of the step choice's enables)
+        bx_last = Signal()
+        by_last = Signal()
+        if cfg.fast_pipeline:
+            m.d.comb += b_last_pixel.eq(by_last & bx_last)
+        else:
+            m.d.comb += [bx_last.eq(bx + 1 == cmd.b_wo), by_last.eq(by + 1 == cmd.b_ho),
+                         b_last_pixel.eq(by_last & bx_last)]
 
         # Everything the step choice looks at is registered, in three stages: (1) sums of the
         # cursors, (2) the window's end, (3) comparisons; ``cur_ok`` is low for the three
@@ -203,9 +220,17 @@ class Sequencer(wiring.Component):
         cur_ok1 = Signal()
         cur_ok2 = Signal()
 
+        # fast_pipeline: the choice itself is registered too (sel_*), a cycle after the flags
+        # (``python -m boards.timing sequencer``: the flags' ANDs into the pass state's
+        # enables were the critical path, 83 MHz)
+        sel_ok = Signal()
+        sel_a = Signal()
+        sel_b = Signal()
+
         def moved():
             """Statements for a cycle in which a cursor moves (the staged values go stale)."""
-            return [cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0)] if staged else []
+            return [cur_ok2.eq(0), cur_ok1.eq(0), cur_ok.eq(0),
+                    sel_ok.eq(0), sel_a.eq(0), sel_b.eq(0)] if staged else []
         win_free = Signal(signed(ab))
         need_rows_q = Signal(signed(ab))
         xend_q = Signal(signed(w["row"] + 2))
@@ -264,6 +289,11 @@ class Sequencer(wiring.Component):
             ready_b.eq(~b_done & win_ok_q),
             prefer_a.eq(ready_a & lead_q),
         ]
+        m.d["sync" if staged else "comb"] += [
+            sel_ok.eq(cur_ok),
+            sel_a.eq(cur_ok & (prefer_a | (ready_a & ~ready_b))),
+            sel_b.eq(cur_ok & ~prefer_a & ready_b),
+        ]
 
         # -- the step (one pixel of one stage) and its pass loop ---------------------------
         active = Signal()
@@ -306,14 +336,22 @@ class Sequencer(wiring.Component):
         j_last = Signal()
         ky_last = Signal()
         g_last = Signal()
+        # their next values (comb, default: held) and ``last`` itself as a register too
+        j_last_n = Signal()
+        ky_last_n = Signal()
+        last_q = Signal()
+        if staged:
+            m.d.comb += [j_last_n.eq(j_last), ky_last_n.eq(ky_last)]
+            m.d.sync += [j_last.eq(j_last_n), ky_last.eq(ky_last_n),
+                         last_q.eq(j_last_n & ky_last_n)]
         credits_nz = Signal()
 
         def load_bounds(prefix):
             if staged:
                 m.d.sync += [bound[n].eq(field(prefix, n)) for n in names]
-                m.d.sync += [j_last.eq(field(prefix, "nseg") == 1),
-                             ky_last.eq(field(prefix, "kh") == 1),
-                             g_last.eq(field(prefix, "groups") == 1)]
+                m.d.comb += [j_last_n.eq(field(prefix, "nseg") == 1),
+                             ky_last_n.eq(field(prefix, "kh") == 1)]
+                m.d.sync += g_last.eq(field(prefix, "groups") == 1)
 
         if not staged:
             m.d.comb += [bound[n].eq(Mux(is_a, field("a", n),
@@ -326,7 +364,7 @@ class Sequencer(wiring.Component):
         last_branch = Signal()
         step_end = Signal()
         if staged:
-            m.d.comb += [last.eq(ky_last & j_last), last_group.eq(g_last)]
+            m.d.comb += [last.eq(last_q), last_group.eq(g_last)]
         else:
             m.d.comb += [last.eq((ky + 1 == kh) & (j + 1 == nseg)),
                          last_group.eq(g + 1 == groups)]
@@ -392,24 +430,25 @@ class Sequencer(wiring.Component):
                          s_last.eq(b_last_pixel), win_free.eq(need_start_q), *moved()]
             with m.If(b_last_pixel):
                 m.d.sync += b_done.eq(1)
-            with m.If(bx + 1 == cmd.b_wo):
+            with m.If(bx_last):
                 m.d.sync += [bx.eq(0), xb.eq(cmd.b_left), by.eq(by + 1),
                              ys.eq(ys + cmd.b_stride), ys_abs.eq(ys_abs + cmd.b_rowstep)]
+                if cfg.fast_pipeline:
+                    m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(by + 2 == cmd.b_ho),
+                                 ys_hi.eq(ys >= ys_thr)]
             with m.Else():
                 m.d.sync += [bx.eq(bx + 1), xb.eq(xb + cmd.b_pix)]
+                if cfg.fast_pipeline:
+                    m.d.sync += bx_last.eq(bx + 2 == cmd.b_wo)
 
         def choose():
-            with m.If(~cur_ok):
-                m.d.sync += active.eq(0)
-            with m.Elif(prefer_a):
+            with m.If(sel_a):
                 load_a()
-            with m.Elif(ready_b):
+            with m.Elif(sel_b):
                 load_b()
-            with m.Elif(ready_a):
-                load_a()
             with m.Else():
                 m.d.sync += active.eq(0)
-                with m.If(b_done):
+                with m.If(sel_ok & b_done):
                     m.d.sync += issued_all.eq(1)
 
         with m.If(self.start):
@@ -419,6 +458,9 @@ class Sequencer(wiring.Component):
                 by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
                 xb.eq(cmd.b_left), *moved(),
             ]
+            if staged:
+                m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(cmd.b_ho == 1),
+                             ys_hi.eq(cmd.b_top + cmd.b_win_rows >= cmd.b_h)]
         with m.Elif(~active):
             with m.If(~issued_all):
                 choose()
@@ -430,19 +472,19 @@ class Sequencer(wiring.Component):
                                  abs_cur.eq(abs_ky + cmd.b_rb), off_cur.eq(off0),
                                  row.eq(row + 1)]
                     if staged:
-                        m.d.sync += [j_last.eq(nseg == 1), ky_last.eq(ky + 2 == kh)]
+                        m.d.comb += [j_last_n.eq(nseg == 1), ky_last_n.eq(ky + 2 == kh)]
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), abs_cur.eq(abs_cur + lanes),
                                  off_cur.eq(off_cur + lanes)]
                     if staged:
-                        m.d.sync += j_last.eq(j + 2 == nseg)
+                        m.d.comb += j_last_n.eq(j + 2 == nseg)
             with m.Elif(~last_group):
                 m.d.sync += [g.eq(g + 1), ky.eq(0), j.eq(0), abs_ky.eq(abs_g0),
                              abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
                              prow.eq(prow + 1)]
                 if staged:
-                    m.d.sync += [g_last.eq(g + 2 == groups), ky_last.eq(kh == 1),
-                                 j_last.eq(nseg == 1)]
+                    m.d.sync += g_last.eq(g + 2 == groups)
+                    m.d.comb += [ky_last_n.eq(kh == 1), j_last_n.eq(nseg == 1)]
             with m.Elif(~last_branch):
                 load_branch(1, s_base1, s_off1, s_r01)
             with m.Else():
@@ -761,6 +803,13 @@ class Engine(wiring.Component):
         m.d.comb += [ofifo.w_en.eq(requant.out_valid & ~ometa.dest), ofifo.w_data.eq(obw)]
 
         # -- output: straight, through the max pool or through the global sum ------------
+        # with fast_pipeline through a register slice: the sink's ready (the writer's, across
+        # the chip) stops at the slice instead of running on into the pools' FIFOs (b21)
+        out = self.o
+        if cfg.fast_pipeline:
+            m.submodules.oslice = oslice = RegisterSlice(out.payload.shape())
+            out = oslice.i
+            wiring.connect(m, oslice.o, wiring.flipped(self.o))
         ob = data.View(obeat, ofifo.r_data)
         for pool in (maxpool, gsum):
             m.d.comb += [pool.c.eq(cmd.p_c), pool.h.eq(cmd.p_h), pool.w.eq(cmd.p_w)]
@@ -770,19 +819,19 @@ class Engine(wiring.Component):
                          pool.i.payload.eq(ob)]
         with m.Switch(cmd.pool):
             with m.Case(POOL_MAX):
-                m.d.comb += [ofifo.r_en.eq(maxpool.i.ready), self.o.valid.eq(maxpool.o.valid),
-                             self.o.payload.count.eq(maxpool.o.payload.count),
-                             self.o.payload.last.eq(maxpool.o.payload.last),
-                             maxpool.o.ready.eq(self.o.ready)]
+                m.d.comb += [ofifo.r_en.eq(maxpool.i.ready), out.valid.eq(maxpool.o.valid),
+                             out.payload.count.eq(maxpool.o.payload.count),
+                             out.payload.last.eq(maxpool.o.payload.last),
+                             maxpool.o.ready.eq(out.ready)]
                 for lane in range(r):
-                    m.d.comb += self.o.payload.data[lane].eq(maxpool.o.payload.data[lane])
+                    m.d.comb += out.payload.data[lane].eq(maxpool.o.payload.data[lane])
             with m.Case(POOL_SUM):
-                m.d.comb += [ofifo.r_en.eq(gsum.i.ready), self.o.valid.eq(gsum.o.valid),
-                             self.o.payload.eq(gsum.o.payload), gsum.o.ready.eq(self.o.ready)]
+                m.d.comb += [ofifo.r_en.eq(gsum.i.ready), out.valid.eq(gsum.o.valid),
+                             out.payload.eq(gsum.o.payload), gsum.o.ready.eq(out.ready)]
             with m.Default():
-                m.d.comb += [ofifo.r_en.eq(self.o.ready), self.o.valid.eq(ofifo.r_rdy),
-                             self.o.payload.count.eq(ob.count),
-                             self.o.payload.last.eq(ob.last)]
+                m.d.comb += [ofifo.r_en.eq(out.ready), out.valid.eq(ofifo.r_rdy),
+                             out.payload.count.eq(ob.count),
+                             out.payload.last.eq(ob.last)]
                 for lane in range(r):
-                    m.d.comb += self.o.payload.data[lane].eq(ob.data[lane])
+                    m.d.comb += out.payload.data[lane].eq(ob.data[lane])
         return m
