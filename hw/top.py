@@ -547,6 +547,15 @@ class Accelerator(wiring.Component):
             rd.addr.eq(cur.in_addr), rd.n.eq(cur.in_values), rd.vb.eq(cur.in_vb),
             wr.addr.eq(cur.out_addr), wr.vb.eq(cur.out_vb),
         ]
+        # every part idle: with fast_pipeline a register (wide OR-reductions of four modules'
+        # counts ahead of the state's enables), a cycle late: it only counts from the second
+        # cycle of RUN, when the step's parts have taken their start
+        idle = Signal()
+        everything_idle = ~eng.busy & ~rd.busy & ~wr.busy & ~ser.busy & ~eng.cmd.valid
+        if cfg.fast_pipeline:
+            m.d.sync += idle.eq(everything_idle & running)
+        else:
+            m.d.comb += idle.eq(everything_idle)
         with m.Switch(state):
             with m.Case(_State.IDLE):
                 with m.If(self.i.valid):
@@ -561,7 +570,7 @@ class Accelerator(wiring.Component):
                              wr.start.eq(~cur.out_stream)]
                 m.d.sync += state.eq(_State.RUN)
             with m.Case(_State.RUN):
-                with m.If(~eng.busy & ~rd.busy & ~wr.busy & ~ser.busy & ~eng.cmd.valid):
+                with m.If(idle):
                     with m.If(cur.last):
                         m.d.sync += [state.eq(_State.IDLE), self.frames.eq(self.frames + 1),
                                      step.eq(0)]
