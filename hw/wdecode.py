@@ -34,13 +34,14 @@ that may advance is registered a cycle ahead (``prio`` if it may start a row, el
 row starts only when its row-FIFO entry is certain (credits), so nothing stalls inside the
 pipeline.
 
-Timing: after ``restart`` the first row is valid 15 cycles later (the first mask word is
+Timing: after ``restart`` the first row is valid 16 cycles later (the first mask word is
 fetched, walked and measured first; a read's address is registered on its way to the column
-memory's block RAMs); then one row per cycle while every record of a column is
-at most ``word_bits`` bits and the memory keeps up, across the wrap too. Longer records only slow
-it. While ``prio`` is drained at full rate the other context only decodes in the cycles ``prio``
-cannot use, so right after restarting both, the first step of the other context starts with a
-bubble of about the latency; afterwards switching ``prio`` between whole steps costs nothing.
+memory's block RAMs, and the word once more after them); then one row per cycle while every
+record of a column is at most ``word_bits`` bits and the memory keeps up, across the wrap too.
+Longer records only slow it. While ``prio`` is drained at full rate the other context only
+decodes in the cycles ``prio`` cannot use, so right after restarting both, the first step of the
+other context starts with a bubble of about the latency; afterwards switching ``prio`` between
+whole steps costs nothing.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class ColumnStreamDecoder(wiring.Component):
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
     decoded ahead per context; 7 keeps a row per cycle: the selection sees a row's credit a
     cycle after it leaves), ``init`` (initial words per column), ``max_rows`` (largest
-    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; 5
+    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; 6
     keeps a word per cycle),
     ``entry_fifo`` (row lengths measured ahead per column and context, >= 1; 5 keeps a row per
     cycle).
@@ -189,7 +190,7 @@ class ColumnStreamDecoder(wiring.Component):
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
                  depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
-                 word_fifo: int = 5, entry_fifo: int = 5):
+                 word_fifo: int = 6, entry_fifo: int = 5):
         if not 1 <= kmax <= 8:
             raise ValueError(f"kmax must be in 1..8, not {kmax!r}")
         if word_bits < lanes:
@@ -302,7 +303,12 @@ class ColumnStreamDecoder(wiring.Component):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
                 m.submodules[f"fifo_{x}_{c}"] = fifo
                 fifos[x][c] = fifo
-            self._column(m, c, prio, rp.data, wants, urgent, fas, issues, pops,
+            # the word registered once more after the block RAMs (their 5.6 ns clock-to-out and
+            # the multiplexer over a column's EBRs, then across the chip to the word FIFOs'
+            # LUT RAM was the critical path of board build b22)
+            rword = Signal.like(rp.data, name=f"rword_{c}")
+            m.d.sync += rword.eq(rp.data)
+            self._column(m, c, prio, rword, wants, urgent, fas, issues, pops,
                          [fifos[x][c] for x in range(NX)])
 
         for x in range(NX):
@@ -326,16 +332,17 @@ class ColumnStreamDecoder(wiring.Component):
     def _fetch(self, m, run, rdata, want, fa, issue, first, wrap, pend, fifo):
         """A word pointer: while ``run`` it asks to read at ``fa`` when ``fifo`` will have room
         (``want``, registered); an ``issue`` (granted) reads: the memory takes the registered
-        address a cycle later, the word lands in ``fifo`` a cycle after that (``pend``: the
-        reads one and two cycles old), and ``fa`` moves on, to ``first`` when ``wrap``."""
+        address a cycle later, the word is registered after it and lands in ``fifo`` a cycle
+        after that (``pend``: the reads one, two and three cycles old), and ``fa`` moves on, to
+        ``first`` when ``wrap``."""
         WD = self.word_fifo
-        p1, p2 = pend
-        m.d.comb += [fifo.w_en.eq(p2), fifo.w_data.eq(rdata)]
+        p1, p2, p3 = pend
+        m.d.comb += [fifo.w_en.eq(p3), fifo.w_data.eq(rdata)]
         # room for a word read next cycle, ignoring this cycle's FIFO read (a short path);
         # both outcomes of this cycle's ``issue`` (a late arbitration) compared beforehand
-        held = fifo.level + p1 + p2
+        held = fifo.level + p1 + p2 + p3
         m.d.sync += [want.eq(run & Mux(issue, held <= WD - 2, held <= WD - 1)),
-                     p1.eq(issue), p2.eq(p1)]
+                     p1.eq(issue), p2.eq(p1), p3.eq(p2)]
         with m.If(issue):
             m.d.sync += fa.eq(Mux(wrap, first, fa + 1))
 
@@ -356,9 +363,9 @@ class ColumnStreamDecoder(wiring.Component):
             n = f"_{x}_{c}"
             s = {
                 "running": Signal(name="running" + n),
-                # code and mask reads issued one and two cycles ago
-                "pend": (Signal(name="pend1" + n), Signal(name="pend2" + n)),
-                "mpend": (Signal(name="mpend1" + n), Signal(name="mpend2" + n)),
+                # code and mask reads issued one, two and three cycles ago
+                "pend": tuple(Signal(name=f"pend{i}" + n) for i in (1, 2, 3)),
+                "mpend": tuple(Signal(name=f"mpend{i}" + n) for i in (1, 2, 3)),
                 "slot": [Signal(W, name=f"slot{i}" + n) for i in range(NW)],
                 "sv": [Signal(name=f"sv{i}" + n) for i in range(NW)],
                 "o": Signal(obits, name="o" + n),        # head record: start (from slot 0)
@@ -415,7 +422,7 @@ class ColumnStreamDecoder(wiring.Component):
                         self.end[x][c] + 1, rem <= MPW, s["mpend"], mfifo)
             with m.If(issues[x][0]):
                 sync += rem.eq(Mux(rem <= MPW, nm, rem - MPW))
-            sync += urgent[x].eq(mfifo.level + s["mpend"][0] + s["mpend"][1] + issues[x][0]
+            sync += urgent[x].eq(mfifo.level + sum(s["mpend"]) + issues[x][0]
                                  == 0)
 
             # -- lengths: row walker -> popcount -> length -> entry FIFO ---------------------
