@@ -253,23 +253,23 @@ class SDRAMPinsSignature(wiring.Signature):
 
 
 class _Timer:
-    """A countdown of cycles until a command is allowed again.
+    """A countdown of cycles until a command is allowed again, with a registered ``ready``.
 
     :meth:`load` (from the command issued in a cycle) makes the command allowed ``cycles``
     cycles later, unless the timer already forbids it for longer. Each load amount is a
     constant, so "longer" is a comparison of the register with that constant, which does not
-    wait for the command decision: only the final multiplexer does (for timing).
+    wait for the command decision: only the final multiplexer does (for timing). ``ready``
+    (``value == 0``) is a flip-flop of its own: the next value is zero exactly when no load
+    fires and the register is at most 1 (a load always leaves at least 1), so the decision reads
+    a flip-flop and not a comparison.
     """
 
     def __init__(self, m: Module, name: str, limit: int):
         self.value = Signal(range(max(2, limit)), name=name)
+        self.ready = Signal(init=1, name=f"{name}_ready")
         self._m = m
         self._name = name
         self._fire = {}
-
-    @property
-    def ready(self):
-        return self.value == 0
 
     def load(self, cycles: int):
         """Allow the command again ``cycles`` (>= 1) cycles after this one."""
@@ -285,7 +285,8 @@ class _Timer:
         nxt = Mux(value != 0, value - 1, 0)
         for cycles, fire in sorted(self._fire.items()):
             nxt = Mux(fire & (value < cycles), cycles - 1, nxt)
-        self._m.d.sync += value.eq(nxt)
+        fired = Cat(*self._fire.values()).any() if self._fire else 0
+        self._m.d.sync += [value.eq(nxt), self.ready.eq(~fired & (value <= 1))]
 
 
 class SDRAMController(wiring.Component):
@@ -361,30 +362,13 @@ class SDRAMController(wiring.Component):
             w_fifo.w_en.eq(bus.wdata.valid),
             bus.wdata.ready.eq(w_fifo.w_rdy),
         ]
-        next_cmd = bus.cmd.payload.shape()(cmd_fifo.r_data)
+        head = bus.cmd.payload.shape()(cmd_fifo.r_data)    # a register (the FIFO's output)
         wbeat = bus.wdata.payload.shape()(w_fifo.r_data)
 
-        # -- command outputs (registered) -------------------------------------------------------
-        cmd = Signal(3)          # (ras, cas, we) of the command issued this cycle
-        cmd_ba = Signal(p.bank_bits)
-        cmd_a = Signal(p.pin_addr_bits)
-        write_now = Signal()
-        m.d.sync += [
-            pins.cke.eq(1),
-            pins.cs.eq(cmd != 0),
-            pins.ras.eq(cmd[2]),
-            pins.cas.eq(cmd[1]),
-            pins.we.eq(cmd[0]),
-            pins.ba.eq(cmd_ba),
-            pins.a.eq(cmd_a),
-            pins.dq_oe.eq(write_now),
-            pins.dq_o.eq(wbeat.data),
-            pins.dqm.eq(Mux(write_now, ~wbeat.mask, 0)),
-        ]
-
-        def issue(command, ba=0, a=0):
-            ras, cas, we = command
-            m.d.comb += [cmd.eq(ras << 2 | cas << 1 | we), cmd_ba.eq(ba), cmd_a.eq(a)]
+        def split(address):
+            # (column, bank, row) of a word address
+            return (address[:p.col_bits], address[p.col_bits:p.col_bits + p.bank_bits],
+                    address[p.col_bits + p.bank_bits:])
 
         # -- timers ------------------------------------------------------------------------------
         limit = max(p.t_rc_cycles, p.t_rfc_cycles, p.t_rp_cycles, p.t_ras_cycles,
@@ -412,37 +396,45 @@ class SDRAMController(wiring.Component):
             m.d.sync += ref_timer.eq(ref_timer - 1)
 
         # -- the current burst -----------------------------------------------------------------
-
+        # ``addr`` is the next word's address; ``last``: it is the burst's last word (a register
+        # beside ``left``, so that the FIFO's pop does not wait for a comparison).
         addr = Signal(p.addr_bits)
-        left = Signal(next_cmd.len.shape())
+        left = Signal(head.len.shape())
+        last = Signal()
         writing = Signal()
         active = Signal()
-        advance = Signal()
-        last = Signal()
-        col = addr[:p.col_bits]
-        bank = addr[p.col_bits:p.col_bits + p.bank_bits]
-        row = addr[p.col_bits + p.bank_bits:]
-        m.d.comb += last.eq(left == 1)
+        col, bank, row = split(addr)
 
-        with m.If(advance):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-            with m.If(last):
-                m.d.sync += active.eq(0)
-        m.d.comb += cmd_fifo.r_en.eq(~active | (advance & last))
-        with m.If(cmd_fifo.r_rdy & cmd_fifo.r_en):
-            m.d.sync += [
-                addr.eq(next_cmd.addr),
-                left.eq(next_cmd.len),
-                writing.eq(next_cmd.write),
-                active.eq(next_cmd.len != 0),
-            ]
+        # -- the bank state of the current address, registered ------------------------------
+        # One flag of three: the row is open (READ/WRITE), another row of the bank is open
+        # (PRECHARGE), the bank is closed (ACTIVE); none while not known yet. The comparison
+        # with the open rows takes several LUT levels, so it is made from registers and its
+        # result registered: for the current address in every cycle, and for the command at the
+        # head of the FIFO, whose flags are taken over when it is popped (no bubble between
+        # bursts). The flags made in a cycle describe the bank state of that cycle, so they are
+        # dropped ("not known", one cycle to compare again) when that cycle's command changes the
+        # bank state (ACTIVE, PRECHARGE) or the address moves into another row (the end of a
+        # row: a bubble per row of a sequential stream).
+        st_hit = Signal()
+        st_conflict = Signal()
+        st_closed = Signal()
+
+        def bank_state(b_sel, r_sel):
+            same = Cat(rows[b] == r_sel for b in range(nb)).bit_select(b_sel, 1)
+            is_open = open_.bit_select(b_sel, 1)
+            return Cat(is_open & same, is_open & ~same, ~is_open)
+
+        _, head_bank, head_row = split(head.addr)
+        state_cur = bank_state(bank, row)
+        state_head = bank_state(head_bank, head_row)
 
         # -- read data ----------------------------------------------------------------------------
         m.submodules.rbuf = rbuf = fifo.SyncFIFO(width=p.data_bits, depth=self._read_buffer)
-        read_now = Signal()
+        do_rd = Signal()
         pipe = Signal(self.read_pipeline)
-        m.d.sync += pipe.eq(Cat(read_now, pipe[:-1]))
+        m.d.sync += pipe.eq(Cat(do_rd, pipe[:-1]))
         outstanding = Signal(range(self._read_buffer + 1))
+        room = Signal(init=1)    # outstanding != read_buffer, registered
         popped = Signal()
         m.d.comb += [
             rbuf.w_en.eq(pipe[-1]),
@@ -452,113 +444,146 @@ class SDRAMController(wiring.Component):
             rbuf.r_en.eq(bus.rdata.ready),
             popped.eq(bus.rdata.valid & bus.rdata.ready),
         ]
-        with m.If(read_now & ~popped):
-            m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(~read_now & popped):
-            m.d.sync += outstanding.eq(outstanding - 1)
+        with m.If(do_rd & ~popped):
+            m.d.sync += [outstanding.eq(outstanding + 1),
+                         room.eq(outstanding != self._read_buffer - 1)]
+        with m.Elif(~do_rd & popped):
+            m.d.sync += [outstanding.eq(outstanding - 1), room.eq(1)]
 
-        # -- which bank state applies to the current address -------------------------------------
-        bank_open = Signal()
-        row_hit = Signal()
-        rw_ready = Signal()
-        pre_ready = Signal()
-        act_ready = Signal()
-        with m.Switch(bank):
-            for b in range(nb):
-                with m.Case(b):
-                    m.d.comb += [
-                        bank_open.eq(open_[b]),
-                        row_hit.eq(rows[b] == row),
-                        rw_ready.eq(rw_ok[b].ready),
-                        pre_ready.eq(pre_ok[b].ready),
-                        act_ready.eq(act_ok[b].ready),
-                    ]
-        all_pre_ready = Signal()
-        all_act_ready = Signal()
-        m.d.comb += [
-            all_pre_ready.eq(Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()),
-            all_act_ready.eq(Cat(t.ready for t in act_ok).all()),
-        ]
-
-        def for_bank(timers, cycles, b=None):
-            # Load the timer of bank ``b`` (a Python int) or of the current bank.
-            for i, timer in enumerate(timers):
-                if b is None:
-                    with m.If(bank == i):
-                        timer.load(cycles)
-                elif b == i:
-                    timer.load(cycles)
-
-        init_wait = Signal(range(max(p.init_wait_cycles, p.t_rp_cycles, p.t_rfc_cycles,
-                                     p.t_mrd_cycles) + 1), init=p.init_wait_cycles)
+        # -- power-up sequence --------------------------------------------------------------------
+        # ``wait_done`` is ``init_wait == 0``, registered.
+        run = Signal()           # initialised: the command decision below is on
+        init_wait = Signal(range(max(p.init_wait_cycles, p.t_rp_cycles, p.t_rfc_cycles) + 1),
+                           init=p.init_wait_cycles)
+        wait_done = Signal()
         refreshes = Signal(range(p.init_refreshes + 1))
+        init_cmd = Signal(3)     # (ras, cas, we) of the power-up sequence's command this cycle
+        init_a = Signal(p.pin_addr_bits)
 
-        with m.FSM(name="sdram"):
+        def issue_init(command, *, a=0, wait=1):
+            # ``command`` now, the next one ``wait`` cycles later
+            ras, cas, we = command
+            m.d.comb += [init_cmd.eq(ras << 2 | cas << 1 | we), init_a.eq(a)]
+            m.d.sync += [init_wait.eq(wait - 1), wait_done.eq(wait <= 1)]
+
+        with m.If(~wait_done):
+            m.d.sync += [init_wait.eq(init_wait - 1), wait_done.eq(init_wait == 1)]
+        with m.FSM(name="sdram_init"):
             with m.State("POWER_UP"):
-                with m.If(init_wait != 0):
-                    m.d.sync += init_wait.eq(init_wait - 1)
-                with m.Else():
-                    issue(CMD_PRECHARGE, a=1 << A10)
-                    m.d.sync += init_wait.eq(p.t_rp_cycles - 1)
+                with m.If(wait_done):
+                    issue_init(CMD_PRECHARGE, a=1 << A10, wait=p.t_rp_cycles)
                     m.next = "INIT_REFRESH"
             with m.State("INIT_REFRESH"):
-                with m.If(init_wait != 0):
-                    m.d.sync += init_wait.eq(init_wait - 1)
-                with m.Elif(refreshes != p.init_refreshes):
-                    issue(CMD_REFRESH)
-                    m.d.sync += [init_wait.eq(p.t_rfc_cycles - 1), refreshes.eq(refreshes + 1)]
-                with m.Else():
-                    issue(CMD_MODE, a=mode_register(p))
+                with m.If(wait_done & (refreshes != p.init_refreshes)):
+                    issue_init(CMD_REFRESH, wait=p.t_rfc_cycles)
+                    m.d.sync += refreshes.eq(refreshes + 1)
+                with m.Elif(wait_done):
+                    issue_init(CMD_MODE, a=mode_register(p))
                     mrd_ok.load(p.t_mrd_cycles)
-                    m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0)]
+                    m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0), run.eq(1)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.init_done.eq(1)
-                with m.If(ref_pending):
-                    with m.If(open_ != 0):
-                        with m.If(all_pre_ready):
-                            issue(CMD_PRECHARGE, a=1 << A10)
-                            m.d.sync += open_.eq(0)
-                            for timer in act_ok:
-                                timer.load(p.t_rp_cycles)
-                    with m.Elif(all_act_ready & mrd_ok.ready):
-                        issue(CMD_REFRESH)
-                        m.d.sync += ref_pending.eq(0)
-                        for timer in act_ok:
-                            timer.load(p.t_rfc_cycles)
-                with m.Elif(active & mrd_ok.ready):
-                    with m.If(bank_open & row_hit):
-                        with m.If(rw_ready & writing & turn_ok.ready):
-                            with m.If(w_fifo.r_rdy):
-                                issue(CMD_WRITE, ba=bank, a=col)
-                                m.d.comb += [advance.eq(1), write_now.eq(1), w_fifo.r_en.eq(1)]
-                                for_bank(pre_ok, p.t_wr_cycles)
-                        with m.If(rw_ready & ~writing
-                                  & (outstanding != self._read_buffer)):
-                            issue(CMD_READ, ba=bank, a=col)
-                            m.d.comb += [advance.eq(1), read_now.eq(1)]
-                            # The chip drives the bus CL cycles on; leave one cycle for it
-                            # to let go before a WRITE drives it.
-                            turn_ok.load(p.cas_latency + 2)
-                    with m.Elif(bank_open):
-                        with m.If(pre_ready):
-                            issue(CMD_PRECHARGE, ba=bank)
-                            with m.Switch(bank):
-                                for b in range(nb):
-                                    with m.Case(b):
-                                        m.d.sync += open_[b].eq(0)
-                            for_bank(act_ok, p.t_rp_cycles)
-                    with m.Else():
-                        with m.If(act_ready & rrd_ok.ready):
-                            issue(CMD_ACTIVE, ba=bank, a=row)
-                            with m.Switch(bank):
-                                for b in range(nb):
-                                    with m.Case(b):
-                                        m.d.sync += [open_[b].eq(1), rows[b].eq(row)]
-                            for_bank(act_ok, p.t_rc_cycles)
-                            for_bank(pre_ok, p.t_ras_cycles)
-                            for_bank(rw_ok, p.t_rcd_cycles)
-                            rrd_ok.load(p.t_rrd_cycles)
+                pass
+        m.d.comb += self.init_done.eq(run)
+
+        # -- the command decision -------------------------------------------------------------
+        # Every input is a flip-flop (or one level of multiplexer by the bank over flip-flops).
+        def of_bank(timers):
+            return Cat(t.ready for t in timers).bit_select(bank, 1)
+
+        go = Signal()            # the burst may issue its next command
+        do_wr = Signal()
+        do_pre = Signal()
+        do_act = Signal()
+        do_pall = Signal()
+        do_ref = Signal()
+        any_open = open_.any()
+        all_pre_ready = Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()
+        all_act_ready = Cat(t.ready for t in act_ok).all()
+        m.d.comb += [
+            go.eq(run & ~ref_pending & active & mrd_ok.ready),
+            do_wr.eq(go & st_hit & of_bank(rw_ok) & writing & turn_ok.ready & w_fifo.r_rdy),
+            do_rd.eq(go & st_hit & of_bank(rw_ok) & ~writing & room),
+            do_pre.eq(go & st_conflict & of_bank(pre_ok)),
+            do_act.eq(go & st_closed & of_bank(act_ok) & rrd_ok.ready),
+            # refresh: close every bank (once tRAS/tWR allow), then AUTO REFRESH
+            do_pall.eq(run & ref_pending & any_open & all_pre_ready),
+            do_ref.eq(run & ref_pending & ~any_open & all_act_ready & mrd_ok.ready),
+        ]
+
+        # -- command outputs (registered) -------------------------------------------------------
+        # The address pins need no decision: the row while the bank is closed (ACTIVE), else the
+        # column (READ, WRITE, PRECHARGE of one bank: A10 low); A10 high for PRECHARGE ALL.
+        ras = do_act | do_pre | do_pall | do_ref | init_cmd[2]
+        cas = do_rd | do_wr | do_ref | init_cmd[1]
+        we = do_wr | do_pre | do_pall | init_cmd[0]
+        run_a = Signal(p.pin_addr_bits)
+        m.d.comb += run_a.eq(Mux(st_closed, row, col) | Mux(do_pall, 1 << A10, 0))
+        m.d.sync += [
+            pins.cke.eq(1),
+            pins.cs.eq(ras | cas | we),
+            pins.ras.eq(ras),
+            pins.cas.eq(cas),
+            pins.we.eq(we),
+            pins.ba.eq(Mux(run, bank, 0)),
+            pins.a.eq(Mux(run, run_a, init_a)),
+            pins.dq_oe.eq(do_wr),
+            pins.dq_o.eq(wbeat.data),
+            pins.dqm.eq(Mux(do_wr, ~wbeat.mask, 0)),
+        ]
+        m.d.comb += w_fifo.r_en.eq(do_wr)
+
+        # -- the burst advances, the next command is popped ------------------------------------
+        advance = do_rd | do_wr
+        pop = Signal()
+        m.d.comb += [
+            cmd_fifo.r_en.eq(~active | (advance & last)),
+            pop.eq(cmd_fifo.r_rdy & cmd_fifo.r_en),
+        ]
+        with m.If(advance):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2)]
+            with m.If(last):
+                m.d.sync += active.eq(0)
+        with m.If(pop):
+            m.d.sync += [
+                addr.eq(head.addr),
+                left.eq(head.len),
+                last.eq(head.len == 1),
+                writing.eq(head.write),
+                active.eq(head.len != 0),
+            ]
+        row_end = advance & (col == (1 << p.col_bits) - 1)
+        keep = ~(do_act | do_pre | do_pall) & (pop | ~row_end)
+        m.d.sync += Cat(st_hit, st_conflict, st_closed).eq(
+            Mux(keep, Mux(pop, state_head, state_cur), 0))
+
+        # -- bank state and timers ------------------------------------------------------------
+        with m.If(do_pall):
+            m.d.sync += open_.eq(0)
+            for timer in act_ok:
+                timer.load(p.t_rp_cycles)
+        with m.If(do_ref):
+            m.d.sync += ref_pending.eq(0)
+            for timer in act_ok:
+                timer.load(p.t_rfc_cycles)
+        with m.If(do_act):
+            rrd_ok.load(p.t_rrd_cycles)
+        with m.If(do_rd):
+            # The chip drives the bus CL cycles on; leave one cycle for it to let go before a
+            # WRITE drives it.
+            turn_ok.load(p.cas_latency + 2)
+        for b in range(nb):
+            with m.If(bank == b):
+                with m.If(do_wr):
+                    pre_ok[b].load(p.t_wr_cycles)
+                with m.If(do_pre):
+                    m.d.sync += open_[b].eq(0)
+                    act_ok[b].load(p.t_rp_cycles)
+                with m.If(do_act):
+                    m.d.sync += [open_[b].eq(1), rows[b].eq(row)]
+                    act_ok[b].load(p.t_rc_cycles)
+                    pre_ok[b].load(p.t_ras_cycles)
+                    rw_ok[b].load(p.t_rcd_cycles)
         for timer in (*act_ok, *pre_ok, *rw_ok, rrd_ok, mrd_ok, turn_ok):
             timer.finish()
         return m
