@@ -372,13 +372,11 @@ class SDRAMController(wiring.Component):
 
         # -- timers ------------------------------------------------------------------------------
         limit = max(p.t_rc_cycles, p.t_rfc_cycles, p.t_rp_cycles, p.t_ras_cycles,
-                    p.t_wr_cycles, p.t_rcd_cycles, p.t_rrd_cycles, p.t_mrd_cycles,
-                    p.cas_latency + 2) + 1
+                    p.t_wr_cycles, p.t_rcd_cycles, p.t_rrd_cycles, p.cas_latency + 2) + 1
         act_ok = [_Timer(m, f"act_t{b}", limit) for b in range(nb)]   # tRC, tRP, tRFC
         pre_ok = [_Timer(m, f"pre_t{b}", limit) for b in range(nb)]   # tRAS, tWR
         rw_ok = [_Timer(m, f"rw_t{b}", limit) for b in range(nb)]     # tRCD
         rrd_ok = _Timer(m, "rrd_t", limit)                             # tRRD
-        mrd_ok = _Timer(m, "mrd_t", limit)                             # tMRD
         turn_ok = _Timer(m, "turn_t", limit)                           # read -> write bus turn
 
         open_ = Signal(nb)
@@ -386,12 +384,14 @@ class SDRAMController(wiring.Component):
 
         # -- refresh timer -----------------------------------------------------------------------
         # Refresh early enough that a precharge waiting for tRAS/tWR and tRP still fits.
+        # ``ref_pending`` is only raised once initialised (``run``).
         margin = p.t_ras_cycles + p.t_wr_cycles + p.t_rp_cycles + 4
         interval = p.refresh_interval_cycles - margin
         ref_timer = Signal(range(interval + 1), init=interval)
         ref_pending = Signal()
+        run = Signal()           # initialised: the command decision below is on
         with m.If(ref_timer == 0):
-            m.d.sync += [ref_timer.eq(interval), ref_pending.eq(1)]
+            m.d.sync += [ref_timer.eq(interval), ref_pending.eq(run)]
         with m.Else():
             m.d.sync += ref_timer.eq(ref_timer - 1)
 
@@ -404,29 +404,32 @@ class SDRAMController(wiring.Component):
         writing = Signal()
         active = Signal()
         col, bank, row = split(addr)
+        _, head_bank, head_row = split(head.addr)
 
-        # -- the bank state of the current address, registered ------------------------------
-        # One flag of three: the row is open (READ/WRITE), another row of the bank is open
-        # (PRECHARGE), the bank is closed (ACTIVE); none while not known yet. The comparison
-        # with the open rows takes several LUT levels, so it is made from registers and its
-        # result registered: for the current address in every cycle, and for the command at the
-        # head of the FIFO, whose flags are taken over when it is popped (no bubble between
-        # bursts). The flags made in a cycle describe the bank state of that cycle, so they are
-        # dropped ("not known", one cycle to compare again) when that cycle's command changes the
-        # bank state (ACTIVE, PRECHARGE) or the address moves into another row (the end of a
-        # row: a bubble per row of a sequential stream).
-        st_hit = Signal()
-        st_conflict = Signal()
-        st_closed = Signal()
+        # -- what the current word needs, registered -------------------------------------------
+        # One flag of four: its row is open and it is a read (READ) or a write (WRITE), another
+        # row of its bank is open (PRECHARGE), its bank is closed (ACTIVE); none while there is
+        # no burst, before initialisation, or while not known yet. The comparison with the open
+        # rows takes several LUT levels, so it is made from registers and its result
+        # registered: for the current address in every cycle, and for the command at the head of
+        # the FIFO, whose flags are taken over when it is popped (no bubble between bursts). The
+        # flags made in a cycle describe the bank state of that cycle, so they are dropped (not
+        # known: one cycle to compare again) when that cycle's command changes the bank state
+        # (ACTIVE, PRECHARGE) or the address moves into another row (a bubble at the end of each
+        # row of a sequential stream).
+        st_rd = Signal()
+        st_wr = Signal()
+        st_pre = Signal()
+        st_act = Signal()
 
-        def bank_state(b_sel, r_sel):
+        def bank_state(b_sel, r_sel, write):
             same = Cat(rows[b] == r_sel for b in range(nb)).bit_select(b_sel, 1)
             is_open = open_.bit_select(b_sel, 1)
-            return Cat(is_open & same, is_open & ~same, ~is_open)
+            hit = is_open & same
+            return Cat(hit & ~write, hit & write, is_open & ~same, ~is_open)
 
-        _, head_bank, head_row = split(head.addr)
-        state_cur = bank_state(bank, row)
-        state_head = bank_state(head_bank, head_row)
+        state_cur = bank_state(bank, row, writing)
+        state_head = Mux(head.len != 0, bank_state(head_bank, head_row, head.write), 0)
 
         # -- read data ----------------------------------------------------------------------------
         m.submodules.rbuf = rbuf = fifo.SyncFIFO(width=p.data_bits, depth=self._read_buffer)
@@ -451,64 +454,81 @@ class SDRAMController(wiring.Component):
             m.d.sync += [outstanding.eq(outstanding - 1), room.eq(1)]
 
         # -- power-up sequence --------------------------------------------------------------------
-        # ``wait_done`` is ``init_wait == 0``, registered.
-        run = Signal()           # initialised: the command decision below is on
-        init_wait = Signal(range(max(p.init_wait_cycles, p.t_rp_cycles, p.t_rfc_cycles) + 1),
-                           init=p.init_wait_cycles)
+        # ``wait_done`` is ``init_wait == 0``, registered. ``run`` rises tMRD after LOAD MODE
+        # REGISTER, so the command decision needs no tMRD timer.
+        init_wait = Signal(range(max(p.init_wait_cycles, p.t_rp_cycles, p.t_rfc_cycles,
+                                     p.t_mrd_cycles) + 1), init=p.init_wait_cycles)
         wait_done = Signal()
         refreshes = Signal(range(p.init_refreshes + 1))
         init_cmd = Signal(3)     # (ras, cas, we) of the power-up sequence's command this cycle
         init_a = Signal(p.pin_addr_bits)
 
-        def issue_init(command, *, a=0, wait=1):
-            # ``command`` now, the next one ``wait`` cycles later
+        def wait_for(cycles):
+            # the next step ``cycles`` cycles after this one
+            m.d.sync += [init_wait.eq(cycles - 1), wait_done.eq(cycles <= 1)]
+
+        def issue_init(command, *, a=0):
             ras, cas, we = command
             m.d.comb += [init_cmd.eq(ras << 2 | cas << 1 | we), init_a.eq(a)]
-            m.d.sync += [init_wait.eq(wait - 1), wait_done.eq(wait <= 1)]
 
         with m.If(~wait_done):
             m.d.sync += [init_wait.eq(init_wait - 1), wait_done.eq(init_wait == 1)]
         with m.FSM(name="sdram_init"):
             with m.State("POWER_UP"):
                 with m.If(wait_done):
-                    issue_init(CMD_PRECHARGE, a=1 << A10, wait=p.t_rp_cycles)
+                    issue_init(CMD_PRECHARGE, a=1 << A10)
+                    wait_for(p.t_rp_cycles)
                     m.next = "INIT_REFRESH"
             with m.State("INIT_REFRESH"):
                 with m.If(wait_done & (refreshes != p.init_refreshes)):
-                    issue_init(CMD_REFRESH, wait=p.t_rfc_cycles)
+                    issue_init(CMD_REFRESH)
+                    wait_for(p.t_rfc_cycles)
                     m.d.sync += refreshes.eq(refreshes + 1)
                 with m.Elif(wait_done):
                     issue_init(CMD_MODE, a=mode_register(p))
-                    mrd_ok.load(p.t_mrd_cycles)
-                    m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0), run.eq(1)]
+                    wait_for(p.t_mrd_cycles)
+                    m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0)]
+                    m.next = "MODE_WAIT"
+            with m.State("MODE_WAIT"):
+                with m.If(wait_done):
+                    m.d.sync += run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 pass
         m.d.comb += self.init_done.eq(run)
 
         # -- the command decision -------------------------------------------------------------
-        # Every input is a flip-flop (or one level of multiplexer by the bank over flip-flops).
-        def of_bank(timers):
-            return Cat(t.ready for t in timers).bit_select(bank, 1)
-
-        go = Signal()            # the burst may issue its next command
+        # Every input is a flip-flop: the flags above, the global timers' ready, and the ready of
+        # the current bank's timers (``*_cur``, below).
         do_wr = Signal()
         do_pre = Signal()
         do_act = Signal()
         do_pall = Signal()
         do_ref = Signal()
+        rw_cur = Signal(init=1)
+        pre_cur = Signal(init=1)
+        act_cur = Signal(init=1)
+        # The refresh's two commands are decided a cycle ahead, into flip-flops: while
+        # ``ref_pending`` holds no burst command is issued, so only these two change the banks
+        # and the timers, and what held in the cycle before still holds (PRECHARGE ALL comes a
+        # cycle after ``ref_pending`` rises, AUTO REFRESH as soon as tRP/tRC/tRFC allow).
         any_open = open_.any()
-        all_pre_ready = Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()
-        all_act_ready = Cat(t.ready for t in act_ok).all()
+        pall_ok = Signal()
+        ref_ok = Signal()
+        m.d.sync += [
+            pall_ok.eq(ref_pending & any_open & ~pall_ok
+                       & Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()),
+            ref_ok.eq(ref_pending & ~any_open & ~ref_ok
+                      & Cat(t.value <= 1 for t in act_ok).all()),
+        ]
         m.d.comb += [
-            go.eq(run & ~ref_pending & active & mrd_ok.ready),
-            do_wr.eq(go & st_hit & of_bank(rw_ok) & writing & turn_ok.ready & w_fifo.r_rdy),
-            do_rd.eq(go & st_hit & of_bank(rw_ok) & ~writing & room),
-            do_pre.eq(go & st_conflict & of_bank(pre_ok)),
-            do_act.eq(go & st_closed & of_bank(act_ok) & rrd_ok.ready),
+            do_rd.eq(~ref_pending & st_rd & rw_cur & room),
+            do_wr.eq(~ref_pending & st_wr & rw_cur & turn_ok.ready & w_fifo.r_rdy),
+            do_pre.eq(~ref_pending & st_pre & pre_cur),
+            do_act.eq(~ref_pending & st_act & act_cur & rrd_ok.ready),
             # refresh: close every bank (once tRAS/tWR allow), then AUTO REFRESH
-            do_pall.eq(run & ref_pending & any_open & all_pre_ready),
-            do_ref.eq(run & ref_pending & ~any_open & all_act_ready & mrd_ok.ready),
+            do_pall.eq(pall_ok),
+            do_ref.eq(ref_ok),
         ]
 
         # -- command outputs (registered) -------------------------------------------------------
@@ -518,7 +538,7 @@ class SDRAMController(wiring.Component):
         cas = do_rd | do_wr | do_ref | init_cmd[1]
         we = do_wr | do_pre | do_pall | init_cmd[0]
         run_a = Signal(p.pin_addr_bits)
-        m.d.comb += run_a.eq(Mux(st_closed, row, col) | Mux(do_pall, 1 << A10, 0))
+        m.d.comb += run_a.eq(Mux(st_act, row, col) | Mux(do_pall, 1 << A10, 0))
         m.d.sync += [
             pins.cke.eq(1),
             pins.cs.eq(ras | cas | we),
@@ -552,9 +572,11 @@ class SDRAMController(wiring.Component):
                 writing.eq(head.write),
                 active.eq(head.len != 0),
             ]
-        row_end = advance & (col == (1 << p.col_bits) - 1)
-        keep = ~(do_act | do_pre | do_pall) & (pop | ~row_end)
-        m.d.sync += Cat(st_hit, st_conflict, st_closed).eq(
+        # the flags stay known while the burst stays in its row and no bank changes state
+        row_end = col == (1 << p.col_bits) - 1
+        keep = run & ~(do_act | do_pre | do_pall) & (
+            pop | (active & ~(advance & (last | row_end))))
+        m.d.sync += Cat(st_rd, st_wr, st_pre, st_act).eq(
             Mux(keep, Mux(pop, state_head, state_cur), 0))
 
         # -- bank state and timers ------------------------------------------------------------
@@ -584,6 +606,27 @@ class SDRAMController(wiring.Component):
                     act_ok[b].load(p.t_rc_cycles)
                     pre_ok[b].load(p.t_ras_cycles)
                     rw_ok[b].load(p.t_rcd_cycles)
-        for timer in (*act_ok, *pre_ok, *rw_ok, rrd_ok, mrd_ok, turn_ok):
+        for timer in (*act_ok, *pre_ok, *rw_ok, rrd_ok, turn_ok):
             timer.finish()
+
+        # The ready of the current bank's timers, for the next cycle, as flip-flops: the timer
+        # of the bank of the next cycle's word (the head's bank if it is popped) at most 1 and
+        # not loaded by this cycle's command. At the end of a row the bank changes, but the
+        # flags above are not known in the next cycle, so these are not used there.
+        same_bank = head_bank == bank
+
+        def current(flag, timers, this_bank, every_bank):
+            # ``this_bank``/``every_bank``: (command, cycles) loading the current bank's timer
+            # or all of them
+            le1 = Cat(t.value <= 1 for t in timers)
+            here = Cat(c for c, cycles in this_bank if cycles > 1).any()
+            anywhere = Cat(c for c, cycles in every_bank if cycles > 1).any()
+            m.d.sync += flag.eq(~anywhere & Mux(
+                pop, le1.bit_select(head_bank, 1) & ~(here & same_bank),
+                le1.bit_select(bank, 1) & ~here))
+
+        current(rw_cur, rw_ok, [(do_act, p.t_rcd_cycles)], [])
+        current(pre_cur, pre_ok, [(do_wr, p.t_wr_cycles), (do_act, p.t_ras_cycles)], [])
+        current(act_cur, act_ok, [(do_pre, p.t_rp_cycles), (do_act, p.t_rc_cycles)],
+                [(do_pall, p.t_rp_cycles), (do_ref, p.t_rfc_cycles)])
         return m
