@@ -409,27 +409,46 @@ class SDRAMController(wiring.Component):
         # -- what the current word needs, registered -------------------------------------------
         # One flag of four: its row is open and it is a read (READ) or a write (WRITE), another
         # row of its bank is open (PRECHARGE), its bank is closed (ACTIVE); none while there is
-        # no burst, before initialisation, or while not known yet. The comparison with the open
-        # rows takes several LUT levels, so it is made from registers and its result
-        # registered: for the current address in every cycle, and for the command at the head of
-        # the FIFO, whose flags are taken over when it is popped (no bubble between bursts). The
-        # flags made in a cycle describe the bank state of that cycle, so they are dropped (not
-        # known: one cycle to compare again) when that cycle's command changes the bank state
-        # (ACTIVE, PRECHARGE) or the address moves into another row (a bubble at the end of each
-        # row of a sequential stream).
+        # no burst, before initialisation, or while not known. The comparison with the open rows
+        # takes several LUT levels, so it is made from registers into registers, one cycle
+        # ahead, for three addresses: the current one (``cmp_cur``), the first of the next row
+        # (``cmp_inc``, taken over at the end of a row) and the head of the command FIFO
+        # (``cmp_head``, taken over when it is popped). A comparison made in a cycle is good in
+        # the next if that cycle's command changed no bank and the address did not change row
+        # (``cmp_ok``), or for the head, if the head did not change (``head_ok``; the head is
+        # only popped then). Between those, the flags follow the commands: ACTIVE opens the row,
+        # PRECHARGE closes it.
         st_rd = Signal()
         st_wr = Signal()
         st_pre = Signal()
         st_act = Signal()
+        st = Cat(st_rd, st_wr, st_pre, st_act)
+        ST_RD, ST_WR, ST_ACT = 0b0001, 0b0010, 0b1000
 
-        def bank_state(b_sel, r_sel, write):
-            same = Cat(rows[b] == r_sel for b in range(nb)).bit_select(b_sel, 1)
-            is_open = open_.bit_select(b_sel, 1)
+        def bank_state(is_open, same, write):
             hit = is_open & same
             return Cat(hit & ~write, hit & write, is_open & ~same, ~is_open)
 
-        state_cur = bank_state(bank, row, writing)
-        state_head = Mux(head.len != 0, bank_state(head_bank, head_row, head.write), 0)
+        same_cur = Cat(rows[b] == row for b in range(nb))
+        same_head = Cat(rows[b] == head_row for b in range(nb))
+        bank_inc = (bank + 1)[:p.bank_bits]
+        # the next row: the same row of the next bank, or the next row of bank 0 (against bank
+        # 0's open row less one, a register beside it, so that no adder precedes the compare)
+        row0_less1 = Signal(p.row_bits)
+        same_inc = Mux(bank == nb - 1, row0_less1 == row, same_cur.bit_select(bank_inc, 1))
+        cmp_cur = Signal(4)
+        cmp_inc = Signal(4)
+        cmp_head = Signal(4)
+        cmp_ok = Signal()
+        head_ok = Signal()
+        m.d.sync += [
+            cmp_cur.eq(bank_state(open_.bit_select(bank, 1), same_cur.bit_select(bank, 1),
+                                  writing)),
+            cmp_inc.eq(bank_state(open_.bit_select(bank_inc, 1), same_inc, writing)),
+            cmp_head.eq(Mux(run & (head.len != 0),
+                            bank_state(open_.bit_select(head_bank, 1),
+                                       same_head.bit_select(head_bank, 1), head.write), 0)),
+        ]
 
         # -- read data ----------------------------------------------------------------------------
         m.submodules.rbuf = rbuf = fifo.SyncFIFO(width=p.data_bits, depth=self._read_buffer)
@@ -555,10 +574,12 @@ class SDRAMController(wiring.Component):
 
         # -- the burst advances, the next command is popped ------------------------------------
         advance = do_rd | do_wr
+        row_end = advance & (col == (1 << p.col_bits) - 1)
+        bank_change = do_act | do_pre | do_pall
         pop = Signal()
         m.d.comb += [
-            cmd_fifo.r_en.eq(~active | (advance & last)),
-            pop.eq(cmd_fifo.r_rdy & cmd_fifo.r_en),
+            cmd_fifo.r_en.eq(head_ok & ((~active & ~ref_pending) | (advance & last))),
+            pop.eq(cmd_fifo.r_en),    # head_ok: the head was there in the cycle before
         ]
         with m.If(advance):
             m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2)]
@@ -572,12 +593,24 @@ class SDRAMController(wiring.Component):
                 writing.eq(head.write),
                 active.eq(head.len != 0),
             ]
-        # the flags stay known while the burst stays in its row and no bank changes state
-        row_end = col == (1 << p.col_bits) - 1
-        keep = run & ~(do_act | do_pre | do_pall) & (
-            pop | (active & ~(advance & (last | row_end))))
-        m.d.sync += Cat(st_rd, st_wr, st_pre, st_act).eq(
-            Mux(keep, Mux(pop, state_head, state_cur), 0))
+        m.d.sync += [
+            cmp_ok.eq(~(pop | row_end | bank_change)),
+            head_ok.eq(cmd_fifo.r_rdy & ~cmd_fifo.r_en & ~bank_change),
+        ]
+        with m.If(pop):
+            m.d.sync += st.eq(cmp_head)
+        with m.Elif(advance & last):
+            m.d.sync += st.eq(0)
+        with m.Elif(row_end):
+            m.d.sync += st.eq(Mux(cmp_ok, cmp_inc, 0))
+        with m.Elif(do_act):
+            m.d.sync += st.eq(Mux(writing, ST_WR, ST_RD))
+        with m.Elif(do_pre):
+            m.d.sync += st.eq(ST_ACT)
+        with m.Elif(do_pall):
+            m.d.sync += st.eq(0)
+        with m.Elif(run & active & cmp_ok):
+            m.d.sync += st.eq(cmp_cur)
 
         # -- bank state and timers ------------------------------------------------------------
         with m.If(do_pall):
@@ -603,6 +636,8 @@ class SDRAMController(wiring.Component):
                     act_ok[b].load(p.t_rp_cycles)
                 with m.If(do_act):
                     m.d.sync += [open_[b].eq(1), rows[b].eq(row)]
+                    if b == 0:
+                        m.d.sync += row0_less1.eq(row - 1)
                     act_ok[b].load(p.t_rc_cycles)
                     pre_ok[b].load(p.t_ras_cycles)
                     rw_ok[b].load(p.t_rcd_cycles)
@@ -610,9 +645,8 @@ class SDRAMController(wiring.Component):
             timer.finish()
 
         # The ready of the current bank's timers, for the next cycle, as flip-flops: the timer
-        # of the bank of the next cycle's word (the head's bank if it is popped) at most 1 and
-        # not loaded by this cycle's command. At the end of a row the bank changes, but the
-        # flags above are not known in the next cycle, so these are not used there.
+        # of the bank of the next cycle's word (the head's bank if it is popped, the next bank
+        # at the end of a row) at most 1 and not loaded by this cycle's command.
         same_bank = head_bank == bank
 
         def current(flag, timers, this_bank, every_bank):
@@ -623,7 +657,8 @@ class SDRAMController(wiring.Component):
             anywhere = Cat(c for c, cycles in every_bank if cycles > 1).any()
             m.d.sync += flag.eq(~anywhere & Mux(
                 pop, le1.bit_select(head_bank, 1) & ~(here & same_bank),
-                le1.bit_select(bank, 1) & ~here))
+                Mux(row_end, le1.bit_select(bank_inc, 1) & ~(here & (nb == 1)),
+                    le1.bit_select(bank, 1) & ~here)))
 
         current(rw_cur, rw_ok, [(do_act, p.t_rcd_cycles)], [])
         current(pre_cur, pre_ok, [(do_wr, p.t_wr_cycles), (do_act, p.t_ras_cycles)], [])
