@@ -350,19 +350,23 @@ class SDRAMController(wiring.Component):
         # -- input FIFOs -----------------------------------------------------------------------
         # Commands and write beats pass through small FIFOs, so that the port's ready signals
         # come from FIFO levels, not from the command decision below (a long path otherwise).
-        m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFOBuffered(
-            width=bus.cmd.payload.shape().size, depth=3)
+        # The command at the head of the queue is a register (``head``) in front of a small
+        # FIFO; a command that finds both empty goes straight into it, so it is at the head the
+        # cycle after it is written, which leaves a cycle to compare its row with the open ones
+        # before it is popped (through the FIFO's own output register it would be two).
+        m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFO(
+            width=bus.cmd.payload.shape().size, depth=2)
         m.submodules.w_fifo = w_fifo = fifo.SyncFIFOBuffered(
             width=bus.wdata.payload.shape().size, depth=4)
         m.d.comb += [
-            cmd_fifo.w_data.eq(bus.cmd.payload.as_value()),
-            cmd_fifo.w_en.eq(bus.cmd.valid),
             bus.cmd.ready.eq(cmd_fifo.w_rdy),
             w_fifo.w_data.eq(bus.wdata.payload.as_value()),
             w_fifo.w_en.eq(bus.wdata.valid),
             bus.wdata.ready.eq(w_fifo.w_rdy),
         ]
-        head = bus.cmd.payload.shape()(cmd_fifo.r_data)    # a register (the FIFO's output)
+        head_data = Signal(bus.cmd.payload.shape().size)
+        head_valid = Signal()
+        head = bus.cmd.payload.shape()(head_data)
         wbeat = bus.wdata.payload.shape()(w_fifo.r_data)
 
         def split(address):
@@ -576,11 +580,24 @@ class SDRAMController(wiring.Component):
         advance = do_rd | do_wr
         row_end = advance & (col == (1 << p.col_bits) - 1)
         bank_change = do_act | do_pre | do_pall
-        pop = Signal()
+        pop = Signal()           # head_ok: the head was there in the cycle before
+        m.d.comb += pop.eq(head_ok & ((~active & ~ref_pending) | (advance & last)))
+        # The head register refills while it is empty (the cycle after a pop, so that the pop
+        # drives neither the FIFO nor the head's 30-odd enables): from the FIFO, or when that is
+        # empty too, straight from the port.
+        bypass = ~head_valid & ~cmd_fifo.r_rdy
         m.d.comb += [
-            cmd_fifo.r_en.eq(head_ok & ((~active & ~ref_pending) | (advance & last))),
-            pop.eq(cmd_fifo.r_en),    # head_ok: the head was there in the cycle before
+            cmd_fifo.w_data.eq(bus.cmd.payload.as_value()),
+            cmd_fifo.w_en.eq(bus.cmd.valid & ~bypass),
+            cmd_fifo.r_en.eq(~head_valid),
         ]
+        with m.If(~head_valid):
+            m.d.sync += [
+                head_data.eq(Mux(cmd_fifo.r_rdy, cmd_fifo.r_data, bus.cmd.payload.as_value())),
+                head_valid.eq(cmd_fifo.r_rdy | bus.cmd.valid),
+            ]
+        with m.Elif(pop):
+            m.d.sync += head_valid.eq(0)
         with m.If(advance):
             m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2)]
             with m.If(last):
@@ -595,7 +612,7 @@ class SDRAMController(wiring.Component):
             ]
         m.d.sync += [
             cmp_ok.eq(~(pop | row_end | bank_change)),
-            head_ok.eq(cmd_fifo.r_rdy & ~cmd_fifo.r_en & ~bank_change),
+            head_ok.eq(head_valid & ~pop & ~bank_change),
         ]
         with m.If(pop):
             m.d.sync += st.eq(cmp_head)
