@@ -509,7 +509,7 @@ class SDRAMController(wiring.Component):
                     m.d.sync += refreshes.eq(refreshes + 1)
                 with m.Elif(wait_done):
                     issue_init(CMD_MODE, a=mode_register(p))
-                    wait_for(p.t_mrd_cycles)
+                    wait_for(p.t_mrd_cycles - 1)     # ``run`` rises a cycle after the wait
                     m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0)]
                     m.next = "MODE_WAIT"
             with m.State("MODE_WAIT"):
