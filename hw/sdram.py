@@ -366,6 +366,8 @@ class SDRAMController(wiring.Component):
         ]
         head_data = Signal(bus.cmd.payload.shape().size)
         head_valid = Signal()
+        head_words = Signal()    # head.len != 0
+        head_one = Signal()      # head.len == 1
         head = bus.cmd.payload.shape()(head_data)
         wbeat = bus.wdata.payload.shape()(w_fifo.r_data)
 
@@ -429,29 +431,33 @@ class SDRAMController(wiring.Component):
         st = Cat(st_rd, st_wr, st_pre, st_act)
         ST_RD, ST_WR, ST_ACT = 0b0001, 0b0010, 0b1000
 
-        def bank_state(is_open, same, write):
-            hit = is_open & same
-            return Cat(hit & ~write, hit & write, is_open & ~same, ~is_open)
+        def bank_state(b_sel, same, write):
+            # ``same[b]``: the row is bank b's open row. A sum of products over the banks (the
+            # bank's decode beside the row compare, not a multiplexer after it: fewer levels).
+            def over_banks(term):
+                return Cat(term(b) for b in range(nb)).any()
+            mine = [(b_sel == b) & open_[b] for b in range(nb)]
+            return Cat(over_banks(lambda b: mine[b] & ~write & same[b]),
+                       over_banks(lambda b: mine[b] & write & same[b]),
+                       over_banks(lambda b: mine[b] & ~same[b]),
+                       over_banks(lambda b: (b_sel == b) & ~open_[b]))
 
-        same_cur = Cat(rows[b] == row for b in range(nb))
-        same_head = Cat(rows[b] == head_row for b in range(nb))
+        same_cur = [rows[b] == row for b in range(nb)]
+        same_head = [rows[b] == head_row for b in range(nb)]
         bank_inc = (bank + 1)[:p.bank_bits]
         # the next row: the same row of the next bank, or the next row of bank 0 (against bank
         # 0's open row less one, a register beside it, so that no adder precedes the compare)
         row0_less1 = Signal(p.row_bits)
-        same_inc = Mux(bank == nb - 1, row0_less1 == row, same_cur.bit_select(bank_inc, 1))
+        same_inc = [row0_less1 == row, *same_cur[1:]]
         cmp_cur = Signal(4)
         cmp_inc = Signal(4)
         cmp_head = Signal(4)
         cmp_ok = Signal()
         head_ok = Signal()
         m.d.sync += [
-            cmp_cur.eq(bank_state(open_.bit_select(bank, 1), same_cur.bit_select(bank, 1),
-                                  writing)),
-            cmp_inc.eq(bank_state(open_.bit_select(bank_inc, 1), same_inc, writing)),
-            cmp_head.eq(Mux(run & (head.len != 0),
-                            bank_state(open_.bit_select(head_bank, 1),
-                                       same_head.bit_select(head_bank, 1), head.write), 0)),
+            cmp_cur.eq(bank_state(bank, same_cur, writing)),
+            cmp_inc.eq(bank_state(bank_inc, same_inc, writing)),
+            cmp_head.eq(bank_state(head_bank, same_head, head.write)),
         ]
 
         # -- read data ----------------------------------------------------------------------------
@@ -592,9 +598,12 @@ class SDRAMController(wiring.Component):
             cmd_fifo.r_en.eq(~head_valid),
         ]
         with m.If(~head_valid):
+            incoming = Mux(cmd_fifo.r_rdy, cmd_fifo.r_data, bus.cmd.payload.as_value())
             m.d.sync += [
-                head_data.eq(Mux(cmd_fifo.r_rdy, cmd_fifo.r_data, bus.cmd.payload.as_value())),
+                head_data.eq(incoming),
                 head_valid.eq(cmd_fifo.r_rdy | bus.cmd.valid),
+                head_words.eq(bus.cmd.payload.shape()(incoming).len != 0),
+                head_one.eq(bus.cmd.payload.shape()(incoming).len == 1),
             ]
         with m.Elif(pop):
             m.d.sync += head_valid.eq(0)
@@ -606,16 +615,16 @@ class SDRAMController(wiring.Component):
             m.d.sync += [
                 addr.eq(head.addr),
                 left.eq(head.len),
-                last.eq(head.len == 1),
+                last.eq(head_one),
                 writing.eq(head.write),
-                active.eq(head.len != 0),
+                active.eq(head_words),
             ]
         m.d.sync += [
             cmp_ok.eq(~(pop | row_end | bank_change)),
-            head_ok.eq(head_valid & ~pop & ~bank_change),
+            head_ok.eq(run & head_valid & ~pop & ~bank_change),
         ]
         with m.If(pop):
-            m.d.sync += st.eq(cmp_head)
+            m.d.sync += st.eq(Mux(head_words, cmp_head, 0))
         with m.Elif(advance & last):
             m.d.sync += st.eq(0)
         with m.Elif(row_end):
