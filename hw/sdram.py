@@ -14,6 +14,13 @@ so a smaller chip (the simulation model of :mod:`hw.sdram_model`) works the same
 - Auto refresh every ``t_refi`` (less a margin), preempting a burst between two words.
 - The power-up sequence: ``init_wait`` of NOPs with CKE high, PRECHARGE ALL, ``init_refreshes``
   AUTO REFRESH commands, LOAD MODE REGISTER (burst length 1, sequential, CAS latency ``cl``).
+- For the clock (about 130 MHz alone on the ECP5, 5 LUT levels at most), the command decision
+  reads flip-flops only: what the current word needs (READ/WRITE, PRECHARGE or ACTIVE; the
+  comparisons with the open rows are made a cycle ahead, for the current word, the next row and
+  the next command), the ready of its bank's timers (for the next cycle's bank), the refresh's
+  two commands (decided a cycle ahead). A read that hits an open row of an idle controller has
+  its first beat 10 cycles after the command (CL 3, the board's PHY delay); the price is a cycle
+  per refresh and at least 3 cycles between the starts of two bursts.
 
 Components: :class:`SDRAMController`. Also :class:`SDRAMParams` (chip geometry and timing),
 :class:`SDRAMPinsSignature` (the chip's pins, active-high) and the command encodings
