@@ -14,6 +14,13 @@ so a smaller chip (the simulation model of :mod:`hw.sdram_model`) works the same
 - Auto refresh every ``t_refi`` (less a margin), preempting a burst between two words.
 - The power-up sequence: ``init_wait`` of NOPs with CKE high, PRECHARGE ALL, ``init_refreshes``
   AUTO REFRESH commands, LOAD MODE REGISTER (burst length 1, sequential, CAS latency ``cl``).
+- For the clock (about 130 MHz alone on the ECP5, 5 LUT levels at most), the command decision
+  reads flip-flops only: what the current word needs (READ/WRITE, PRECHARGE or ACTIVE; the
+  comparisons with the open rows are made a cycle ahead, for the current word, the next row and
+  the next command), the ready of its bank's timers (for the next cycle's bank), the refresh's
+  two commands (decided a cycle ahead). A read that hits an open row of an idle controller has
+  its first beat 10 cycles after the command (CL 3, the board's PHY delay); the price is a cycle
+  per refresh and at least 3 cycles between the starts of two bursts.
 
 Components: :class:`SDRAMController`. Also :class:`SDRAMParams` (chip geometry and timing),
 :class:`SDRAMPinsSignature` (the chip's pins, active-high) and the command encodings
@@ -253,23 +260,23 @@ class SDRAMPinsSignature(wiring.Signature):
 
 
 class _Timer:
-    """A countdown of cycles until a command is allowed again.
+    """A countdown of cycles until a command is allowed again, with a registered ``ready``.
 
     :meth:`load` (from the command issued in a cycle) makes the command allowed ``cycles``
     cycles later, unless the timer already forbids it for longer. Each load amount is a
     constant, so "longer" is a comparison of the register with that constant, which does not
-    wait for the command decision: only the final multiplexer does (for timing).
+    wait for the command decision: only the final multiplexer does (for timing). ``ready``
+    (``value == 0``) is a flip-flop of its own: the next value is zero exactly when no load
+    fires and the register is at most 1 (a load always leaves at least 1), so the decision reads
+    a flip-flop and not a comparison.
     """
 
     def __init__(self, m: Module, name: str, limit: int):
         self.value = Signal(range(max(2, limit)), name=name)
+        self.ready = Signal(init=1, name=f"{name}_ready")
         self._m = m
         self._name = name
         self._fire = {}
-
-    @property
-    def ready(self):
-        return self.value == 0
 
     def load(self, cycles: int):
         """Allow the command again ``cycles`` (>= 1) cycles after this one."""
@@ -285,7 +292,8 @@ class _Timer:
         nxt = Mux(value != 0, value - 1, 0)
         for cycles, fire in sorted(self._fire.items()):
             nxt = Mux(fire & (value < cycles), cycles - 1, nxt)
-        self._m.d.sync += value.eq(nxt)
+        fired = Cat(*self._fire.values()).any() if self._fire else 0
+        self._m.d.sync += [value.eq(nxt), self.ready.eq(~fired & (value <= 1))]
 
 
 class SDRAMController(wiring.Component):
@@ -349,52 +357,39 @@ class SDRAMController(wiring.Component):
         # -- input FIFOs -----------------------------------------------------------------------
         # Commands and write beats pass through small FIFOs, so that the port's ready signals
         # come from FIFO levels, not from the command decision below (a long path otherwise).
-        m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFOBuffered(
-            width=bus.cmd.payload.shape().size, depth=3)
+        # The command at the head of the queue is a register (``head``) in front of a small
+        # FIFO; a command that finds both empty goes straight into it, so it is at the head the
+        # cycle after it is written, which leaves a cycle to compare its row with the open ones
+        # before it is popped (through the FIFO's own output register it would be two).
+        m.submodules.cmd_fifo = cmd_fifo = fifo.SyncFIFO(
+            width=bus.cmd.payload.shape().size, depth=2)
         m.submodules.w_fifo = w_fifo = fifo.SyncFIFOBuffered(
             width=bus.wdata.payload.shape().size, depth=4)
         m.d.comb += [
-            cmd_fifo.w_data.eq(bus.cmd.payload.as_value()),
-            cmd_fifo.w_en.eq(bus.cmd.valid),
             bus.cmd.ready.eq(cmd_fifo.w_rdy),
             w_fifo.w_data.eq(bus.wdata.payload.as_value()),
             w_fifo.w_en.eq(bus.wdata.valid),
             bus.wdata.ready.eq(w_fifo.w_rdy),
         ]
-        next_cmd = bus.cmd.payload.shape()(cmd_fifo.r_data)
+        head_data = Signal(bus.cmd.payload.shape().size)
+        head_valid = Signal()
+        head_words = Signal()    # head.len != 0
+        head_one = Signal()      # head.len == 1
+        head = bus.cmd.payload.shape()(head_data)
         wbeat = bus.wdata.payload.shape()(w_fifo.r_data)
 
-        # -- command outputs (registered) -------------------------------------------------------
-        cmd = Signal(3)          # (ras, cas, we) of the command issued this cycle
-        cmd_ba = Signal(p.bank_bits)
-        cmd_a = Signal(p.pin_addr_bits)
-        write_now = Signal()
-        m.d.sync += [
-            pins.cke.eq(1),
-            pins.cs.eq(cmd != 0),
-            pins.ras.eq(cmd[2]),
-            pins.cas.eq(cmd[1]),
-            pins.we.eq(cmd[0]),
-            pins.ba.eq(cmd_ba),
-            pins.a.eq(cmd_a),
-            pins.dq_oe.eq(write_now),
-            pins.dq_o.eq(wbeat.data),
-            pins.dqm.eq(Mux(write_now, ~wbeat.mask, 0)),
-        ]
-
-        def issue(command, ba=0, a=0):
-            ras, cas, we = command
-            m.d.comb += [cmd.eq(ras << 2 | cas << 1 | we), cmd_ba.eq(ba), cmd_a.eq(a)]
+        def split(address):
+            # (column, bank, row) of a word address
+            return (address[:p.col_bits], address[p.col_bits:p.col_bits + p.bank_bits],
+                    address[p.col_bits + p.bank_bits:])
 
         # -- timers ------------------------------------------------------------------------------
         limit = max(p.t_rc_cycles, p.t_rfc_cycles, p.t_rp_cycles, p.t_ras_cycles,
-                    p.t_wr_cycles, p.t_rcd_cycles, p.t_rrd_cycles, p.t_mrd_cycles,
-                    p.cas_latency + 2) + 1
+                    p.t_wr_cycles, p.t_rcd_cycles, p.t_rrd_cycles, p.cas_latency + 2) + 1
         act_ok = [_Timer(m, f"act_t{b}", limit) for b in range(nb)]   # tRC, tRP, tRFC
         pre_ok = [_Timer(m, f"pre_t{b}", limit) for b in range(nb)]   # tRAS, tWR
         rw_ok = [_Timer(m, f"rw_t{b}", limit) for b in range(nb)]     # tRCD
         rrd_ok = _Timer(m, "rrd_t", limit)                             # tRRD
-        mrd_ok = _Timer(m, "mrd_t", limit)                             # tMRD
         turn_ok = _Timer(m, "turn_t", limit)                           # read -> write bus turn
 
         open_ = Signal(nb)
@@ -402,47 +397,83 @@ class SDRAMController(wiring.Component):
 
         # -- refresh timer -----------------------------------------------------------------------
         # Refresh early enough that a precharge waiting for tRAS/tWR and tRP still fits.
+        # ``ref_pending`` is only raised once initialised (``run``).
         margin = p.t_ras_cycles + p.t_wr_cycles + p.t_rp_cycles + 4
         interval = p.refresh_interval_cycles - margin
         ref_timer = Signal(range(interval + 1), init=interval)
         ref_pending = Signal()
+        run = Signal()           # initialised: the command decision below is on
         with m.If(ref_timer == 0):
-            m.d.sync += [ref_timer.eq(interval), ref_pending.eq(1)]
+            m.d.sync += [ref_timer.eq(interval), ref_pending.eq(run)]
         with m.Else():
             m.d.sync += ref_timer.eq(ref_timer - 1)
 
         # -- the current burst -----------------------------------------------------------------
-
+        # ``addr`` is the next word's address; ``last``: it is the burst's last word (a register
+        # beside ``left``, so that the FIFO's pop does not wait for a comparison).
         addr = Signal(p.addr_bits)
-        left = Signal(next_cmd.len.shape())
+        left = Signal(head.len.shape())
+        last = Signal()
         writing = Signal()
         active = Signal()
-        advance = Signal()
-        last = Signal()
-        col = addr[:p.col_bits]
-        bank = addr[p.col_bits:p.col_bits + p.bank_bits]
-        row = addr[p.col_bits + p.bank_bits:]
-        m.d.comb += last.eq(left == 1)
+        col, bank, row = split(addr)
+        _, head_bank, head_row = split(head.addr)
 
-        with m.If(advance):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1)]
-            with m.If(last):
-                m.d.sync += active.eq(0)
-        m.d.comb += cmd_fifo.r_en.eq(~active | (advance & last))
-        with m.If(cmd_fifo.r_rdy & cmd_fifo.r_en):
-            m.d.sync += [
-                addr.eq(next_cmd.addr),
-                left.eq(next_cmd.len),
-                writing.eq(next_cmd.write),
-                active.eq(next_cmd.len != 0),
-            ]
+        # -- what the current word needs, registered -------------------------------------------
+        # One flag of four: its row is open and it is a read (READ) or a write (WRITE), another
+        # row of its bank is open (PRECHARGE), its bank is closed (ACTIVE); none while there is
+        # no burst, before initialisation, or while not known. The comparison with the open rows
+        # takes several LUT levels, so it is made from registers into registers, one cycle
+        # ahead, for three addresses: the current one (``cmp_cur``), the first of the next row
+        # (``cmp_inc``, taken over at the end of a row) and the head of the command FIFO
+        # (``cmp_head``, taken over when it is popped). A comparison made in a cycle is good in
+        # the next if that cycle's command changed no bank and the address did not change row
+        # (``cmp_ok``), or for the head, if the head did not change (``head_ok``; the head is
+        # only popped then). Between those, the flags follow the commands: ACTIVE opens the row,
+        # PRECHARGE closes it.
+        st_rd = Signal()
+        st_wr = Signal()
+        st_pre = Signal()
+        st_act = Signal()
+        st = Cat(st_rd, st_wr, st_pre, st_act)
+        ST_RD, ST_WR, ST_ACT = 0b0001, 0b0010, 0b1000
+
+        def bank_state(b_sel, same, write):
+            # ``same[b]``: the row is bank b's open row. A sum of products over the banks (the
+            # bank's decode beside the row compare, not a multiplexer after it: fewer levels).
+            def over_banks(term):
+                return Cat(term(b) for b in range(nb)).any()
+            mine = [(b_sel == b) & open_[b] for b in range(nb)]
+            return Cat(over_banks(lambda b: mine[b] & ~write & same[b]),
+                       over_banks(lambda b: mine[b] & write & same[b]),
+                       over_banks(lambda b: mine[b] & ~same[b]),
+                       over_banks(lambda b: (b_sel == b) & ~open_[b]))
+
+        same_cur = [rows[b] == row for b in range(nb)]
+        same_head = [rows[b] == head_row for b in range(nb)]
+        bank_inc = (bank + 1)[:p.bank_bits]
+        # the next row: the same row of the next bank, or the next row of bank 0 (against bank
+        # 0's open row less one, a register beside it, so that no adder precedes the compare)
+        row0_less1 = Signal(p.row_bits)
+        same_inc = [row0_less1 == row, *same_cur[1:]]
+        cmp_cur = Signal(4)
+        cmp_inc = Signal(4)
+        cmp_head = Signal(4)
+        cmp_ok = Signal()
+        head_ok = Signal()
+        m.d.sync += [
+            cmp_cur.eq(bank_state(bank, same_cur, writing)),
+            cmp_inc.eq(bank_state(bank_inc, same_inc, writing)),
+            cmp_head.eq(bank_state(head_bank, same_head, head.write)),
+        ]
 
         # -- read data ----------------------------------------------------------------------------
         m.submodules.rbuf = rbuf = fifo.SyncFIFO(width=p.data_bits, depth=self._read_buffer)
-        read_now = Signal()
+        do_rd = Signal()
         pipe = Signal(self.read_pipeline)
-        m.d.sync += pipe.eq(Cat(read_now, pipe[:-1]))
+        m.d.sync += pipe.eq(Cat(do_rd, pipe[:-1]))
         outstanding = Signal(range(self._read_buffer + 1))
+        room = Signal(init=1)    # outstanding != read_buffer, registered
         popped = Signal()
         m.d.comb += [
             rbuf.w_en.eq(pipe[-1]),
@@ -452,113 +483,218 @@ class SDRAMController(wiring.Component):
             rbuf.r_en.eq(bus.rdata.ready),
             popped.eq(bus.rdata.valid & bus.rdata.ready),
         ]
-        with m.If(read_now & ~popped):
-            m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(~read_now & popped):
-            m.d.sync += outstanding.eq(outstanding - 1)
+        with m.If(do_rd & ~popped):
+            m.d.sync += [outstanding.eq(outstanding + 1),
+                         room.eq(outstanding != self._read_buffer - 1)]
+        with m.Elif(~do_rd & popped):
+            m.d.sync += [outstanding.eq(outstanding - 1), room.eq(1)]
 
-        # -- which bank state applies to the current address -------------------------------------
-        bank_open = Signal()
-        row_hit = Signal()
-        rw_ready = Signal()
-        pre_ready = Signal()
-        act_ready = Signal()
-        with m.Switch(bank):
-            for b in range(nb):
-                with m.Case(b):
-                    m.d.comb += [
-                        bank_open.eq(open_[b]),
-                        row_hit.eq(rows[b] == row),
-                        rw_ready.eq(rw_ok[b].ready),
-                        pre_ready.eq(pre_ok[b].ready),
-                        act_ready.eq(act_ok[b].ready),
-                    ]
-        all_pre_ready = Signal()
-        all_act_ready = Signal()
-        m.d.comb += [
-            all_pre_ready.eq(Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()),
-            all_act_ready.eq(Cat(t.ready for t in act_ok).all()),
-        ]
-
-        def for_bank(timers, cycles, b=None):
-            # Load the timer of bank ``b`` (a Python int) or of the current bank.
-            for i, timer in enumerate(timers):
-                if b is None:
-                    with m.If(bank == i):
-                        timer.load(cycles)
-                elif b == i:
-                    timer.load(cycles)
-
+        # -- power-up sequence --------------------------------------------------------------------
+        # ``wait_done`` is ``init_wait == 0``, registered. ``run`` rises tMRD after LOAD MODE
+        # REGISTER, so the command decision needs no tMRD timer.
         init_wait = Signal(range(max(p.init_wait_cycles, p.t_rp_cycles, p.t_rfc_cycles,
                                      p.t_mrd_cycles) + 1), init=p.init_wait_cycles)
+        wait_done = Signal()
         refreshes = Signal(range(p.init_refreshes + 1))
+        init_cmd = Signal(3)     # (ras, cas, we) of the power-up sequence's command this cycle
+        init_a = Signal(p.pin_addr_bits)
 
-        with m.FSM(name="sdram"):
+        def wait_for(cycles):
+            # the next step ``cycles`` cycles after this one
+            m.d.sync += [init_wait.eq(cycles - 1), wait_done.eq(cycles <= 1)]
+
+        def issue_init(command, *, a=0):
+            ras, cas, we = command
+            m.d.comb += [init_cmd.eq(ras << 2 | cas << 1 | we), init_a.eq(a)]
+
+        with m.If(~wait_done):
+            m.d.sync += [init_wait.eq(init_wait - 1), wait_done.eq(init_wait == 1)]
+        with m.FSM(name="sdram_init"):
             with m.State("POWER_UP"):
-                with m.If(init_wait != 0):
-                    m.d.sync += init_wait.eq(init_wait - 1)
-                with m.Else():
-                    issue(CMD_PRECHARGE, a=1 << A10)
-                    m.d.sync += init_wait.eq(p.t_rp_cycles - 1)
+                with m.If(wait_done):
+                    issue_init(CMD_PRECHARGE, a=1 << A10)
+                    wait_for(p.t_rp_cycles)
                     m.next = "INIT_REFRESH"
             with m.State("INIT_REFRESH"):
-                with m.If(init_wait != 0):
-                    m.d.sync += init_wait.eq(init_wait - 1)
-                with m.Elif(refreshes != p.init_refreshes):
-                    issue(CMD_REFRESH)
-                    m.d.sync += [init_wait.eq(p.t_rfc_cycles - 1), refreshes.eq(refreshes + 1)]
-                with m.Else():
-                    issue(CMD_MODE, a=mode_register(p))
-                    mrd_ok.load(p.t_mrd_cycles)
+                with m.If(wait_done & (refreshes != p.init_refreshes)):
+                    issue_init(CMD_REFRESH)
+                    wait_for(p.t_rfc_cycles)
+                    m.d.sync += refreshes.eq(refreshes + 1)
+                with m.Elif(wait_done):
+                    issue_init(CMD_MODE, a=mode_register(p))
+                    wait_for(p.t_mrd_cycles - 1)     # ``run`` rises a cycle after the wait
                     m.d.sync += [ref_timer.eq(interval), ref_pending.eq(0)]
+                    m.next = "MODE_WAIT"
+            with m.State("MODE_WAIT"):
+                with m.If(wait_done):
+                    m.d.sync += run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.init_done.eq(1)
-                with m.If(ref_pending):
-                    with m.If(open_ != 0):
-                        with m.If(all_pre_ready):
-                            issue(CMD_PRECHARGE, a=1 << A10)
-                            m.d.sync += open_.eq(0)
-                            for timer in act_ok:
-                                timer.load(p.t_rp_cycles)
-                    with m.Elif(all_act_ready & mrd_ok.ready):
-                        issue(CMD_REFRESH)
-                        m.d.sync += ref_pending.eq(0)
-                        for timer in act_ok:
-                            timer.load(p.t_rfc_cycles)
-                with m.Elif(active & mrd_ok.ready):
-                    with m.If(bank_open & row_hit):
-                        with m.If(rw_ready & writing & turn_ok.ready):
-                            with m.If(w_fifo.r_rdy):
-                                issue(CMD_WRITE, ba=bank, a=col)
-                                m.d.comb += [advance.eq(1), write_now.eq(1), w_fifo.r_en.eq(1)]
-                                for_bank(pre_ok, p.t_wr_cycles)
-                        with m.If(rw_ready & ~writing
-                                  & (outstanding != self._read_buffer)):
-                            issue(CMD_READ, ba=bank, a=col)
-                            m.d.comb += [advance.eq(1), read_now.eq(1)]
-                            # The chip drives the bus CL cycles on; leave one cycle for it
-                            # to let go before a WRITE drives it.
-                            turn_ok.load(p.cas_latency + 2)
-                    with m.Elif(bank_open):
-                        with m.If(pre_ready):
-                            issue(CMD_PRECHARGE, ba=bank)
-                            with m.Switch(bank):
-                                for b in range(nb):
-                                    with m.Case(b):
-                                        m.d.sync += open_[b].eq(0)
-                            for_bank(act_ok, p.t_rp_cycles)
-                    with m.Else():
-                        with m.If(act_ready & rrd_ok.ready):
-                            issue(CMD_ACTIVE, ba=bank, a=row)
-                            with m.Switch(bank):
-                                for b in range(nb):
-                                    with m.Case(b):
-                                        m.d.sync += [open_[b].eq(1), rows[b].eq(row)]
-                            for_bank(act_ok, p.t_rc_cycles)
-                            for_bank(pre_ok, p.t_ras_cycles)
-                            for_bank(rw_ok, p.t_rcd_cycles)
-                            rrd_ok.load(p.t_rrd_cycles)
-        for timer in (*act_ok, *pre_ok, *rw_ok, rrd_ok, mrd_ok, turn_ok):
+                pass
+        m.d.comb += self.init_done.eq(run)
+
+        # -- the command decision -------------------------------------------------------------
+        # Every input is a flip-flop: the flags above, the global timers' ready, and the ready of
+        # the current bank's timers (``*_cur``, below).
+        do_wr = Signal()
+        do_pre = Signal()
+        do_act = Signal()
+        do_pall = Signal()
+        do_ref = Signal()
+        rw_cur = Signal(init=1)
+        pre_cur = Signal(init=1)
+        act_cur = Signal(init=1)
+        # The refresh's two commands are decided a cycle ahead, into flip-flops: while
+        # ``ref_pending`` holds no burst command is issued, so only these two change the banks
+        # and the timers, and what held in the cycle before still holds (PRECHARGE ALL comes a
+        # cycle after ``ref_pending`` rises, AUTO REFRESH as soon as tRP/tRC/tRFC allow).
+        any_open = open_.any()
+        pall_ok = Signal()
+        ref_ok = Signal()
+        m.d.sync += [
+            pall_ok.eq(ref_pending & any_open & ~pall_ok
+                       & Cat(pre_ok[b].ready | ~open_[b] for b in range(nb)).all()),
+            ref_ok.eq(ref_pending & ~any_open & ~ref_ok
+                      & Cat(t.value <= 1 for t in act_ok).all()),
+        ]
+        m.d.comb += [
+            do_rd.eq(~ref_pending & st_rd & rw_cur & room),
+            do_wr.eq(~ref_pending & st_wr & rw_cur & turn_ok.ready & w_fifo.r_rdy),
+            do_pre.eq(~ref_pending & st_pre & pre_cur),
+            do_act.eq(~ref_pending & st_act & act_cur & rrd_ok.ready),
+            # refresh: close every bank (once tRAS/tWR allow), then AUTO REFRESH
+            do_pall.eq(pall_ok),
+            do_ref.eq(ref_ok),
+        ]
+
+        # -- command outputs (registered) -------------------------------------------------------
+        # The address pins need no decision: the row while the bank is closed (ACTIVE), else the
+        # column (READ, WRITE, PRECHARGE of one bank: A10 low); A10 high for PRECHARGE ALL.
+        ras = do_act | do_pre | do_pall | do_ref | init_cmd[2]
+        cas = do_rd | do_wr | do_ref | init_cmd[1]
+        we = do_wr | do_pre | do_pall | init_cmd[0]
+        run_a = Signal(p.pin_addr_bits)
+        m.d.comb += run_a.eq(Mux(st_act, row, col) | Mux(do_pall, 1 << A10, 0))
+        m.d.sync += [
+            pins.cke.eq(1),
+            pins.cs.eq(ras | cas | we),
+            pins.ras.eq(ras),
+            pins.cas.eq(cas),
+            pins.we.eq(we),
+            pins.ba.eq(Mux(run, bank, 0)),
+            pins.a.eq(Mux(run, run_a, init_a)),
+            pins.dq_oe.eq(do_wr),
+            pins.dq_o.eq(wbeat.data),
+            pins.dqm.eq(Mux(do_wr, ~wbeat.mask, 0)),
+        ]
+        m.d.comb += w_fifo.r_en.eq(do_wr)
+
+        # -- the burst advances, the next command is popped ------------------------------------
+        advance = do_rd | do_wr
+        row_end = advance & (col == (1 << p.col_bits) - 1)
+        bank_change = do_act | do_pre | do_pall
+        pop = Signal()           # head_ok: the head was there in the cycle before
+        m.d.comb += pop.eq(head_ok & ((~active & ~ref_pending) | (advance & last)))
+        # The head register refills while it is empty (the cycle after a pop, so that the pop
+        # drives neither the FIFO nor the head's 30-odd enables): from the FIFO, or when that is
+        # empty too, straight from the port.
+        bypass = ~head_valid & ~cmd_fifo.r_rdy
+        m.d.comb += [
+            cmd_fifo.w_data.eq(bus.cmd.payload.as_value()),
+            cmd_fifo.w_en.eq(bus.cmd.valid & ~bypass),
+            cmd_fifo.r_en.eq(~head_valid),
+        ]
+        with m.If(~head_valid):
+            incoming = Mux(cmd_fifo.r_rdy, cmd_fifo.r_data, bus.cmd.payload.as_value())
+            m.d.sync += [
+                head_data.eq(incoming),
+                head_valid.eq(cmd_fifo.r_rdy | bus.cmd.valid),
+                head_words.eq(bus.cmd.payload.shape()(incoming).len != 0),
+                head_one.eq(bus.cmd.payload.shape()(incoming).len == 1),
+            ]
+        with m.Elif(pop):
+            m.d.sync += head_valid.eq(0)
+        with m.If(advance):
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2)]
+            with m.If(last):
+                m.d.sync += active.eq(0)
+        with m.If(pop):
+            m.d.sync += [
+                addr.eq(head.addr),
+                left.eq(head.len),
+                last.eq(head_one),
+                writing.eq(head.write),
+                active.eq(head_words),
+            ]
+        m.d.sync += [
+            cmp_ok.eq(~(pop | row_end | bank_change)),
+            head_ok.eq(run & head_valid & ~pop & ~bank_change),
+        ]
+        with m.If(pop):
+            m.d.sync += st.eq(Mux(head_words, cmp_head, 0))
+        with m.Elif(advance & last):
+            m.d.sync += st.eq(0)
+        with m.Elif(row_end):
+            m.d.sync += st.eq(Mux(cmp_ok, cmp_inc, 0))
+        with m.Elif(do_act):
+            m.d.sync += st.eq(Mux(writing, ST_WR, ST_RD))
+        with m.Elif(do_pre):
+            m.d.sync += st.eq(ST_ACT)
+        with m.Elif(do_pall):
+            m.d.sync += st.eq(0)
+        with m.Elif(run & active & cmp_ok):
+            m.d.sync += st.eq(cmp_cur)
+
+        # -- bank state and timers ------------------------------------------------------------
+        with m.If(do_pall):
+            m.d.sync += open_.eq(0)
+            for timer in act_ok:
+                timer.load(p.t_rp_cycles)
+        with m.If(do_ref):
+            m.d.sync += ref_pending.eq(0)
+            for timer in act_ok:
+                timer.load(p.t_rfc_cycles)
+        with m.If(do_act):
+            rrd_ok.load(p.t_rrd_cycles)
+        with m.If(do_rd):
+            # The chip drives the bus CL cycles on; leave one cycle for it to let go before a
+            # WRITE drives it.
+            turn_ok.load(p.cas_latency + 2)
+        for b in range(nb):
+            with m.If(bank == b):
+                with m.If(do_wr):
+                    pre_ok[b].load(p.t_wr_cycles)
+                with m.If(do_pre):
+                    m.d.sync += open_[b].eq(0)
+                    act_ok[b].load(p.t_rp_cycles)
+                with m.If(do_act):
+                    m.d.sync += [open_[b].eq(1), rows[b].eq(row)]
+                    if b == 0:
+                        m.d.sync += row0_less1.eq(row - 1)
+                    act_ok[b].load(p.t_rc_cycles)
+                    pre_ok[b].load(p.t_ras_cycles)
+                    rw_ok[b].load(p.t_rcd_cycles)
+        for timer in (*act_ok, *pre_ok, *rw_ok, rrd_ok, turn_ok):
             timer.finish()
+
+        # The ready of the current bank's timers, for the next cycle, as flip-flops: the timer
+        # of the bank of the next cycle's word (the head's bank if it is popped, the next bank
+        # at the end of a row) at most 1 and not loaded by this cycle's command.
+        same_bank = head_bank == bank
+
+        def current(flag, timers, this_bank, every_bank):
+            # ``this_bank``/``every_bank``: (command, cycles) loading the current bank's timer
+            # or all of them
+            le1 = Cat(t.value <= 1 for t in timers)
+            here = Cat(c for c, cycles in this_bank if cycles > 1).any()
+            anywhere = Cat(c for c, cycles in every_bank if cycles > 1).any()
+            m.d.sync += flag.eq(~anywhere & Mux(
+                pop, le1.bit_select(head_bank, 1) & ~(here & same_bank),
+                Mux(row_end, le1.bit_select(bank_inc, 1) & ~(here & (nb == 1)),
+                    le1.bit_select(bank, 1) & ~here)))
+
+        current(rw_cur, rw_ok, [(do_act, p.t_rcd_cycles)], [])
+        current(pre_cur, pre_ok, [(do_wr, p.t_wr_cycles), (do_act, p.t_ras_cycles)], [])
+        current(act_cur, act_ok, [(do_pre, p.t_rp_cycles), (do_act, p.t_rc_cycles)],
+                [(do_pall, p.t_rp_cycles), (do_ref, p.t_rfc_cycles)])
         return m

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from test_memport import add_traffic, expected_reads, random_ops
 
+from hw.config import get_config
 from hw.memport import MemPortSignature
 from hw.sdram import (
     A10,
@@ -246,6 +247,52 @@ def test_sequential_bandwidth(write, capsys):
         print(f"\nSDRAM sequential {'write' if write else 'read'} bandwidth: {rate:.3f} "
               f"bytes/cycle ({rate * p.clk_hz / 1e6:.1f} MB/s at {p.clk_hz / 1e6:.0f} MHz)")
     assert rate >= 1.9
+
+
+def _read_latencies(p: SDRAMParams, reads) -> list[int]:
+    """Cycles from each read command's transfer to its first beat, one read at a time on an
+    otherwise idle controller (an always-ready master, the board's PHY delay)."""
+    bench = SDRAMBench(p, phy_stages=1, max_len=16)
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    port = bench.port
+    out = []
+
+    async def master(ctx):
+        await ctx.tick().until(bench.init_done)
+        ctx.set(port.rdata.ready, 1)
+        for addr, n in reads:
+            await ctx.tick().repeat(20)
+            ctx.set(port.cmd.payload, {"addr": addr, "len": n, "write": False})
+            ctx.set(port.cmd.valid, 1)
+            await ctx.tick().until(port.cmd.ready)
+            ctx.set(port.cmd.valid, 0)
+            cycles, beats = 0, 0
+            while beats < n:
+                _, _, valid = await ctx.tick().sample(port.rdata.valid)
+                cycles += 1
+                if valid:
+                    beats += 1
+                    if beats == 1:
+                        out.append(cycles)
+        out.append(ctx.get(bench.error))
+
+    sim.add_testbench(master)
+    sim.run()
+    assert out.pop() == 0
+    return out
+
+
+def test_read_latency():
+    """A read from an idle controller: to a closed bank (ACTIVE first), then to the row just
+    opened, then to another row of that bank (PRECHARGE, ACTIVE). The row hit is the latency the
+    ``ulx3s-85f`` configuration's cycle models assume for its memory port."""
+    p = SDRAMParams(clk_hz=100_000_000, row_bits=3, init_wait_ns=500.0, init_refreshes=2)
+    row = 1 << (p.col_bits + p.bank_bits)
+    closed, hit, other = _read_latencies(p, [(0, 4), (8, 4), (row, 4)])
+    assert hit <= get_config("ulx3s-85f").fmap_read_latency
+    assert closed == hit + p.t_rcd_cycles
+    assert other == closed + p.t_rp_cycles
 
 
 # -- the chip model's checks -----------------------------------------------------------------------
