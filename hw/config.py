@@ -215,10 +215,18 @@ class AccelConfig:
         return 5 if self.fast_pipeline else 4
 
     @property
+    def buffer_latency(self) -> int:
+        """Cycles from a pass's issue to its lanes and weights (``hw.lbuf.SegmentBuffer``): the
+        block RAM, then the rotation into lanes; with ``fast_pipeline`` a register straight
+        after the block RAMs too (their 5.8 ns clock-to-out, then the rotation: board build
+        b23)."""
+        return 3 if self.fast_pipeline else 2
+
+    @property
     def pass_latency(self) -> int:
         """Cycles from a pass's issue to its group landing in a result bank (``hw/engine.py``:
-        two to read the lanes and weights, then the column array)."""
-        return 2 + self.array_latency
+        ``buffer_latency`` to read the lanes and weights, then the column array)."""
+        return self.buffer_latency + self.array_latency
 
     @property
     def pool_banks(self) -> int:

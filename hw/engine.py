@@ -556,11 +556,13 @@ class Engine(wiring.Component):
         m.submodules.seq = seq = Sequencer(cfg)
         m.submodules.inbuf = inbuf = SegmentBuffer(
             depth=cfg.in_buffer_depth, banks=cfg.buffer_banks, lanes=lanes, wlanes=cfg.in_lanes,
-            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline)
+            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline,
+            latency=cfg.buffer_latency)
         m.submodules.winbuf = winbuf = SegmentBuffer(
             depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
             wlanes=max(r, cfg.in_lanes),
-            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline)
+            width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline,
+            latency=cfg.buffer_latency)
         w_init, b_init, r_init = self._init
         if cfg.weight_streams:
             m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)
@@ -697,7 +699,8 @@ class Engine(wiring.Component):
             seq.win_written.eq(Mux(cmd.fire, win_w, written)),
         ]
 
-        # -- pass pipeline: t0 issue, t2 lanes and weights, t(pass_latency) finished group --
+        # -- pass pipeline: t0 issue, tB lanes and weights (B = cfg.buffer_latency),
+        # t(pass_latency) finished group --
         ps = seq.pass_
         if cfg.weight_streams:
             # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
@@ -729,21 +732,27 @@ class Engine(wiring.Component):
                 prev = reg
             return regs
 
-        # the group is finished at t(2 + L) (L = array.latency, cfg.pass_latency = 2 + L)
-        lat = cfg.pass_latency
+        # the group is finished at t(B + L) (L = array.latency, cfg.pass_latency = B + L)
+        lat, bl = cfg.pass_latency, cfg.buffer_latency
         issue_d = delay(seq.issue, lat, "issue")
-        stage_a_d = delay(ps.stage_a, 2, "stage_a")
-        first_d = delay(ps.first, 2, "first")
-        last_d = delay(ps.last, 2, "last")
+        stage_a_d = delay(ps.stage_a, bl, "stage_a")
+        first_d = delay(ps.first, bl, "first")
+        last_d = delay(ps.last, bl, "last")
         prow_d = delay(ps.prow, lat - 2, "prow")
         meta_d = delay(ps.meta, lat, "meta")
+        # the weights come at t2 (the weight readers): with a third buffer cycle, one register
+        w_row = weights.r_data
+        if bl == 3:
+            w_row = Signal.like(weights.r_data, name="w_row")
+            m.d.sync += w_row.eq(weights.r_data)
 
         m.d.comb += [
-            array.en.eq(issue_d[1]),
-            array.first.eq(first_d[1]),
-            array.last.eq(last_d[1]),
-            array.x.eq(Mux(stage_a_d[1], inbuf.r_data.as_value(), winbuf.r_data.as_value())),
-            array.w.eq(weights.r_data),
+            array.en.eq(issue_d[bl - 1]),
+            array.first.eq(first_d[bl - 1]),
+            array.last.eq(last_d[bl - 1]),
+            array.x.eq(Mux(stage_a_d[bl - 1], inbuf.r_data.as_value(),
+                           winbuf.r_data.as_value())),
+            array.w.eq(w_row),
             # parameters: bias read at t(L - 1) (ready at t(L + 1), the accumulate stage);
             # requantisation parameters read at tL (ready at t(L + 2), with the finished group)
             bias.r_en.eq(issue_d[lat - 4]), bias.r_addr.eq(prow_d[lat - 4]),

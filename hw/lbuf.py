@@ -74,11 +74,13 @@ class SegmentBuffer(wiring.Component):
       after ``r_en`` (one for the block RAM, one register after it) and keeps them otherwise.
       With ``hold=False`` every cycle is a read (``r_en`` is ignored) and ``r_data`` follows:
       no enable reaches the block RAMs and the read registers (for a consumer that takes the
-      lanes exactly two cycles after its request).
+      lanes exactly two cycles after its request). ``latency=3`` (only with ``hold=False``)
+      registers the banks' words straight after the block RAMs and rotates them a cycle later:
+      ``r_data`` three cycles after the request.
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
-                 row_bits: int, hold: bool = True):
+                 row_bits: int, hold: bool = True, latency: int = 2):
         for name, v in (("depth", depth), ("banks", banks), ("lanes", lanes),
                         ("wlanes", wlanes), ("width", width), ("row_bits", row_bits)):
             if not isinstance(v, int) or v <= 0:
@@ -92,6 +94,10 @@ class SegmentBuffer(wiring.Component):
         self._depth, self._banks, self._lanes = depth, banks, lanes
         self._wlanes, self._width = wlanes, width
         self._hold = bool(hold)
+        if latency not in (2, 3) or (latency == 3 and hold):
+            raise ValueError(f"SegmentBuffer latency must be 2, or 3 with hold=False, not "
+                             f"{latency!r} (hold={hold!r})")
+        self._latency = latency
         abits = _log2(depth)
         super().__init__({
             "w": In(stream.Signature(SegmentWrite(addr_bits=abits, width=width, lanes=wlanes),
@@ -152,7 +158,17 @@ class SegmentBuffer(wiring.Component):
                 rp.addr.eq((hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0),
                 rp.en.eq(r_en),
             ]
-            rdata.append(rp.data)
+            if self._latency == 3:
+                word = Signal.like(rp.data, name=f"word{b}")
+                m.d.sync += word.eq(rp.data)
+                rdata.append(word)
+            else:
+                rdata.append(rp.data)
+        if self._latency == 3:
+            # the rotation and the mask a cycle later, with the words
+            lo_q2, mask_q2 = Signal.like(lo_q), Signal.like(mask_q)
+            m.d.sync += [lo_q2.eq(lo_q), mask_q2.eq(mask_q)]
+            lo_q, mask_q = lo_q2, mask_q2
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
         load = Const(1)                 # hold=False: the lanes follow every read

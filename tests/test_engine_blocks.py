@@ -69,13 +69,14 @@ def test_segment_buffer_reads_masked_segments(seed):
         assert got == expect
 
 
-def test_segment_buffer_without_hold_reads_every_cycle():
+@pytest.mark.parametrize("latency", [2, 3])
+def test_segment_buffer_without_hold_reads_every_cycle(latency):
     """``hold=False`` (the engine's fast pipeline): a request every cycle, ``r_en`` low, and
-    ``r_data`` gives each request's masked lanes exactly two cycles later."""
+    ``r_data`` gives each request's masked lanes exactly ``latency`` cycles later."""
     rng = random.Random(3)
     depth, banks, lanes, wlanes = 64, 16, 9, 6
     dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
-                        row_bits=12, hold=False)
+                        row_bits=12, hold=False, latency=latency)
     model = [rng.randint(-256, 255) for _ in range(depth)]
     got, want = [], []
 
@@ -95,11 +96,16 @@ def test_segment_buffer_without_hold_reads_every_cycle():
             want.append([model[(addr + i) % depth] if 0 <= off + i < row_len else 0
                          for i in range(lanes)])
             await ctx.tick()
-            if t >= 1:      # the lanes of the request two cycles ago (one tick sampled late)
-                got.append([ctx.get(dut.r_data[i]) for i in range(lanes)])
+            if t >= latency - 1:    # the lanes of the request `latency` cycles ago (sampled
+                got.append([ctx.get(dut.r_data[i]) for i in range(lanes)])  # a tick late)
 
     simulate(dut, bench)
-    assert got == want[:len(got)]
+    assert len(got) > 30 and got == want[:len(got)]
+
+
+def test_segment_buffer_latency_three_needs_no_hold():
+    with pytest.raises(ValueError, match="latency must be 2, or 3 with hold=False"):
+        SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12, latency=3)
 
 
 @pytest.mark.parametrize("fast", [True, False])
