@@ -18,7 +18,11 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SegmentWrite", "SegmentRead", "SegmentBuffer", "bank_row"]
+__all__ = ["SegmentWrite", "SegmentRead", "SegmentBuffer", "bank_row", "LUTRAM_MAX_DEPTH"]
+
+#: deepest bank that yosys maps to LUT RAM rather than block RAM on the ECP5 (the input buffer's
+#: 128-row banks are LUT RAM in the board builds; the window buffer's 512 block RAM)
+LUTRAM_MAX_DEPTH = 128
 
 
 def _log2(n: int) -> int:
@@ -142,11 +146,16 @@ class SegmentBuffer(wiring.Component):
                 for lane in range(self._lanes)))
 
         rdata = []
+        # latency 3: a bank small enough for LUT RAM (asynchronous reads) gets its row address
+        # registered before it and its word after it; a block RAM registers the address itself,
+        # and its word is registered after it (b24: the address's add and a LUT RAM read in
+        # one cycle after the sequencer's register)
+        lutram = self._latency == 3 and bdepth <= LUTRAM_MAX_DEPTH
         for b in range(nb):
             mem = memory.Memory(shape=signed(self._width), depth=bdepth, init=[])
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port()
-            rp = mem.read_port(domain="sync")
+            rp = mem.read_port(domain="comb" if lutram else "sync")
             # the write lane that lands in bank b, and its row inside the bank
             wsel = Signal(lb, name=f"wsel{b}")
             m.d.comb += wsel.eq(b - wlo)
@@ -155,9 +164,14 @@ class SegmentBuffer(wiring.Component):
                 wp.data.eq(w.data[wsel[: (self._wlanes - 1).bit_length() or 1]]
                            if self._wlanes > 1 else w.data[0]),
                 wp.en.eq(self.w.valid & (wsel < w.count)),
-                rp.addr.eq((hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0),
-                rp.en.eq(r_en),
             ]
+            raddr = (hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0
+            if lutram:
+                raddr_q = Signal(ibits, name=f"raddr{b}")
+                m.d.sync += raddr_q.eq(raddr)
+                m.d.comb += rp.addr.eq(raddr_q)
+            else:
+                m.d.comb += [rp.addr.eq(raddr), rp.en.eq(r_en)]
             if self._latency == 3:
                 word = Signal.like(rp.data, name=f"word{b}")
                 m.d.sync += word.eq(rp.data)

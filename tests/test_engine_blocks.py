@@ -10,7 +10,7 @@ from streams import simulate
 
 from compiler import golden
 from hw.config import AccelConfig
-from hw.lbuf import SegmentBuffer
+from hw.lbuf import LUTRAM_MAX_DEPTH, SegmentBuffer
 from hw.pe import ColumnArray
 from hw.requant import Requantizer, ResultDrain
 
@@ -69,12 +69,13 @@ def test_segment_buffer_reads_masked_segments(seed):
         assert got == expect
 
 
-@pytest.mark.parametrize("latency", [2, 3])
-def test_segment_buffer_without_hold_reads_every_cycle(latency):
+@pytest.mark.parametrize("latency,depth", [(2, 64), (3, 64), (3, 16 * (LUTRAM_MAX_DEPTH * 2))])
+def test_segment_buffer_without_hold_reads_every_cycle(latency, depth):
     """``hold=False`` (the engine's fast pipeline): a request every cycle, ``r_en`` low, and
-    ``r_data`` gives each request's masked lanes exactly ``latency`` cycles later."""
+    ``r_data`` gives each request's masked lanes exactly ``latency`` cycles later (latency 3:
+    banks small enough for LUT RAM, and block RAM banks)."""
     rng = random.Random(3)
-    depth, banks, lanes, wlanes = 64, 16, 9, 6
+    banks, lanes, wlanes = 16, 9, 6
     dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
                         row_bits=12, hold=False, latency=latency)
     model = [rng.randint(-256, 255) for _ in range(depth)]
