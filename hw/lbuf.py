@@ -80,7 +80,11 @@ class SegmentBuffer(wiring.Component):
       no enable reaches the block RAMs and the read registers (for a consumer that takes the
       lanes exactly two cycles after its request). ``latency=3`` (only with ``hold=False``)
       registers the banks' words straight after the block RAMs and rotates them a cycle later:
-      ``r_data`` three cycles after the request.
+      ``r_data`` three cycles after the request. Banks of at most :data:`LUTRAM_MAX_DEPTH` rows
+      (LUT RAM) then register the row address instead and read asynchronously a cycle later,
+      so such a read also sees a write made in its request's cycle; the engine never writes a
+      slot that a request of that cycle reads (a writer only overwrites values older than the
+      oldest one still needed).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
