@@ -289,11 +289,12 @@ class Sequencer(wiring.Component):
             ready_b.eq(~b_done & win_ok_q),
             prefer_a.eq(ready_a & lead_q),
         ]
-        m.d["sync" if staged else "comb"] += [
-            sel_ok.eq(cur_ok),
-            sel_a.eq(cur_ok & (prefer_a | (ready_a & ~ready_b))),
-            sel_b.eq(cur_ok & ~prefer_a & ready_b),
-        ]
+        if staged:
+            m.d.sync += [
+                sel_ok.eq(cur_ok),
+                sel_a.eq(cur_ok & (prefer_a | (ready_a & ~ready_b))),
+                sel_b.eq(cur_ok & ~prefer_a & ready_b),
+            ]
 
         # -- the step (one pixel of one stage) and its pass loop ---------------------------
         active = Signal()
@@ -442,6 +443,23 @@ class Sequencer(wiring.Component):
                     m.d.sync += bx_last.eq(bx + 2 == cmd.b_wo)
 
         def choose():
+            if not staged:
+                # the small device's form: the flags straight from the comparisons (the same
+                # choice; the iCEBreaker is at its placement limit, 5,219 of 5,280 cells, and
+                # the registered form's enables did not place there)
+                with m.If(~cur_ok):
+                    m.d.sync += active.eq(0)
+                with m.Elif(prefer_a):
+                    load_a()
+                with m.Elif(ready_b):
+                    load_b()
+                with m.Elif(ready_a):
+                    load_a()
+                with m.Else():
+                    m.d.sync += active.eq(0)
+                    with m.If(b_done):
+                        m.d.sync += issued_all.eq(1)
+                return
             with m.If(sel_a):
                 load_a()
             with m.Elif(sel_b):
