@@ -440,7 +440,9 @@ class ColumnStreamDecoder(wiring.Component):
             last_mask = ~dense_row & (mz | (mn0 & dense1))     # no MASK row after this one
             take = Signal(name="take" + n)
             take_m = Signal(name="takem" + n)
-            comb += [take.eq(s["running"] & ~restart & (mcredit != 0) & (dense_row | mok)),
+            # not gated by ``restart``: every register ``take`` steers is set by the restart
+            # below or belongs to the mask FIFO it resets (its fan-out, board build b25)
+            comb += [take.eq(s["running"] & (mcredit != 0) & (dense_row | mok)),
                      take_m.eq(take & ~dense_row)]
             with m.If(~mok | (take_m & ((mleft == 1) | last_mask))):
                 comb += mfifo.r_en.eq(1)
