@@ -167,6 +167,10 @@ class AccelConfig:
                 raise ValueError(f"AccelConfig.{name} must be a multiple of buffer_banks "
                                  f"({self.buffer_banks}), not {getattr(self, name)!r}")
         if self.weight_streams:
+            if not self.fast_pipeline:
+                raise ValueError("AccelConfig.weight_streams needs fast_pipeline: the stream "
+                                 "reader's weights come 3 cycles after an issue, the lanes "
+                                 "only 2 without it (buffer_latency)")
             if not 1 <= self.wstream_kmax <= 8:
                 raise ValueError(f"AccelConfig.wstream_kmax must be in 1..8, not "
                                  f"{self.wstream_kmax!r}")

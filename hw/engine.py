@@ -758,11 +758,13 @@ class Engine(wiring.Component):
         last_d = delay(ps.last, bl, "last")
         prow_d = delay(ps.prow, lat - 2, "prow")
         meta_d = delay(ps.meta, lat, "meta")
-        # the weights come at t2 (the weight readers): with a third buffer cycle, one register
+        # the weights come at t(weights.latency): 2 from the dense reader, 3 from the stream
+        # reader (it pops its row a cycle after the issue); registers up to the lanes' tB
         w_row = weights.r_data
-        if bl == 3:
-            w_row = Signal.like(weights.r_data, name="w_row")
-            m.d.sync += w_row.eq(weights.r_data)
+        for i in range(bl - weights.latency):
+            reg = Signal.like(weights.r_data, name=f"w_row{i}")
+            m.d.sync += reg.eq(w_row)
+            w_row = reg
 
         m.d.comb += [
             array.en.eq(issue_d[bl - 1]),

@@ -82,6 +82,9 @@ class WeightReader(wiring.Component):
     (``hw.program.pack_weight_rows``); ``init`` gives the rows it holds from configuration on.
     """
 
+    #: cycles from ``r_en`` to the weights on ``r_data``
+    latency = 2
+
     def __init__(self, cfg: AccelConfig, depth: int | None = None, init=()):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"WeightReader needs an AccelConfig, not {cfg!r}")

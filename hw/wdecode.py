@@ -179,6 +179,9 @@ class ColumnStreamDecoder(wiring.Component):
     - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ...;
     - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
+      ``rows_ok2[i]``: likewise, every column holds two rows or more (a consumer that pops a
+      cycle after it decides, :class:`StreamWeightReader`, may take the second while the
+      first is still in the FIFO);
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (registered as it enters: taken into account a
       cycle later for the reads, two for the extraction).
@@ -231,6 +234,7 @@ class ColumnStreamDecoder(wiring.Component):
             "restart": In(1).array(contexts),
             "rows": Out(stream.Signature(row_layout(columns, lanes, kmax))).array(contexts),
             "rows_ok": Out(1).array(contexts),
+            "rows_ok2": Out(1).array(contexts),
         })
 
     def elaborate(self, platform):
@@ -313,14 +317,18 @@ class ColumnStreamDecoder(wiring.Component):
 
         for x in range(NX):
             ok = Const(1)
-            early = Const(1)
+            early, early2 = Const(1), Const(1)
             for c in range(C):
                 ok = ok & fifos[x][c].r_rdy
                 lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
                 early = early & Mux(w, ~pops[x] | (lv >= 1), Mux(pops[x], lv >= 2, lv >= 1))
+                early2 = early2 & Mux(w, Mux(pops[x], lv >= 2, lv >= 1),
+                                      Mux(pops[x], lv >= 3, lv >= 2))
             m.d.comb += self.rows[x].valid.eq(ok)
-            # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register
-            m.d.sync += self.rows_ok[x].eq(early & ~self.restart[x])
+            # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
+            # and whether next cycle's level is 2 or more
+            m.d.sync += [self.rows_ok[x].eq(early & ~self.restart[x]),
+                         self.rows_ok2[x].eq(early2 & ~self.restart[x])]
             m.d.comb += self.rows[x].payload.seg.eq(fifos[x][0].r_data[L * K])
             for c in range(C):
                 m.d.comb += [
@@ -672,14 +680,18 @@ class StreamWeightReader(wiring.Component):
 
     Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
-    decoded (and the tables are loaded); ``issue`` (only with ``ok``) takes it at t0: at t1 the
-    row's codes and the base of its (context, segment) codebook are registered, every lane
-    reads its table at ``base + code`` (asynchronously) and at t2 ``r_data`` holds the signed
-    weights, until the next issue: the latency of the dense ``WeightReader``.
+    decoded (and the tables are loaded); ``issue`` (only with ``ok``) takes it at t0; at t1 it
+    leaves the decoder's FIFO and the row's codes and the base of its (context, segment)
+    codebook are registered; at t2 every lane reads its table at ``base + code``
+    (asynchronously) and at t3 ``r_data`` holds the signed weights, until the next issue:
+    :attr:`latency` 3, a cycle more than the dense ``WeightReader``.
 
     ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
     entries of the central memory), such as ``compiler.wstream_image.StreamImage``.
     """
+
+    #: cycles from ``issue`` to the weights on ``r_data``
+    latency = 3
 
     def __init__(self, cfg: AccelConfig, *, init=None):
         if not isinstance(cfg, AccelConfig):
@@ -718,6 +730,9 @@ class StreamWeightReader(wiring.Component):
         init = self._init
         dec = ColumnStreamDecoder(columns=cols, lanes=lanes, word_bits=cfg.wstream_word_bits,
                                   kmax=kmax, depth=cfg.wstream_depth, contexts=2,
+                                  # a row leaves a cycle after its issue: one more slot
+                                  # than the decoder's 7 keeps a row a cycle
+                                  fifo_depth=8,
                                   init=None if init is None else init.words,
                                   max_rows=cfg.weight_depth)
         m.submodules.decoder = dec
@@ -785,21 +800,28 @@ class StreamWeightReader(wiring.Component):
         loading = Signal()
         m.d.sync += loading.eq(self.layer | got | (left != 0))
 
-        # -- the rows: gate, pop, look up ------------------------------------------------------
+        # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
+        # ``issue`` reaches only two flip-flops here: the row is popped at t1 from them, so
+        # ``issue`` (the sequencer's pass decision) does not run on across the chip into every
+        # column's FIFO (board build b26). Until then the issued row is still the FIFO's head:
+        # a second issue at t1 needs two rows, ``rows_ok2``.
+        issue_q, ctx_q = Signal(), Signal()
+        m.d.sync += [issue_q.eq(self.issue), ctx_q.eq(self.ctx)]
+        ok_x = [Mux(issue_q & (ctx_q == x), dec.rows_ok2[x], dec.rows_ok[x]) for x in (0, 1)]
         m.d.comb += [
             dec.prio.eq(self.ctx),
-            self.ok.eq(Mux(self.ctx, dec.rows_ok[1], dec.rows_ok[0]) & ~loading),
-            dec.rows[0].ready.eq(self.issue & ~self.ctx),
-            dec.rows[1].ready.eq(self.issue & self.ctx),
+            self.ok.eq(Mux(self.ctx, ok_x[1], ok_x[0]) & ~loading),
+            dec.rows[0].ready.eq(issue_q & ~ctx_q),
+            dec.rows[1].ready.eq(issue_q & ctx_q),
         ]
-        head = Mux(self.ctx, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
+        head = Mux(ctx_q, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
         rowv = data.View(row_layout(cols, lanes, kmax), head)
-        base = Mux(self.ctx, Mux(rowv.seg, regs["c1_base1"], regs["c1_base0"]),
+        base = Mux(ctx_q, Mux(rowv.seg, regs["c1_base1"], regs["c1_base0"]),
                    Mux(rowv.seg, regs["c0_base1"], regs["c0_base0"]))
         codes_q = Signal(row_layout(cols, lanes, kmax))
         base_q = Signal(tbits)
-        issue_q = Signal()
-        m.d.sync += [codes_q.eq(head), base_q.eq(base), issue_q.eq(self.issue)]
+        look = Signal()             # the lane tables read at codes_q (t2)
+        m.d.sync += [codes_q.eq(head), base_q.eq(base), look.eq(issue_q)]
         for c in range(cols):
             for lane in range(lanes):
                 # LUT RAM: yosys folds r_data into a synchronous read port and would rather
@@ -812,6 +834,6 @@ class StreamWeightReader(wiring.Component):
                 m.d.comb += [twp.en.eq(col_we[c]), twp.addr.eq(col_addr[c]),
                              twp.data.eq(col_data[c]),
                              addr.eq(base_q + codes_q.codes[c][lane]), trp.addr.eq(addr)]
-                with m.If(issue_q):
+                with m.If(look):
                     m.d.sync += self.r_data[c][lane].eq(trp.data)
         return m

@@ -201,9 +201,9 @@ def test_reader_looks_up_only_copied_entries():
     """``StreamWeightReader`` alone, layer after layer, each command taken the cycle after the
     previous layer's last issue (sooner than the engine takes one): ``ok`` stays low until the
     layer's block is in the lane tables (``cb_len + 3`` cycles after the command), every row
-    of both contexts, issued whenever ``ok``, gives exactly ``decode_layer_rows``'s weights two
-    cycles later, held until the next issue (the previous layer's last row too, while the
-    next layer's copy overwrites the tables). A Fire module's expands go first: their
+    of both contexts, issued whenever ``ok``, gives exactly ``decode_layer_rows``'s weights
+    ``latency`` (3) cycles later, held until the next issue (the previous layer's last row
+    too, while the next layer's copy overwrites the tables). A Fire module's expands go first: their
     codebooks are at the end of the block, so a lookup before the copy ends reads stale
     entries."""
     cfg = SCFG
@@ -250,7 +250,7 @@ def test_reader_looks_up_only_copied_entries():
                         first_ok.append(cycle - start)
                         seen = True
                     ctx.set(dut.issue, 1)
-                    due.append((cycle + 2, rows[r]))
+                    due.append((cycle + dut.latency, rows[r]))
                     await tick()
                     ctx.set(dut.issue, 0)
         for _ in range(3):
