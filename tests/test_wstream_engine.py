@@ -195,6 +195,9 @@ def test_layout_refuses_codebooks_beyond_the_tables():
     with pytest.raises(ValueError, match=r"AccelConfig.lookup_depth must be a power of two "
                                          r"\(the entries of a lane's lookup table\), not 48"):
         dataclasses.replace(cfg, lookup_depth=48)
+    # the stream reader's weights come at t3, the lanes at t2 without fast_pipeline
+    with pytest.raises(ValueError, match=r"weight_streams needs fast_pipeline"):
+        dataclasses.replace(cfg, fast_pipeline=False)
 
 
 def test_reader_looks_up_only_copied_entries():
