@@ -41,7 +41,7 @@ from .program import (
 )
 from .requant import DrainMeta, Requantizer, ResultDrain
 from .skid import RegisterSlice
-from .wdecode import StreamWeightReader
+from .wdecode import StreamWeightReader, row_ok
 
 __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
            "LOAD_WEIGHTS", "LOAD_BIAS", "LOAD_REQUANT", "LOAD_WSTREAM", "LOAD_WDESC",
@@ -130,8 +130,10 @@ class Sequencer(wiring.Component):
     free (``release`` returns one). ``in_free``/``win_free`` are the absolute indices of the
     oldest values still needed: writers may write index ``i`` only while
     ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
-    With ``weight_streams`` it issues a pass only with ``w_ok`` (the weight row of the step's
-    context is decoded: ``hw.wdecode.StreamWeightReader``).
+    With ``weight_streams`` it issues a pass only when the weight row of the step's context is
+    decoded: ``w_ok1``/``w_ok2`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``/``ok2``, and
+    the sequencer forms ``hw.wdecode.row_ok`` from them and registers of its own (the reader
+    pops a row a cycle after its issue).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -153,7 +155,8 @@ class Sequencer(wiring.Component):
             "issued_all": Out(1),
         }
         if cfg.weight_streams:
-            ports["w_ok"] = In(1)
+            ports["w_ok1"] = In(2)
+            ports["w_ok2"] = In(2)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -370,6 +373,14 @@ class Sequencer(wiring.Component):
             m.d.comb += [last.eq((ky + 1 == kh) & (j + 1 == nseg)),
                          last_group.eq(g + 1 == groups)]
         has_credit = credits_nz if staged else credits != 0
+        w_ok = 1
+        if cfg.weight_streams:
+            # last cycle's issue and its context, registered here (the reader's own copies sit
+            # by the decoder's FIFOs); held inverted and as ``is_a``, so that yosys does not
+            # merge them with those (the same inputs) and their fan-out
+            no_pend, was_a = Signal(init=1), Signal()
+            m.d.sync += [no_pend.eq(~self.issue), was_a.eq(is_a)]
+            w_ok = row_ok(~is_a, self.w_ok1, self.w_ok2, ~no_pend, ~was_a)
         m.d.comb += [
             first.eq((ky == 0) & (j == 0)),
             last_branch.eq(is_a | ~cmd.b_two | br),
@@ -377,8 +388,7 @@ class Sequencer(wiring.Component):
             # a group's last pass needs a free result bank (reserved here, released by the
             # drain): the bank is written PIPELINE cycles later; with weight streams, also its
             # decoded weight row
-            self.issue.eq(active & (~last | has_credit) & self.w_ok if cfg.weight_streams
-                          else active & (~last | has_credit)),
+            self.issue.eq(active & (~last | has_credit) & w_ok),
         ]
         p = self.pass_
         m.d.comb += [
@@ -722,7 +732,8 @@ class Engine(wiring.Component):
         ps = seq.pass_
         if cfg.weight_streams:
             # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
-            wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok.eq(weights.ok),
+            wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok1.eq(weights.ok1),
+                     seq.w_ok2.eq(weights.ok2),
                      weights.issue.eq(seq.issue)]
         else:
             wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]

@@ -66,7 +66,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AccelConfig
 from .program import wdesc_bits, wdesc_fields
 
-__all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout"]
+__all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout", "row_ok"]
 
 
 def _bits(n: int) -> int:
@@ -142,6 +142,15 @@ def _arbitrate_reads(m, prio, requests, name):
     return grants
 
 
+def row_ok(ctx, ok1, ok2, pend, pend_ctx) -> Value:
+    """Whether context ``ctx``'s next weight row is ready to issue, for a consumer that pops a
+    cycle after it issues (:class:`StreamWeightReader`): ``ok1``/``ok2`` (a bit per context,
+    :attr:`StreamWeightReader.ok1`/``ok2``) say one or two rows wait, ``pend`` that a row of
+    ``pend_ctx`` was issued last cycle and is still in the FIFO."""
+    f = [Mux(pend & (pend_ctx == x), ok2[x], ok1[x]) for x in (0, 1)]
+    return Mux(ctx, f[1], f[0])
+
+
 def _popcount(bits) -> Value:
     """The number of set bits (4 bits wide), as a balanced tree of 3-bit table lookups: logic
     that LUT mapping can flatten, not a chain of adders."""
@@ -181,7 +190,8 @@ class ColumnStreamDecoder(wiring.Component):
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
       ``rows_ok2[i]``: likewise, every column holds two rows or more (a consumer that pops a
       cycle after it decides, :class:`StreamWeightReader`, may take the second while the
-      first is still in the FIFO);
+      first is still in the FIFO); both are low the cycle after ``hold`` (a consumer's own
+      reason not to take rows, folded into the registers);
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (registered as it enters: taken into account a
       cycle later for the reads, two for the extraction).
@@ -232,6 +242,7 @@ class ColumnStreamDecoder(wiring.Component):
             "k1": In(kbits).array(contexts),
             "dense1": In(1).array(contexts),
             "restart": In(1).array(contexts),
+            "hold": In(1),
             "rows": Out(stream.Signature(row_layout(columns, lanes, kmax))).array(contexts),
             "rows_ok": Out(1).array(contexts),
             "rows_ok2": Out(1).array(contexts),
@@ -327,8 +338,8 @@ class ColumnStreamDecoder(wiring.Component):
             m.d.comb += self.rows[x].valid.eq(ok)
             # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
             # and whether next cycle's level is 2 or more
-            m.d.sync += [self.rows_ok[x].eq(early & ~self.restart[x]),
-                         self.rows_ok2[x].eq(early2 & ~self.restart[x])]
+            m.d.sync += [self.rows_ok[x].eq(early & ~self.restart[x] & ~self.hold),
+                         self.rows_ok2[x].eq(early2 & ~self.restart[x] & ~self.hold)]
             m.d.comb += self.rows[x].payload.seg.eq(fifos[x][0].r_data[L * K])
             for c in range(C):
                 m.d.comb += [
@@ -680,9 +691,10 @@ class StreamWeightReader(wiring.Component):
 
     Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
-    decoded (and the tables are loaded); ``issue`` (only with ``ok``) takes it at t0; at t1 it
-    leaves the decoder's FIFO and the row's codes and the base of its (context, segment)
-    codebook are registered; at t2 every lane reads its table at ``base + code``
+    decoded (and the tables are loaded): :func:`row_ok` of ``ok1``, ``ok2`` (registers, a bit
+    per context) and the issue of the cycle before; ``issue`` (only with ``ok``) takes it at
+    t0; at t1 it leaves the decoder's FIFO and the row's codes and the base of its (context,
+    segment) codebook are registered; at t2 every lane reads its table at ``base + code``
     (asynchronously) and at t3 ``r_data`` holds the signed weights, until the next issue:
     :attr:`latency` 3, a cycle more than the dense ``WeightReader``.
 
@@ -717,7 +729,7 @@ class StreamWeightReader(wiring.Component):
             "c_en": In(1), "c_addr": In(range(cfg.codebook_depth)),
             "c_data": In(cfg.weight_bits),
             "layer": In(1), "desc": In(range(cfg.schedule_depth)), "fire": In(1),
-            "ctx": In(1), "ok": Out(1), "issue": In(1),
+            "ctx": In(1), "ok": Out(1), "issue": In(1), "ok1": Out(2), "ok2": Out(2),
             "r_data": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), lanes),
                                            cols)),
         })
@@ -797,8 +809,8 @@ class StreamWeightReader(wiring.Component):
         # the copy is under way (``got | left != 0 | rd_v``), registered: from the values a
         # cycle before, ``layer | got | left != 0`` (a layer's block is never empty: every
         # codebook has 2**k >= 2 entries), so ``ok`` is a register and a gate
-        loading = Signal()
-        m.d.sync += loading.eq(self.layer | got | (left != 0))
+        loading_next = Signal()
+        m.d.comb += loading_next.eq(self.layer | got | (left != 0))
 
         # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
         # ``issue`` reaches only two flip-flops here: the row is popped at t1 from them, so
@@ -807,10 +819,14 @@ class StreamWeightReader(wiring.Component):
         # a second issue at t1 needs two rows, ``rows_ok2``.
         issue_q, ctx_q = Signal(), Signal()
         m.d.sync += [issue_q.eq(self.issue), ctx_q.eq(self.ctx)]
-        ok_x = [Mux(issue_q & (ctx_q == x), dec.rows_ok2[x], dec.rows_ok[x]) for x in (0, 1)]
+        # ``ok1``/``ok2``: the decoder's registers, low while the tables load; the engine's
+        # sequencer forms ``ok`` from them and its own registers (``row_ok``), next to its issue
         m.d.comb += [
+            dec.hold.eq(loading_next),
+            self.ok1.eq(Cat(dec.rows_ok[0], dec.rows_ok[1])),
+            self.ok2.eq(Cat(dec.rows_ok2[0], dec.rows_ok2[1])),
             dec.prio.eq(self.ctx),
-            self.ok.eq(Mux(self.ctx, ok_x[1], ok_x[0]) & ~loading),
+            self.ok.eq(row_ok(self.ctx, self.ok1, self.ok2, issue_q, ctx_q)),
             dec.rows[0].ready.eq(issue_q & ~ctx_q),
             dec.rows[1].ready.eq(issue_q & ctx_q),
         ]
