@@ -330,15 +330,33 @@ class FmapWriter(wiring.Component):
             mask.eq(Mux(full, (1 << p) - 1, (Const(1, p + 1) << level) - 1)),
             buf.w_en.eq(emit),
             buf.w_data.eq(acc[:8 * p] | (mask << (8 * p))),
-            self.i.ready.eq(active & ~ending & (base < p)),
         ]
+        # A beat is taken only when the bytes left after this cycle's word (``base``) leave room
+        # for a whole beat, base < p. With fast_pipeline ``ready`` is a register, decided a
+        # cycle ahead from the next level: a word is sure to leave next cycle when the level
+        # will be p or more and the FIFO has room for two words now (it takes at most one this
+        # cycle). Board build b28: the comparison behind the FIFO's level ran on into the
+        # engine's output slice. Without fast_pipeline ``ready`` is that comparison itself: the
+        # iCEBreaker, at its placement limit, did not place with the register (5,323 cells of
+        # 5,280).
+        ready = Signal()
         take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        level_next = Signal.like(level)
+        m.d.comb += [self.i.ready.eq(ready), take.eq(self.i.valid & ready),
+                     level_next.eq(base + Mux(take, n, 0))]
+        if cfg.fast_pipeline:
+            room2 = (buf.level <= depth - 3) if depth >= 3 else Const(0)
+            ending_next = ending | (take & beat.last)
+            m.d.sync += ready.eq(Mux(self.start, 1,
+                                     active & ~ending_next & Mux(room2, level_next < 2 * p,
+                                                                 level_next < p)))
+        else:
+            m.d.comb += ready.eq(active & ~ending & (base < p))
         shifted = Signal(8 * cap)
         m.d.comb += shifted.eq(Mux(emit, acc >> (8 * p), acc))
         m.d.sync += [
             acc.eq(Mux(take, shifted | (nb << (base * 8)), shifted)),
-            level.eq(base + Mux(take, n, 0)),
+            level.eq(level_next),
         ]
         with m.If(take & beat.last):
             m.d.sync += ending.eq(1)
