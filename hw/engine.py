@@ -131,9 +131,9 @@ class Sequencer(wiring.Component):
     oldest values still needed: writers may write index ``i`` only while
     ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
     With ``weight_streams`` it issues a pass only when the weight row of the step's context is
-    decoded: ``w_ok1``/``w_ok2`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``/``ok2``, and
-    the sequencer forms ``hw.wdecode.row_ok`` from them and registers of its own (the reader
-    pops a row a cycle after its issue).
+    decoded: ``w_ok1``..``w_ok3`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok3``;
+    the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
+    issues (the reader pops a row a cycle after its issue).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -157,6 +157,7 @@ class Sequencer(wiring.Component):
         if cfg.weight_streams:
             ports["w_ok1"] = In(2)
             ports["w_ok2"] = In(2)
+            ports["w_ok3"] = In(2)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -375,12 +376,21 @@ class Sequencer(wiring.Component):
         has_credit = credits_nz if staged else credits != 0
         w_ok = 1
         if cfg.weight_streams:
-            # last cycle's issue and its context, registered here (the reader's own copies sit
-            # by the decoder's FIFOs); held inverted and as ``is_a``, so that yosys does not
-            # merge them with those (the same inputs) and their fan-out
-            no_pend, was_a = Signal(init=1), Signal()
-            m.d.sync += [no_pend.eq(~self.issue), was_a.eq(is_a)]
-            w_ok = row_ok(~is_a, self.w_ok1, self.w_ok2, ~no_pend, ~was_a)
+            # the reader's flags registered once more here, and the issues of the last two
+            # cycles (a row leaves the reader's FIFO a cycle after its issue): ``issue`` is
+            # formed from the sequencer's own flip-flops only (board build b29: with the
+            # reader's flags as inputs it was placed by the decoder, 4 ns from here). The
+            # flags are a cycle late, so they say nothing of the command's first cycles: the
+            # staged step choice issues nothing before T+5. The issue flags are held inverted
+            # and ``is_a`` as itself, so that yosys does not merge them with the reader's own
+            # registers of ``issue`` and ``ctx`` (the same inputs) and their fan-out.
+            oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
+            m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
+            no_pend1, no_pend2 = Signal(init=1), Signal(init=1)
+            was_a1, was_a2 = Signal(), Signal()
+            m.d.sync += [no_pend1.eq(~self.issue), no_pend2.eq(no_pend1),
+                         was_a1.eq(is_a), was_a2.eq(was_a1)]
+            w_ok = row_ok(~is_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
         m.d.comb += [
             first.eq((ky == 0) & (j == 0)),
             last_branch.eq(is_a | ~cmd.b_two | br),
@@ -733,7 +743,7 @@ class Engine(wiring.Component):
         if cfg.weight_streams:
             # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
             wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok1.eq(weights.ok1),
-                     seq.w_ok2.eq(weights.ok2),
+                     seq.w_ok2.eq(weights.ok2), seq.w_ok3.eq(weights.ok3),
                      weights.issue.eq(seq.issue)]
         else:
             wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]

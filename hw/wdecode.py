@@ -142,12 +142,25 @@ def _arbitrate_reads(m, prio, requests, name):
     return grants
 
 
-def row_ok(ctx, ok1, ok2, pend, pend_ctx) -> Value:
+def row_ok(ctx, oks, pends) -> Value:
     """Whether context ``ctx``'s next weight row is ready to issue, for a consumer that pops a
-    cycle after it issues (:class:`StreamWeightReader`): ``ok1``/``ok2`` (a bit per context,
-    :attr:`StreamWeightReader.ok1`/``ok2``) say one or two rows wait, ``pend`` that a row of
-    ``pend_ctx`` was issued last cycle and is still in the FIFO."""
-    f = [Mux(pend & (pend_ctx == x), ok2[x], ok1[x]) for x in (0, 1)]
+    cycle after it issues (:class:`StreamWeightReader`): ``oks[k]`` (a bit per context, such as
+    :attr:`StreamWeightReader.ok1`, ``ok2``, ``ok3``) says ``k + 1`` rows or more wait in the
+    FIFO, and each of ``pends``, ``(valid, context)``, a row issued since those flags were
+    formed that may still be in it (at most ``len(oks) - 1`` of them)."""
+    assert len(pends) < len(oks)
+    f = []
+    for x in (0, 1):
+        hits = [valid & (pctx == x) for valid, pctx in pends]
+        # the flag of 1 + (the pending rows of this context)
+        sel = oks[0][x]
+        for n in range(1, len(pends) + 1):
+            if n == 1:
+                cond = _any(hits)
+            else:       # two pending (the only deeper case used)
+                cond = hits[0] & hits[1]
+            sel = Mux(cond, oks[n][x], sel)
+        f.append(sel)
     return Mux(ctx, f[1], f[0])
 
 
@@ -188,10 +201,10 @@ class ColumnStreamDecoder(wiring.Component):
     - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ...;
     - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
-      ``rows_ok2[i]``: likewise, every column holds two rows or more (a consumer that pops a
-      cycle after it decides, :class:`StreamWeightReader`, may take the second while the
-      first is still in the FIFO); both are low the cycle after ``hold`` (a consumer's own
-      reason not to take rows, folded into the registers);
+      ``rows_ok2[i]``, ``rows_ok3[i]``: likewise, every column holds two (three) rows or
+      more (a consumer that pops a cycle after it decides, :class:`StreamWeightReader`, may
+      take the second while the first is still in the FIFO); all are low the cycle after
+      ``hold`` (a consumer's own reason not to take rows, folded into the registers);
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (registered as it enters: taken into account a
       cycle later for the reads, two for the extraction).
@@ -246,6 +259,7 @@ class ColumnStreamDecoder(wiring.Component):
             "rows": Out(stream.Signature(row_layout(columns, lanes, kmax))).array(contexts),
             "rows_ok": Out(1).array(contexts),
             "rows_ok2": Out(1).array(contexts),
+            "rows_ok3": Out(1).array(contexts),
         })
 
     def elaborate(self, platform):
@@ -328,18 +342,21 @@ class ColumnStreamDecoder(wiring.Component):
 
         for x in range(NX):
             ok = Const(1)
-            early, early2 = Const(1), Const(1)
+            early = [Const(1)] * 3
             for c in range(C):
                 ok = ok & fifos[x][c].r_rdy
                 lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
-                early = early & Mux(w, ~pops[x] | (lv >= 1), Mux(pops[x], lv >= 2, lv >= 1))
-                early2 = early2 & Mux(w, Mux(pops[x], lv >= 2, lv >= 1),
-                                      Mux(pops[x], lv >= 3, lv >= 2))
+                # next cycle's level is k or more: level + write - pop >= k
+                def ge(n, lv=lv):
+                    return Const(1) if n <= 0 else lv >= n     # (lint: no constant compare)
+                early = [e & Mux(w, Mux(pops[x], ge(k), ge(k - 1)),
+                                 Mux(pops[x], ge(k + 1), ge(k)))
+                         for k, e in zip((1, 2, 3), early)]
             m.d.comb += self.rows[x].valid.eq(ok)
             # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
-            # and whether next cycle's level is 2 or more
-            m.d.sync += [self.rows_ok[x].eq(early & ~self.restart[x] & ~self.hold),
-                         self.rows_ok2[x].eq(early2 & ~self.restart[x] & ~self.hold)]
+            # and whether next cycle's level is 2, 3 or more
+            for reg, e in zip((self.rows_ok, self.rows_ok2, self.rows_ok3), early):
+                m.d.sync += reg[x].eq(e & ~self.restart[x] & ~self.hold)
             m.d.comb += self.rows[x].payload.seg.eq(fifos[x][0].r_data[L * K])
             for c in range(C):
                 m.d.comb += [
@@ -692,7 +709,8 @@ class StreamWeightReader(wiring.Component):
     Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
     decoded (and the tables are loaded): :func:`row_ok` of ``ok1``, ``ok2`` (registers, a bit
-    per context) and the issue of the cycle before; ``issue`` (only with ``ok``) takes it at
+    per context; ``ok3`` for a consumer that registers them once more) and the issue of the
+    cycle before; ``issue`` (only with ``ok``) takes it at
     t0; at t1 it leaves the decoder's FIFO and the row's codes and the base of its (context,
     segment) codebook are registered; at t2 every lane reads its table at ``base + code``
     (asynchronously) and at t3 ``r_data`` holds the signed weights, until the next issue:
@@ -729,7 +747,8 @@ class StreamWeightReader(wiring.Component):
             "c_en": In(1), "c_addr": In(range(cfg.codebook_depth)),
             "c_data": In(cfg.weight_bits),
             "layer": In(1), "desc": In(range(cfg.schedule_depth)), "fire": In(1),
-            "ctx": In(1), "ok": Out(1), "issue": In(1), "ok1": Out(2), "ok2": Out(2),
+            "ctx": In(1), "ok": Out(1), "issue": In(1),
+            "ok1": Out(2), "ok2": Out(2), "ok3": Out(2),
             "r_data": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), lanes),
                                            cols)),
         })
@@ -742,9 +761,10 @@ class StreamWeightReader(wiring.Component):
         init = self._init
         dec = ColumnStreamDecoder(columns=cols, lanes=lanes, word_bits=cfg.wstream_word_bits,
                                   kmax=kmax, depth=cfg.wstream_depth, contexts=2,
-                                  # a row leaves a cycle after its issue: one more slot
-                                  # than the decoder's 7 keeps a row a cycle
-                                  fifo_depth=8,
+                                  # a row leaves a cycle after its issue, and the engine
+                                  # sees the flags a cycle late: three more slots than the
+                                  # decoder's 7 keep a row a cycle
+                                  fifo_depth=10,
                                   init=None if init is None else init.words,
                                   max_rows=cfg.weight_depth)
         m.submodules.decoder = dec
@@ -825,8 +845,9 @@ class StreamWeightReader(wiring.Component):
             dec.hold.eq(loading_next),
             self.ok1.eq(Cat(dec.rows_ok[0], dec.rows_ok[1])),
             self.ok2.eq(Cat(dec.rows_ok2[0], dec.rows_ok2[1])),
+            self.ok3.eq(Cat(dec.rows_ok3[0], dec.rows_ok3[1])),
             dec.prio.eq(self.ctx),
-            self.ok.eq(row_ok(self.ctx, self.ok1, self.ok2, issue_q, ctx_q)),
+            self.ok.eq(row_ok(self.ctx, [self.ok1, self.ok2], [(issue_q, ctx_q)])),
             dec.rows[0].ready.eq(issue_q & ~ctx_q),
             dec.rows[1].ready.eq(issue_q & ctx_q),
         ]

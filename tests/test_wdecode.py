@@ -86,18 +86,19 @@ def unpack(raw, cols, kmax):
 async def drain(ctx, dut, x, n, *, rng=None, stall=0.0, limit=100_000):
     """Pop ``n`` rows of context ``x`` (``ready`` low with probability ``stall``); returns the
     rows [(codes [C, L], seg)] and the cycles taken."""
-    out, cycles, two = [], 0, False
+    out, cycles, promised = [], 0, 0
     stream = dut.rows[x]
     while len(out) < n:
         ready = not (rng is not None and rng.random() < stall)
         ctx.set(stream.ready, ready)
-        _, _, valid, raw, ok, ok2 = await ctx.tick().sample(
-            stream.valid, stream.payload.as_value(), dut.rows_ok[x], dut.rows_ok2[x])
+        _, _, valid, raw, ok, ok2, ok3 = await ctx.tick().sample(
+            stream.valid, stream.payload.as_value(), dut.rows_ok[x], dut.rows_ok2[x],
+            dut.rows_ok3[x])
         assert ok == valid, f"context {x}: rows_ok {ok} while valid {valid}"
-        assert not ok2 or ok, f"context {x}: rows_ok2 without rows_ok"
-        # rows_ok2 promised a second row: after this pop the stream stays valid
-        assert not two or valid, f"context {x}: rows_ok2 last cycle, popped, no row now"
-        two = ok2 and ready
+        assert ok >= ok2 >= ok3, f"context {x}: rows_ok {ok}, rows_ok2 {ok2}, rows_ok3 {ok3}"
+        # rows_okK promised K rows: after the pops since, the rest are still there
+        assert not promised or valid, f"context {x}: {promised} rows promised, none valid"
+        promised = max(promised, ok + ok2 + ok3) - (valid and ready)
         cycles += 1
         if valid and ready:
             out.append(unpack(raw, dut.columns, dut.kmax))
