@@ -133,7 +133,9 @@ class Sequencer(wiring.Component):
     With ``weight_streams`` it issues a pass only when the weight row of the step's context is
     decoded: ``w_ok1``..``w_ok3`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok3``;
     the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
-    issues (the reader pops a row a cycle after its issue).
+    issues (the reader pops a row a cycle after its issue); ``issued``/``issued_b``: its
+    register of ``issue`` and whether that pass was stage B (for the reader and the engine's
+    delay lines, so that ``issue`` drives nothing outside the sequencer).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -158,6 +160,8 @@ class Sequencer(wiring.Component):
             ports["w_ok1"] = In(2)
             ports["w_ok2"] = In(2)
             ports["w_ok3"] = In(2)
+            ports["issued"] = Out(1)
+            ports["issued_b"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -391,6 +395,9 @@ class Sequencer(wiring.Component):
             m.d.sync += [no_pend1.eq(~self.issue), no_pend2.eq(no_pend1),
                          was_a1.eq(is_a), was_a2.eq(was_a1)]
             w_ok = row_ok(~is_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
+            # the issue a cycle later, from those flip-flops, for the weight reader and the
+            # engine's delay lines: ``issue`` itself stays inside the sequencer (b30)
+            m.d.comb += [self.issued.eq(~no_pend1), self.issued_b.eq(~was_a1)]
         m.d.comb += [
             first.eq((ky == 0) & (j == 0)),
             last_branch.eq(is_a | ~cmd.b_two | br),
@@ -744,7 +751,7 @@ class Engine(wiring.Component):
             # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
             wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok1.eq(weights.ok1),
                      seq.w_ok2.eq(weights.ok2), seq.w_ok3.eq(weights.ok3),
-                     weights.issue.eq(seq.issue)]
+                     weights.issued.eq(seq.issued), weights.issued_ctx.eq(seq.issued_b)]
         else:
             wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]
         # fast_pipeline: both buffers read every cycle (``hold=False``; the array takes the
@@ -773,7 +780,10 @@ class Engine(wiring.Component):
 
         # the group is finished at t(B + L) (L = array.latency, cfg.pass_latency = B + L)
         lat, bl = cfg.pass_latency, cfg.buffer_latency
-        issue_d = delay(seq.issue, lat, "issue")
+        if cfg.weight_streams:      # the sequencer's own register of issue (see there)
+            issue_d = [seq.issued] + delay(seq.issued, lat - 1, "issue")
+        else:
+            issue_d = delay(seq.issue, lat, "issue")
         stage_a_d = delay(ps.stage_a, bl, "stage_a")
         first_d = delay(ps.first, bl, "first")
         last_d = delay(ps.last, bl, "last")

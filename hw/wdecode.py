@@ -710,17 +710,19 @@ class StreamWeightReader(wiring.Component):
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
     decoded (and the tables are loaded): :func:`row_ok` of ``ok1``, ``ok2`` (registers, a bit
     per context; ``ok3`` for a consumer that registers them once more) and the issue of the
-    cycle before; ``issue`` (only with ``ok``) takes it at
-    t0; at t1 it leaves the decoder's FIFO and the row's codes and the base of its (context,
-    segment) codebook are registered; at t2 every lane reads its table at ``base + code``
-    (asynchronously) and at t3 ``r_data`` holds the signed weights, until the next issue:
-    :attr:`latency` 3, a cycle more than the dense ``WeightReader``.
+    cycle before. The consumer's issue (only with ``ok``) takes the row at t0 and reaches the
+    reader registered, at t1: ``issued`` with its context ``issued_ctx`` (the consumer's own
+    flip-flops: its issue, which steers the consumer's whole pass state, drives nothing out
+    here). At t1 the row leaves the decoder's FIFO and its codes and the base of its
+    (context, segment) codebook are registered; at t2 every lane reads its table at
+    ``base + code`` (asynchronously) and at t3 ``r_data`` holds the signed weights, until the
+    next issue: :attr:`latency` 3, a cycle more than the dense ``WeightReader``.
 
     ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
     entries of the central memory), such as ``compiler.wstream_image.StreamImage``.
     """
 
-    #: cycles from ``issue`` to the weights on ``r_data``
+    #: cycles from the issue (``issued`` a cycle later) to the weights on ``r_data``
     latency = 3
 
     def __init__(self, cfg: AccelConfig, *, init=None):
@@ -747,7 +749,7 @@ class StreamWeightReader(wiring.Component):
             "c_en": In(1), "c_addr": In(range(cfg.codebook_depth)),
             "c_data": In(cfg.weight_bits),
             "layer": In(1), "desc": In(range(cfg.schedule_depth)), "fire": In(1),
-            "ctx": In(1), "ok": Out(1), "issue": In(1),
+            "ctx": In(1), "ok": Out(1), "issued": In(1), "issued_ctx": In(1),
             "ok1": Out(2), "ok2": Out(2), "ok3": Out(2),
             "r_data": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), lanes),
                                            cols)),
@@ -833,12 +835,13 @@ class StreamWeightReader(wiring.Component):
         m.d.comb += loading_next.eq(self.layer | got | (left != 0))
 
         # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
-        # ``issue`` reaches only two flip-flops here: the row is popped at t1 from them, so
-        # ``issue`` (the sequencer's pass decision) does not run on across the chip into every
-        # column's FIFO (board build b26). Until then the issued row is still the FIFO's head:
-        # a second issue at t1 needs two rows, ``rows_ok2``.
-        issue_q, ctx_q = Signal(), Signal()
-        m.d.sync += [issue_q.eq(self.issue), ctx_q.eq(self.ctx)]
+        # the row is popped at t1, from the consumer's registers of its issue: the sequencer's
+        # pass decision does not run on across the chip into every column's FIFO (board
+        # build b26), nor is it a flip-flop's input here (b30: such a flip-flop, merged with the
+        # engine's first issue delay, pulled the issue logic away from the sequencer). Until
+        # then the issued row is still the FIFO's head: a second issue at t1 needs two rows,
+        # ``rows_ok2``.
+        issue_q, ctx_q = self.issued, self.issued_ctx
         # ``ok1``/``ok2``: the decoder's registers, low while the tables load; the engine's
         # sequencer forms ``ok`` from them and its own registers (``row_ok``), next to its issue
         m.d.comb += [

@@ -224,10 +224,13 @@ def test_reader_looks_up_only_copied_entries():
         cycle = 0
         first_ok = []
 
-        async def tick():
+        async def tick(issue=False, x=0):
             nonlocal cycle, held
             await ctx.tick()
             cycle += 1
+            # the reader takes the issue registered, as the engine's sequencer gives it
+            ctx.set(dut.issued, issue)
+            ctx.set(dut.issued_ctx, x)
             if due and due[0][0] == cycle:
                 held = due.pop(0)[1]
             if held is not None:
@@ -252,10 +255,8 @@ def test_reader_looks_up_only_copied_entries():
                     if not seen:
                         first_ok.append(cycle - start)
                         seen = True
-                    ctx.set(dut.issue, 1)
                     due.append((cycle + dut.latency, rows[r]))
-                    await tick()
-                    ctx.set(dut.issue, 0)
+                    await tick(issue=True, x=x)
         for _ in range(3):
             await tick()
         assert not due
