@@ -831,8 +831,8 @@ class StreamWeightReader(wiring.Component):
         # the copy is under way (``got | left != 0 | rd_v``), registered: from the values a
         # cycle before, ``layer | got | left != 0`` (a layer's block is never empty: every
         # codebook has 2**k >= 2 entries), so ``ok`` is a register and a gate
-        loading_next = Signal()
-        m.d.comb += loading_next.eq(self.layer | got | (left != 0))
+        loading = Signal()
+        m.d.sync += loading.eq(self.layer | got | (left != 0))
 
         # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
         # the row is popped at t1, from the consumer's registers of its issue: the sequencer's
@@ -845,12 +845,15 @@ class StreamWeightReader(wiring.Component):
         # ``ok1``/``ok2``: the decoder's registers, low while the tables load; the engine's
         # sequencer forms ``ok`` from them and its own registers (``row_ok``), next to its issue
         m.d.comb += [
-            dec.hold.eq(loading_next),
+            # the flags fall a cycle after ``loading`` (b31: ``layer``, the engine's start, into
+            # every column's flags was 11.7 ns of routing); the engine's sequencer issues
+            # nothing before T+5 and sees the flags a cycle late, from T+4 (docs above)
+            dec.hold.eq(loading),
             self.ok1.eq(Cat(dec.rows_ok[0], dec.rows_ok[1])),
             self.ok2.eq(Cat(dec.rows_ok2[0], dec.rows_ok2[1])),
             self.ok3.eq(Cat(dec.rows_ok3[0], dec.rows_ok3[1])),
             dec.prio.eq(self.ctx),
-            self.ok.eq(row_ok(self.ctx, [self.ok1, self.ok2], [(issue_q, ctx_q)])),
+            self.ok.eq(row_ok(self.ctx, [self.ok1, self.ok2], [(issue_q, ctx_q)]) & ~loading),
             dec.rows[0].ready.eq(issue_q & ~ctx_q),
             dec.rows[1].ready.eq(issue_q & ctx_q),
         ]
