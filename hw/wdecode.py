@@ -149,19 +149,16 @@ def row_ok(ctx, oks, pends) -> Value:
     FIFO, and each of ``pends``, ``(valid, context)``, a row issued since those flags were
     formed that may still be in it (at most ``len(oks) - 1`` of them)."""
     assert len(pends) < len(oks)
-    f = []
-    for x in (0, 1):
-        hits = [valid & (pctx == x) for valid, pctx in pends]
-        # the flag of 1 + (the pending rows of this context)
-        sel = oks[0][x]
-        for n in range(1, len(pends) + 1):
-            if n == 1:
-                cond = _any(hits)
-            else:       # two pending (the only deeper case used)
-                cond = hits[0] & hits[1]
-            sel = Mux(cond, oks[n][x], sel)
-        f.append(sel)
+    # per context, the flag of 1 + (the pending rows of that context)
+    f = [Array(ok[x] for ok in oks)[sum(valid & (pctx == x) for valid, pctx in pends)]
+         for x in (0, 1)]
     return Mux(ctx, f[1], f[0])
+
+
+def _at_least(value, n) -> Value:
+    """``value >= n``, a constant 1 for ``n <= 0`` (Verilator's lint rejects a constant
+    comparison)."""
+    return Const(1) if n <= 0 else value >= n
 
 
 def _popcount(bits) -> Value:
@@ -347,10 +344,8 @@ class ColumnStreamDecoder(wiring.Component):
                 ok = ok & fifos[x][c].r_rdy
                 lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
                 # next cycle's level is k or more: level + write - pop >= k
-                def ge(n, lv=lv):
-                    return Const(1) if n <= 0 else lv >= n     # (lint: no constant compare)
-                early = [e & Mux(w, Mux(pops[x], ge(k), ge(k - 1)),
-                                 Mux(pops[x], ge(k + 1), ge(k)))
+                early = [e & Mux(w, Mux(pops[x], _at_least(lv, k), _at_least(lv, k - 1)),
+                                 Mux(pops[x], _at_least(lv, k + 1), _at_least(lv, k)))
                          for k, e in zip((1, 2, 3), early)]
             m.d.comb += self.rows[x].valid.eq(ok)
             # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
