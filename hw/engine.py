@@ -135,7 +135,10 @@ class Sequencer(wiring.Component):
     the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
     issues (the reader pops a row a cycle after its issue); ``issued``/``issued_b``: its
     register of ``issue`` and whether that pass was stage B (for the reader and the engine's
-    delay lines, so that ``issue`` drives nothing outside the sequencer).
+    delay lines, so that ``issue`` drives nothing outside the sequencer). With
+    ``fast_pipeline`` the passes wait in a two-entry register slice between the loops that
+    generate them and ``issue``, which looks at the slice's head only: ``pass_`` comes from
+    flip-flops, and the free counts follow the passes as they issue.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -325,7 +328,9 @@ class Sequencer(wiring.Component):
         s_r01 = Signal(signed(w["dim"] + 2))
         s_last = Signal()
         in_free = Signal(signed(ab))
-        issued_all = Signal()
+        # set from reset too: nothing is generated before the first command (fast_pipeline: a
+        # pass generated from the idle command would wait in the slice and issue after start)
+        issued_all = Signal(init=1)
         credits = Signal(range(cfg.result_banks + 1))
 
         # the loop bounds of the stage or branch being issued: registered when it is loaded
@@ -377,6 +382,58 @@ class Sequencer(wiring.Component):
         else:
             m.d.comb += [last.eq((ky + 1 == kh) & (j + 1 == nseg)),
                          last_group.eq(g + 1 == groups)]
+        # the pass the generator (the loops above and below) presents, and whether it moves on
+        gen = Signal(PassLayout(cfg))
+        adv = Signal()
+        m.d.comb += [
+            first.eq((ky == 0) & (j == 0)),
+            last_branch.eq(is_a | ~cmd.b_two | br),
+            step_end.eq(last & last_group & last_branch),
+            gen.stage_a.eq(is_a),
+            gen.addr.eq(abs_cur),
+            gen.off.eq(off_cur),
+            gen.row_len.eq(cmd.b_rb),
+            gen.row_ok.eq((row >= 0) & (row < cmd.b_h)),
+            gen.wrow.eq(wrow),
+            gen.prow.eq(prow),
+            gen.first.eq(first),
+            gen.last.eq(last),
+            gen.meta.nvalid.eq(Mux(last_group, nlast, cols)),
+            gen.meta.dest.eq(is_a),
+            gen.meta.ymax.eq(ymax),
+            gen.meta.last.eq(~is_a & s_last & last_group & last_branch),
+            self.issued_all.eq(issued_all),
+        ]
+        # -- issue: the pass at hand goes out (``issue``) when its group's last pass has a free
+        # result bank and, with weight streams, its weight row is decoded. fast_pipeline: the
+        # generator's passes wait in a register slice, and ``issue`` looks at the slice's head
+        # only; the generator moves on while the slice has room (a flip-flop). Its wide pass
+        # state then no longer hangs on the issue's credits and row flags (board build b32, 66
+        # MHz: the reader's flags -> issue -> the step choice -> the cursor's enables, across
+        # 30 columns), and the slice's registers drive the buffers' addresses and the delay
+        # lines. The buffers' free counts go with the passes: a writer may overwrite a value
+        # only once every pass that reads it has issued, not when the generator moved on.
+        if staged:
+            qpass = data.StructLayout({"p": PassLayout(cfg), "in_free": signed(ab),
+                                       "win_free": signed(ab)})
+            m.submodules.queue = queue = RegisterSlice(qpass)
+            head = queue.o.payload
+            m.d.comb += [
+                queue.i.valid.eq(active),
+                queue.i.payload.p.eq(gen),
+                queue.i.payload.in_free.eq(in_free),
+                queue.i.payload.win_free.eq(win_free),
+                adv.eq(active & queue.i.ready),
+                queue.o.ready.eq(self.issue),
+                self.pass_.eq(head.p),
+                self.in_free.eq(Mux(queue.o.valid, head.in_free, in_free)),
+                self.win_free.eq(Mux(queue.o.valid, head.win_free, win_free)),
+            ]
+            at_valid, at_a, at_last = queue.o.valid, head.p.stage_a, head.p.last
+        else:
+            m.d.comb += [adv.eq(self.issue), self.pass_.eq(gen),
+                         self.in_free.eq(in_free), self.win_free.eq(win_free)]
+            at_valid, at_a, at_last = active, is_a, last
         has_credit = credits_nz if staged else credits != 0
         w_ok = 1
         if cfg.weight_streams:
@@ -384,50 +441,24 @@ class Sequencer(wiring.Component):
             # cycles (a row leaves the reader's FIFO a cycle after its issue): ``issue`` is
             # formed from the sequencer's own flip-flops only (board build b29: with the
             # reader's flags as inputs it was placed by the decoder, 4 ns from here). The
-            # flags are a cycle late, so they say nothing of the command's first cycles: the
-            # staged step choice issues nothing before T+5. The issue flags are held inverted
-            # and ``is_a`` as itself, so that yosys does not merge them with the reader's own
-            # registers of ``issue`` and ``ctx`` (the same inputs) and their fan-out.
+            # issue flags are held inverted, so that yosys does not merge them with the
+            # reader's own registers of ``issue`` (the same inputs) and their fan-out.
             oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
             m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
             no_pend1, no_pend2 = Signal(init=1), Signal(init=1)
             was_a1, was_a2 = Signal(), Signal()
             m.d.sync += [no_pend1.eq(~self.issue), no_pend2.eq(no_pend1),
-                         was_a1.eq(is_a), was_a2.eq(was_a1)]
-            w_ok = row_ok(~is_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
+                         was_a1.eq(at_a), was_a2.eq(was_a1)]
+            w_ok = row_ok(~at_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
             # the issue a cycle later, from those flip-flops, for the weight reader and the
             # engine's delay lines: ``issue`` itself stays inside the sequencer (b30)
             m.d.comb += [self.issued.eq(~no_pend1), self.issued_b.eq(~was_a1)]
-        m.d.comb += [
-            first.eq((ky == 0) & (j == 0)),
-            last_branch.eq(is_a | ~cmd.b_two | br),
-            step_end.eq(last & last_group & last_branch),
-            # a group's last pass needs a free result bank (reserved here, released by the
-            # drain): the bank is written PIPELINE cycles later; with weight streams, also its
-            # decoded weight row
-            self.issue.eq(active & (~last | has_credit) & w_ok),
-        ]
-        p = self.pass_
-        m.d.comb += [
-            p.stage_a.eq(is_a),
-            p.addr.eq(abs_cur),
-            p.off.eq(off_cur),
-            p.row_len.eq(cmd.b_rb),
-            p.row_ok.eq((row >= 0) & (row < cmd.b_h)),
-            p.wrow.eq(wrow),
-            p.prow.eq(prow),
-            p.first.eq(first),
-            p.last.eq(last),
-            p.meta.nvalid.eq(Mux(last_group, nlast, cols)),
-            p.meta.dest.eq(is_a),
-            p.meta.ymax.eq(ymax),
-            p.meta.last.eq(~is_a & s_last & last_group & last_branch),
-            self.in_free.eq(in_free),
-            self.win_free.eq(win_free),
-            self.issued_all.eq(issued_all),
-        ]
+        # a group's last pass needs a free result bank (reserved here, released by the drain):
+        # the bank is written PIPELINE cycles later; with weight streams, also its decoded
+        # weight row
+        m.d.comb += self.issue.eq(at_valid & (~at_last | has_credit) & w_ok)
         credits_next = Signal.like(credits)
-        m.d.comb += credits_next.eq(credits - (self.issue & last) + self.release)
+        m.d.comb += credits_next.eq(credits - (self.issue & at_last) + self.release)
         m.d.sync += [credits.eq(credits_next), credits_nz.eq(credits_next != 0)]
 
         # loading a step or a branch sets the whole pass state
@@ -509,7 +540,7 @@ class Sequencer(wiring.Component):
         with m.Elif(~active):
             with m.If(~issued_all):
                 choose()
-        with m.Elif(self.issue):
+        with m.Elif(adv):
             m.d.sync += wrow.eq(wrow + 1)
             with m.If(~last):
                 with m.If(j_last if staged else j + 1 == nseg):

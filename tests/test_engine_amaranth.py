@@ -14,6 +14,7 @@ from harness.engine_cases import cmd_word, load_beats, random_conv, random_fire,
 from streams import get_until, in_beats, put_all, stream_put, values_of
 
 from compiler.qmodel import QGlobalSum, QMaxPool
+from hw import engine
 from hw.config import AccelConfig
 from hw.engine import Engine, LayerCmd
 from hw.program import layer_program
@@ -22,7 +23,7 @@ CFG = AccelConfig(weight_depth=256, param_depth=32, window_buffer_depth=1024,
                   in_buffer_depth=256, max_channels=128, pool_row_depth=1024, max_dim=32)
 
 
-def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2):
+def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2, watch=None):
     prog = layer_program(cfg, layer, x.shape, pool=pool, wbase=wbase, pbase=pbase)
     dut = Engine(cfg, weight_depth=cfg.weight_depth, param_depth=cfg.param_depth)
     got = []
@@ -53,6 +54,8 @@ def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2):
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.add_process(idle_takes_nothing)
+    if watch is not None:
+        sim.add_process(watch)
     sim.run()
     return prog.output_from_stream(values_of(got))
 
@@ -112,3 +115,44 @@ def test_output_fifo_of_five_beats_never_overflows_under_a_slow_consumer(fast):
     assert np.array_equal(run_sim(cfg, conv, x, seed=11, stall=0.8), conv(x))
     with pytest.raises(ValueError, match=r"AccelConfig.out_fifo_depth \(\d\) must exceed"):
         dataclasses.replace(cfg, out_fifo_depth=cfg.drain_go_margin)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "short"])
+def test_free_counts_never_pass_a_pass_not_yet_issued(fast, monkeypatch):
+    """The free counts the buffers' writers see (``in_free``, ``win_free``) never pass the first
+    value a pass reads before that pass has issued: with fast_pipeline the sequencer generates
+    passes ahead into a register slice, and a count taken from the generator would let the
+    input overwrite values the waiting passes still read (a Fire's squeeze reads its pixel from
+    ``addr`` on; an expand pass of a real row from ``addr`` on when its offset is not padding)."""
+    seqs = []
+
+    class Recording(engine.Sequencer):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            seqs.append(self)
+
+    monkeypatch.setattr(engine, "Sequencer", Recording)
+    checked = {"a": 0, "b": 0}
+
+    async def frees_follow_issue(ctx):
+        seq = seqs[-1]
+        p = seq.pass_
+        async for _clk, _rst, issue, stage_a, addr, off, row_ok, in_free, win_free in \
+                ctx.tick().sample(seq.issue, p.stage_a, p.addr, p.off, p.row_ok, seq.in_free,
+                                  seq.win_free):
+            if not issue:
+                continue
+            if stage_a:
+                assert addr >= in_free, ("squeeze pass", addr, "in_free", in_free)
+                checked["a"] += 1
+            elif row_ok and off >= 0:
+                assert addr >= win_free, ("expand pass", addr, "win_free", win_free)
+                checked["b"] += 1
+
+    cfg = dataclasses.replace(CFG, fast_pipeline=fast, in_buffer_depth=64)
+    rng = np.random.default_rng(12)
+    fire = random_fire(rng, "fire", 9, 4, 6, 14)
+    x = random_input(rng, (9, 5, 6))
+    assert np.array_equal(run_sim(cfg, fire, x, seed=12, stall=0.5, watch=frees_follow_issue),
+                          fire(x))
+    assert checked["a"] > 0 and checked["b"] > 0
