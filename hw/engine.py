@@ -328,9 +328,11 @@ class Sequencer(wiring.Component):
         s_r01 = Signal(signed(w["dim"] + 2))
         s_last = Signal()
         in_free = Signal(signed(ab))
-        # set from reset too: nothing is generated before the first command (fast_pipeline: a
-        # pass generated from the idle command would wait in the slice and issue after start)
-        issued_all = Signal(init=1)
+        # fast_pipeline: set from reset too, so nothing is generated before the first command (a
+        # pass generated from the idle command would wait in the slice and issue after start);
+        # the small device's form keeps its netlist (an iCE40 flip-flop that starts at 1 costs a
+        # LUT): without credits it issues no group's last pass then, so it finishes no group
+        issued_all = Signal(init=1 if staged else 0)
         credits = Signal(range(cfg.result_banks + 1))
 
         # the loop bounds of the stage or branch being issued: registered when it is loaded
