@@ -64,6 +64,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
+from .fanout import fanout_tree, tree_depth
 from .program import wdesc_bits, wdesc_fields
 
 __all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout", "row_ok"]
@@ -817,17 +818,24 @@ class StreamWeightReader(wiring.Component):
             m.d.sync += [left.eq(row.cb_len), src.eq(row.cb_start), dst.eq(0)]
         with m.Elif(left != 0):
             m.d.sync += [left.eq(left - 1), src.eq(src + 1), dst.eq(dst + 1)]
-        # a copy per column of the write (the fanout of each register: one column's tables)
-        col_we = [Signal(name=f"tw_en_{c}") for c in range(cols)]
-        col_addr = [Signal(tbits, name=f"tw_addr_{c}") for c in range(cols)]
-        col_data = [Signal(signed(cfg.weight_bits), name=f"tw_data_{c}") for c in range(cols)]
-        for c in range(cols):
-            m.d.sync += [col_we[c].eq(rd_v), col_addr[c].eq(rd_dst), col_data[c].eq(crp.data)]
-        # the copy is under way (``got | left != 0 | rd_v``), registered: from the values a
-        # cycle before, ``layer | got | left != 0`` (a layer's block is never empty: every
-        # codebook has 2**k >= 2 entries), so ``ok`` is a register and a gate
+        # a copy per column of the write (the fanout of each register: one column's tables),
+        # through a tree of registers that yosys does not merge (b33: merged into one, the
+        # address's net ran 15.0 ns across the chip); the copies start as ones or zeros, which
+        # may write one entry at reset: every layer loads its block before it looks one up
+        col_we = fanout_tree(m, rd_v, cols, name="tw_en")
+        col_addr = fanout_tree(m, rd_dst, cols, name="tw_addr")
+        col_data = fanout_tree(m, crp.data, cols, name="tw_data")
+        # the copy is under way (``got | left != 0 | rd_v`` and the tree's registers),
+        # registered: from the values a cycle before, ``layer | got | left != 0`` and that
+        # for the tree's extra cycles (a layer's block is never empty: every codebook has
+        # 2**k >= 2 entries), so ``ok`` is a register and a gate
+        copying = Signal()
+        m.d.comb += copying.eq(self.layer | got | (left != 0))
+        lag = [Signal(name=f"copying_d{i}") for i in range(tree_depth(cols) - 1)]
+        for i, reg in enumerate(lag):
+            m.d.sync += reg.eq(lag[i - 1] if i else copying)
         loading = Signal()
-        m.d.sync += loading.eq(self.layer | got | (left != 0))
+        m.d.sync += loading.eq(copying | Cat(*lag).any())
 
         # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
         # the row is popped at t1, from the consumer's registers of its issue: the sequencer's

@@ -19,6 +19,7 @@ from compiler import wstream_image as wsi
 from compiler.qmodel import QConv, QFire
 from compiler.wstreams import DENSE, MASK, branch_codes, max_record_bits
 from hw.config import get_config
+from hw.fanout import tree_depth
 from hw.program import wdesc_fields
 from hw.wdecode import StreamWeightReader
 
@@ -203,7 +204,8 @@ def test_layout_refuses_codebooks_beyond_the_tables():
 def test_reader_looks_up_only_copied_entries():
     """``StreamWeightReader`` alone, layer after layer, each command taken the cycle after the
     previous layer's last issue (sooner than the engine takes one): ``ok`` stays low until the
-    layer's block is in the lane tables (``cb_len + 3`` cycles after the command), every row
+    layer's block is in the lane tables (``cb_len + 2`` cycles after the command plus the depth
+    of the registers that copy the writes to every column, ``hw.fanout.tree_depth``), every row
     of both contexts, issued whenever ``ok``, gives exactly ``decode_layer_rows``'s weights
     ``latency`` (3) cycles later, held until the next issue (the previous layer's last row
     too, while the next layer's copy overwrites the tables). A Fire module's expands go first: their
@@ -261,7 +263,7 @@ def test_reader_looks_up_only_copied_entries():
             await tick()
         assert not due
         for la, t in zip(img.layers, first_ok):
-            assert t >= la.cb_len + 3, (la.name, t, la.cb_len)
+            assert t >= la.cb_len + 2 + tree_depth(cfg.pe_columns), (la.name, t, la.cb_len)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -274,9 +276,10 @@ def test_streams_cost_only_the_restarts():
     arrays never wait for the decoder once a layer runs, only each layer's start costs cycles:
     the decoder's restart (at most 8 cycles more than dense rows) or the copy of the layer's
     ``cb_len`` codebook entries into the lane tables, whichever ends later. The copy makes
-    ``ok`` rise ``cb_len + 3`` cycles after the command is taken, and the dense engine's own
-    first pass comes at the earliest 5 cycles after it (the sequencer's start and its staged
-    step choice), so the copy costs at most ``cb_len`` cycles a layer (here 8, 40, 28 and 8
+    ``ok`` rise ``cb_len + 2`` cycles plus the copy tree's depth after the command is taken,
+    and the dense engine's own first pass comes at the earliest 5 cycles after it (the
+    sequencer's start and its staged step choice), so the copy costs at most ``cb_len``
+    cycles a layer (here 8, 40, 28 and 8
     entries; a loader of one entry every two cycles fails the bound)."""
     cfg = SCFG
     qm = shared_weights(tiny_model(cfg), 0)
