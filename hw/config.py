@@ -227,6 +227,15 @@ class AccelConfig:
         return 3 if self.fast_pipeline else 2
 
     @property
+    def issue_latency(self) -> int:
+        """Cycles from the sequencer's issue of a pass to the engine's t0, from which
+        ``pass_latency`` counts: with ``fast_pipeline`` the engine takes the sequencer's
+        registers of the issue and its pass (board build b34: the pass slice's head, pulled
+        towards the buffers' address logic, put 47 columns between the issue and the slice's
+        enables)."""
+        return 1 if self.fast_pipeline else 0
+
+    @property
     def pass_latency(self) -> int:
         """Cycles from a pass's issue to its group landing in a result bank (``hw/engine.py``:
         ``buffer_latency`` to read the lanes and weights, then the column array)."""

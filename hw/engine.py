@@ -133,12 +133,13 @@ class Sequencer(wiring.Component):
     With ``weight_streams`` it issues a pass only when the weight row of the step's context is
     decoded: ``w_ok1``..``w_ok3`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok3``;
     the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
-    issues (the reader pops a row a cycle after its issue); ``issued``/``issued_b``: its
-    register of ``issue`` and whether that pass was stage B (for the reader and the engine's
-    delay lines, so that ``issue`` drives nothing outside the sequencer). With
-    ``fast_pipeline`` the passes wait in a two-entry register slice between the loops that
-    generate them and ``issue``, which looks at the slice's head only: ``pass_`` comes from
-    flip-flops, and the free counts follow the passes as they issue.
+    issues (the reader pops a row a cycle after its issue); ``issued_b``: whether the pass
+    issued a cycle before was stage B. With ``fast_pipeline`` the passes wait in a two-entry
+    register slice between the loops that generate them and ``issue``, which looks at the
+    slice's head only, and the free counts follow the passes as they issue; ``issued`` and
+    ``pass_q`` are the issue and its pass a cycle later, from flip-flops without an enable:
+    the engine takes them as its issue, so that ``issue`` drives nothing outside the
+    sequencer.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -159,11 +160,13 @@ class Sequencer(wiring.Component):
             "win_free": Out(signed(ab + 1)),
             "issued_all": Out(1),
         }
+        if cfg.fast_pipeline:
+            ports["issued"] = Out(1)
+            ports["pass_q"] = Out(PassLayout(cfg))
         if cfg.weight_streams:
             ports["w_ok1"] = In(2)
             ports["w_ok2"] = In(2)
             ports["w_ok3"] = In(2)
-            ports["issued"] = Out(1)
             ports["issued_b"] = Out(1)
         super().__init__(ports)
 
@@ -437,6 +440,15 @@ class Sequencer(wiring.Component):
                          self.in_free.eq(in_free), self.win_free.eq(win_free)]
             at_valid, at_a, at_last = active, is_a, last
         has_credit = credits_nz if staged else credits != 0
+        if staged:
+            # the issue a cycle later (held inverted: see below) and its pass, from flip-flops
+            # without an enable, for the weight reader and the engine, which takes them as its
+            # own issue: ``issue`` and the slice's enables stay inside the sequencer (b30), and
+            # the slice's head registers only drive these (b34: the head, pulled towards the
+            # buffers' address logic, put 47 columns between the issue and its slice's enables)
+            no_pend1 = Signal(init=1)
+            m.d.sync += [no_pend1.eq(~self.issue), self.pass_q.eq(self.pass_)]
+            m.d.comb += self.issued.eq(~no_pend1)
         w_ok = 1
         if cfg.weight_streams:
             # the reader's flags registered once more here, and the issues of the last two
@@ -447,14 +459,11 @@ class Sequencer(wiring.Component):
             # reader's own registers of ``issue`` (the same inputs) and their fan-out.
             oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
             m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
-            no_pend1, no_pend2 = Signal(init=1), Signal(init=1)
+            no_pend2 = Signal(init=1)
             was_a1, was_a2 = Signal(), Signal()
-            m.d.sync += [no_pend1.eq(~self.issue), no_pend2.eq(no_pend1),
-                         was_a1.eq(at_a), was_a2.eq(was_a1)]
+            m.d.sync += [no_pend2.eq(no_pend1), was_a1.eq(at_a), was_a2.eq(was_a1)]
             w_ok = row_ok(~at_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
-            # the issue a cycle later, from those flip-flops, for the weight reader and the
-            # engine's delay lines: ``issue`` itself stays inside the sequencer (b30)
-            m.d.comb += [self.issued.eq(~no_pend1), self.issued_b.eq(~was_a1)]
+            m.d.comb += self.issued_b.eq(~was_a1)
         # a group's last pass needs a free result bank (reserved here, released by the drain):
         # the bank is written PIPELINE cycles later; with weight streams, also its decoded
         # weight row
@@ -778,23 +787,32 @@ class Engine(wiring.Component):
         ]
 
         # -- pass pipeline: t0 issue, tB lanes and weights (B = cfg.buffer_latency),
-        # t(pass_latency) finished group --
-        ps = seq.pass_
+        # t(pass_latency) finished group. fast_pipeline: t0 is the cycle after the sequencer's
+        # issue, with its registers of the issue and the pass (see Sequencer) --
+        if cfg.fast_pipeline:
+            issue, ps = seq.issued, seq.pass_q
+        else:
+            issue, ps = seq.issue, seq.pass_
+        # the weights come at t(w_lat): 2 from the dense reader, 3 from the stream reader after
+        # the sequencer's issue (it pops its row a cycle after it), so 2 after t0
+        w_lat = weights.latency
         if cfg.weight_streams:
-            # the step's context: 0 the squeeze (stage A), 1 the expands or a plain convolution
-            wread = [weights.ctx.eq(~ps.stage_a), seq.w_ok1.eq(weights.ok1),
+            # the step's context (0 the squeeze, stage A; 1 the expands or a plain
+            # convolution) of the slice's head: the decoder's priority
+            wread = [weights.ctx.eq(~seq.pass_.stage_a), seq.w_ok1.eq(weights.ok1),
                      seq.w_ok2.eq(weights.ok2), seq.w_ok3.eq(weights.ok3),
                      weights.issued.eq(seq.issued), weights.issued_ctx.eq(seq.issued_b)]
+            w_lat -= 1
         else:
-            wread = [weights.r_en.eq(seq.issue), weights.r_addr.eq(ps.wrow)]
+            wread = [weights.r_en.eq(issue), weights.r_addr.eq(ps.wrow)]
         # fast_pipeline: both buffers read every cycle (``hold=False``; the array takes the
         # lanes two cycles after an issue, of the stage that issued): no enable fans out from
         # ``issue`` to their many block RAMs and read registers
         m.d.comb += [
-            inbuf.r_en.eq(seq.issue & ps.stage_a),
+            inbuf.r_en.eq(issue & ps.stage_a),
             inbuf.r_req.addr.eq(ps.addr),
             inbuf.r_req.nomask.eq(1),
-            winbuf.r_en.eq(seq.issue & ~ps.stage_a),
+            winbuf.r_en.eq(issue & ~ps.stage_a),
             winbuf.r_req.addr.eq(ps.addr),
             winbuf.r_req.off.eq(ps.off),
             winbuf.r_req.row_len.eq(ps.row_len),
@@ -813,19 +831,15 @@ class Engine(wiring.Component):
 
         # the group is finished at t(B + L) (L = array.latency, cfg.pass_latency = B + L)
         lat, bl = cfg.pass_latency, cfg.buffer_latency
-        if cfg.weight_streams:      # the sequencer's own register of issue (see there)
-            issue_d = [seq.issued] + delay(seq.issued, lat - 1, "issue")
-        else:
-            issue_d = delay(seq.issue, lat, "issue")
+        issue_d = delay(issue, lat, "issue")
         stage_a_d = delay(ps.stage_a, bl, "stage_a")
         first_d = delay(ps.first, bl, "first")
         last_d = delay(ps.last, bl, "last")
         prow_d = delay(ps.prow, lat - 2, "prow")
         meta_d = delay(ps.meta, lat, "meta")
-        # the weights come at t(weights.latency): 2 from the dense reader, 3 from the stream
-        # reader (it pops its row a cycle after the issue); registers up to the lanes' tB
+        # registers from the weights' t(w_lat) up to the lanes' tB
         w_row = weights.r_data
-        for i in range(bl - weights.latency):
+        for i in range(bl - w_lat):
             reg = Signal.like(weights.r_data, name=f"w_row{i}")
             m.d.sync += reg.eq(w_row)
             w_row = reg
