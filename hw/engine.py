@@ -446,24 +446,28 @@ class Sequencer(wiring.Component):
             # own issue: ``issue`` and the slice's enables stay inside the sequencer (b30), and
             # the slice's head registers only drive these (b34: the head, pulled towards the
             # buffers' address logic, put 47 columns between the issue and its slice's enables)
+            # (two registers of the issue: ``issued`` for the engine and the reader, and
+            # ``no_pend1``, held inverted so that yosys keeps it apart, for the issue logic
+            # here; b35: one register for both sat between them, 34 columns from that logic)
             no_pend1 = Signal(init=1)
-            m.d.sync += [no_pend1.eq(~self.issue), self.pass_q.eq(self.pass_)]
-            m.d.comb += self.issued.eq(~no_pend1)
+            m.d.sync += [self.issued.eq(self.issue), no_pend1.eq(~self.issue),
+                         self.pass_q.eq(self.pass_)]
         w_ok = 1
         if cfg.weight_streams:
             # the reader's flags registered once more here, and the issues of the last two
             # cycles (a row leaves the reader's FIFO a cycle after its issue): ``issue`` is
             # formed from the sequencer's own flip-flops only (board build b29: with the
-            # reader's flags as inputs it was placed by the decoder, 4 ns from here). The
-            # issue flags are held inverted, so that yosys does not merge them with the
-            # reader's own registers of ``issue`` (the same inputs) and their fan-out.
+            # reader's flags as inputs it was placed by the decoder, 4 ns from here).
             oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
             m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
             no_pend2 = Signal(init=1)
-            was_a1, was_a2 = Signal(), Signal()
-            m.d.sync += [no_pend2.eq(no_pend1), was_a1.eq(at_a), was_a2.eq(was_a1)]
-            w_ok = row_ok(~at_a, oks, [(~no_pend1, ~was_a1), (~no_pend2, ~was_a2)])
-            m.d.comb += self.issued_b.eq(~was_a1)
+            # the stages of the last two issues, held as "was stage B": ``pass_q.stage_a`` is
+            # the same register of the head's stage, and one merged flip-flop would be pulled
+            # towards the buffers (b35)
+            was_b1, was_b2 = Signal(), Signal()
+            m.d.sync += [no_pend2.eq(no_pend1), was_b1.eq(~at_a), was_b2.eq(was_b1)]
+            w_ok = row_ok(~at_a, oks, [(~no_pend1, was_b1), (~no_pend2, was_b2)])
+            m.d.comb += self.issued_b.eq(was_b1)
         # a group's last pass needs a free result bank (reserved here, released by the drain):
         # the bank is written PIPELINE cycles later; with weight streams, also its decoded
         # weight row
