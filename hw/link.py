@@ -38,6 +38,7 @@ from host.protocol import (
     ProtocolError,
 )
 from hw.config import AccelConfig
+from hw.skid import RegisterSlice
 from hw.uart import UART, RxByte, resolve_divisor
 
 __all__ = [
@@ -328,7 +329,8 @@ class _Reply(enum.Enum, shape=2):
     RESULT = 2
 
 
-def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layout) -> dict:
+def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layout,
+                       pipelined) -> dict:
     """Check the parameters of a :class:`LinkBridge`; return them normalised."""
     shape = tuple(image_shape) if isinstance(image_shape, Sequence) else None
     if (shape is None or len(shape) != 3
@@ -361,6 +363,8 @@ def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layou
         if not -(1 << (pixel_width - 1)) <= lo <= hi < 1 << (pixel_width - 1):
             raise ValueError(f"Pixel width {pixel_width} cannot hold the mean-subtracted range "
                              f"{lo}..{hi} as signed values")
+    if not isinstance(pipelined, bool):
+        raise TypeError(f"Pipelined must be a bool, not {pipelined!r}")
     try:
         announced = InfoReply.from_payload(bytes(info))
     except ProtocolError as e:
@@ -371,7 +375,7 @@ def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layou
                          f"{announced.num_classes} classes and layout {announced.layout.name}, "
                          f"but the bridge has {shape}, {n_scores} and {layout.name}")
     return dict(image_shape=shape, n_scores=n_scores, info=bytes(info), pixel_width=pixel_width,
-                means=means, layout=layout)
+                means=means, layout=layout, pipelined=pipelined)
 
 
 def _accelerator_ports(pixel_width: int, means) -> dict:
@@ -402,6 +406,10 @@ class LinkBridge(wiring.Component):
         pixels; ``None`` passes the pixels on unsigned.
     layout : Layout
         Pixel order on the wire and on :attr:`pixels` (decides which mean applies to a pixel).
+    pipelined : bool
+        Registers added on the long paths (:attr:`AccelConfig.fast_pipeline
+        <hw.config.AccelConfig.fast_pipeline>`): a few cycles more latency, the same bytes on
+        the wire. ``False`` keeps the small form the iCE40 fits.
 
     Ports
     -----
@@ -423,15 +431,17 @@ class LinkBridge(wiring.Component):
 
     def __init__(self, *, image_shape: Sequence[int], n_scores: int, info: bytes,
                  pixel_width: int = 8, means: Sequence[int] | None = None,
-                 layout: Layout = Layout.HWC):
+                 layout: Layout = Layout.HWC, pipelined: bool = False):
         args = _check_bridge_args(image_shape=image_shape, n_scores=n_scores, info=info,
-                                  pixel_width=pixel_width, means=means, layout=layout)
+                                  pixel_width=pixel_width, means=means, layout=layout,
+                                  pipelined=pipelined)
         self._image_shape = args["image_shape"]
         self._n_scores = args["n_scores"]
         self._info = args["info"]
         self._pixel_width = args["pixel_width"]
         self._means = args["means"]
         self._layout = args["layout"]
+        self._pipelined = args["pipelined"]
         super().__init__({
             "rx": In(stream.Signature(RxByte)),
             "tx": Out(stream.Signature(8)),
@@ -467,6 +477,10 @@ class LinkBridge(wiring.Component):
     def layout(self) -> Layout:
         return self._layout
 
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.decoder = decoder = FrameDecoder()
@@ -487,7 +501,14 @@ class LinkBridge(wiring.Component):
         slot_type = Signal(8)
         slot_detail = Signal(32)
 
-        self._elaborate_receive(m, decoder.o, job, job_seq, slot, slot_error, slot_seq,
+        tokens = decoder.o
+        if self._pipelined:
+            # the decoder's COBS state decides `valid` from the received byte: a register slice
+            # keeps that path out of the request logic's counters and state
+            m.submodules.tok_slice = tok_slice = RegisterSlice(Token)
+            wiring.connect(m, producer=decoder.o, consumer=tok_slice.i)
+            tokens = tok_slice.o
+        self._elaborate_receive(m, tokens, job, job_seq, slot, slot_error, slot_seq,
                                 slot_code, slot_type, slot_detail)
         # The reply bytes reach the encoder through a one-byte register, which takes a byte only
         # when empty: the transmit side offers a byte every other cycle at most (the UART takes
@@ -832,14 +853,15 @@ class SerialBridge(wiring.Component):
     so that short stalls of the accelerator or the reply path do not lose bytes.
 
     Takes the UART's ``divisor`` or ``config``, ``rx_fifo_depth`` (0: no FIFO) and the
-    :class:`LinkBridge` parameters. Ports: ``rxd``, ``txd`` (the UART lines) and the bridge's
+    :class:`LinkBridge` parameters (``pipelined`` too: it is not taken from ``config``, which
+    may be absent). Ports: ``rxd``, ``txd`` (the UART lines) and the bridge's
     ``pixels``, ``scores``, ``cycles`` and ``busy``.
     """
 
     def __init__(self, *, divisor: int | None = None, config: AccelConfig | None = None,
                  rx_fifo_depth: int = 16, image_shape: Sequence[int], n_scores: int,
                  info: bytes, pixel_width: int = 8, means: Sequence[int] | None = None,
-                 layout: Layout = Layout.HWC):
+                 layout: Layout = Layout.HWC, pipelined: bool = False):
         self._divisor = resolve_divisor(divisor, config)
         if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 0:
             raise ValueError(f"Receive FIFO depth must be a non-negative integer, not "
@@ -847,7 +869,7 @@ class SerialBridge(wiring.Component):
         self._rx_fifo_depth = rx_fifo_depth
         self._bridge_args = _check_bridge_args(
             image_shape=image_shape, n_scores=n_scores, info=info, pixel_width=pixel_width,
-            means=means, layout=layout)
+            means=means, layout=layout, pipelined=pipelined)
         super().__init__({
             "rxd": In(1, init=1),
             "txd": Out(1, init=1),
@@ -861,6 +883,10 @@ class SerialBridge(wiring.Component):
     @property
     def rx_fifo_depth(self) -> int:
         return self._rx_fifo_depth
+
+    @property
+    def pipelined(self) -> bool:
+        return self._bridge_args["pipelined"]
 
     @property
     def image_size(self) -> int:
