@@ -760,12 +760,15 @@ class LinkBridge(wiring.Component):
                 with m.Else():
                     m.d.sync += drained.eq(drained + 1)
 
-        m.d.comb += [
-            index_next.eq(index),
-            info_rd.addr.eq(index),
-            reason_rd.addr.eq(reason_base + index),
-        ]
+        m.d.comb += [index_next.eq(index), info_rd.addr.eq(index)]
         m.d.sync += index.eq(index_next)
+        if self._pipelined:
+            # `reason_base + index` kept in a counter of its own that steps with `index`: the
+            # reason ROM's address is a flip-flop, not an adder in front of its logic
+            reason_addr = Signal.like(reason_rd.addr)
+            m.d.comb += reason_rd.addr.eq(reason_addr)
+        else:
+            m.d.comb += reason_rd.addr.eq(reason_base + index)
         with m.FSM(name="transmit"):
             with m.State("IDLE"):
                 m.d.comb += index_next.eq(0)
@@ -788,6 +791,8 @@ class LinkBridge(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += body.valid.eq(1)
+                if self._pipelined:
+                    m.d.sync += reason_addr.eq(reason_base)  # index starts at 0 in PAYLOAD
                 with m.Switch(index):
                     with m.Case(0):
                         m.d.comb += body.payload.data.eq(VERSION)
@@ -842,6 +847,8 @@ class LinkBridge(wiring.Component):
                             ]
                 with m.If(body.valid & body.ready):
                     m.d.comb += index_next.eq(index + 1)
+                    if self._pipelined:
+                        m.d.sync += reason_addr.eq(reason_addr + 1)
                     with m.If(last):
                         with m.If(kind == _Reply.RESULT):
                             m.d.sync += job.eq(_Job.IDLE)
