@@ -762,6 +762,15 @@ class LinkBridge(wiring.Component):
 
         m.d.comb += [index_next.eq(index), info_rd.addr.eq(index)]
         m.d.sync += index.eq(index_next)
+
+        def settled(value):
+            # With `pipelined`, a comparison of `index` a cycle late, from a flip-flop: `body` is
+            # not ready in the cycle after `index` changes, so nothing is taken on a stale one.
+            if not self._pipelined:
+                return value
+            r = Signal()
+            m.d.sync += r.eq(value)
+            return r
         if self._pipelined:
             # `reason_base + index` kept in a counter of its own that steps with `index`: the
             # reason ROM's address is a flip-flop, not an adder in front of its logic
@@ -809,7 +818,7 @@ class LinkBridge(wiring.Component):
                         m.d.comb += index_next.eq(0)
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                last = index == plen - 1
+                last = settled(index == plen - 1)
                 m.d.comb += body.payload.last.eq(last)
                 with m.Switch(kind):
                     with m.Case(_Reply.INFO):
@@ -830,7 +839,7 @@ class LinkBridge(wiring.Component):
                             with m.Default():
                                 m.d.comb += body.payload.data.eq(reason_rd.data)
                     with m.Case(_Reply.RESULT):
-                        with m.If(index < 4 * n):
+                        with m.If(settled(index < 4 * n)):
                             m.d.comb += [
                                 body.valid.eq(self.scores.valid),
                                 body.payload.data.eq(
@@ -838,7 +847,7 @@ class LinkBridge(wiring.Component):
                                 self.scores.ready.eq(body.ready & (index[:2] == 3)),
                             ]
                             with m.If(self.scores.valid & self.scores.ready
-                                      & (index == 4 * n - 1)):
+                                      & settled(index == 4 * n - 1)):
                                 m.d.sync += cycles.eq(self.cycles)
                         with m.Else():
                             m.d.comb += [
