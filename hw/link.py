@@ -301,17 +301,32 @@ class COBSEncoder(wiring.Component):
 
 class FrameEncoder(wiring.Component):
     """A frame body (header and payload, ``last`` on its final byte) to wire bytes:
-    :class:`CRCAppender` then :class:`COBSEncoder`."""
+    :class:`CRCAppender` then :class:`COBSEncoder`, with ``pipelined`` a register slice between
+    them."""
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
+
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRCAppender()
         m.submodules.cobs = cobs = COBSEncoder()
         wiring.connect(m, wiring.flipped(self.i), crc.i)
-        wiring.connect(m, producer=crc.o, consumer=cobs.i)
+        if self._pipelined:
+            # the CRC byte select and the encoder's zero test and FSM are each a path of their own
+            m.submodules.slice = body_slice = RegisterSlice(BodyByte)
+            wiring.connect(m, producer=crc.o, consumer=body_slice.i)
+            wiring.connect(m, producer=body_slice.o, consumer=cobs.i)
+        else:
+            wiring.connect(m, producer=crc.o, consumer=cobs.i)
         wiring.connect(m, cobs.o, wiring.flipped(self.o))
         return m
 
@@ -484,7 +499,7 @@ class LinkBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.decoder = decoder = FrameDecoder()
-        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.encoder = encoder = FrameEncoder(pipelined=self._pipelined)
         wiring.connect(m, wiring.flipped(self.rx), decoder.i)
         wiring.connect(m, encoder.o, wiring.flipped(self.tx))
 

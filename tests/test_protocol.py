@@ -423,12 +423,13 @@ def _bodies(rng: random.Random) -> list[bytes]:
 
 
 
-def test_gateware_encoder_matches_python_byte_for_byte():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["plain", "pipelined"])
+def test_gateware_encoder_matches_python_byte_for_byte(pipelined):
     rng = random.Random(1)
     bodies = _bodies(rng)
     expected = b"".join(b"\x00" + p.cobs_encode(b + p.crc32(b).to_bytes(4, "little")) + b"\x00"
                         for b in bodies)
-    dut = FrameEncoder()
+    dut = FrameEncoder(pipelined=pipelined)
     got = []
 
     async def producer(ctx):
