@@ -103,15 +103,34 @@ class FrameDecoder(wiring.Component):
     Each 0x00 byte ends a frame; a frame with no bytes gives no token (so extra delimiters are
     harmless), any other gives its decoded body bytes and then one end token. Bytes with a
     framing error are not decoded (they cannot be trusted to be, or not to be, a delimiter) but
-    mark the frame with ``line_error``.
+    mark the frame with ``line_error``. ``pipelined``: whether the block is over is a flip-flop
+    of its own, not a comparison of the count.
     """
 
     i: In(stream.Signature(RxByte))
     o: Out(stream.Signature(Token))
 
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
     def elaborate(self, platform):
         m = Module()
         left = Signal(8)       # bytes still to come in the current COBS block
+        if self._pipelined:
+            # the test that decides the token's valid, kept with `left` (see set_left)
+            left_zero = Signal(init=1)
+        else:
+            left_zero = left == 0
+
+        def set_left(value, is_zero):
+            m.d.sync += left.eq(value)
+            if self._pipelined:
+                m.d.sync += left_zero.eq(is_zero)
         max_block = Signal()   # the current block has code 0xFF: no implied zero after it
         zero = Signal()        # an implied zero, emitted only when another block follows
         nonempty = Signal()    # any byte since the last delimiter
@@ -126,7 +145,7 @@ class FrameDecoder(wiring.Component):
             take.eq(self.i.valid & self.i.ready),
             give.eq(self.o.valid & self.o.ready),
             self.o.payload.line_error.eq(line_error | overrun),
-            self.o.payload.truncated.eq(left != 0),
+            self.o.payload.truncated.eq(~left_zero),
             self.o.payload.crc_ok.eq(crc == CRC32_RESIDUE),
         ]
         with m.If(take & overrun):
@@ -148,19 +167,17 @@ class FrameDecoder(wiring.Component):
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [
-                        left.eq(0), zero.eq(0), nonempty.eq(0), line_error.eq(0),
-                        crc.eq(_CRC_INIT),
-                    ]
-            with m.Elif(left == 0):
+                    set_left(0, 1)
+                    m.d.sync += [zero.eq(0), nonempty.eq(0), line_error.eq(0), crc.eq(_CRC_INIT)]
+            with m.Elif(left_zero):
                 with m.If(zero):
                     m.d.comb += self.o.valid.eq(1)  # data 0
                     with m.If(self.o.ready):
                         m.d.sync += zero.eq(0)
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
+                    set_left(byte - 1, byte == 1)
                     m.d.sync += [
-                        left.eq(byte - 1),
                         max_block.eq(byte == 0xFF),
                         zero.eq(byte == 1),
                         nonempty.eq(1),
@@ -172,7 +189,7 @@ class FrameDecoder(wiring.Component):
                     self.i.ready.eq(self.o.ready),
                 ]
                 with m.If(take):
-                    m.d.sync += left.eq(left - 1)
+                    set_left(left - 1, left == 1)
                     with m.If(left == 1):
                         m.d.sync += zero.eq(~max_block)
         return m
@@ -498,7 +515,7 @@ class LinkBridge(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.decoder = decoder = FrameDecoder()
+        m.submodules.decoder = decoder = FrameDecoder(pipelined=self._pipelined)
         m.submodules.encoder = encoder = FrameEncoder(pipelined=self._pipelined)
         wiring.connect(m, wiring.flipped(self.rx), decoder.i)
         wiring.connect(m, encoder.o, wiring.flipped(self.tx))

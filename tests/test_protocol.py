@@ -461,7 +461,8 @@ def _lenient_cobs_decode(chunk: bytes) -> tuple[bytes, bool]:
     return bytes(out), i > len(chunk)
 
 
-def test_gateware_decoder_accepts_python_frames():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["plain", "pipelined"])
+def test_gateware_decoder_accepts_python_frames(pipelined):
     rng = random.Random(3)
     bodies = [b + p.crc32(b).to_bytes(4, "little") for b in _bodies(rng)]
     corrupt = bytearray(bodies[1])
@@ -477,7 +478,7 @@ def test_gateware_decoder_accepts_python_frames():
         decoded, truncated = _lenient_cobs_decode(c)
         expected.append((decoded, truncated))
     n_tokens = sum(len(d) + 1 for d, _ in expected)
-    dut = FrameDecoder()
+    dut = FrameDecoder(pipelined=pipelined)
     tokens = []
 
     async def producer(ctx):
