@@ -653,6 +653,7 @@ class LinkBridge(wiring.Component):
         with m.Else():
             fail(ErrorCode.UNKNOWN_TYPE, rtype)
 
+
         def take_byte():
             m.d.sync += count.eq(Mux(count == count_max, count, count + 1))
 
@@ -803,6 +804,19 @@ class LinkBridge(wiring.Component):
             r = Signal()
             m.d.sync += r.eq(value)
             return r
+
+        last = settled(index == plen - 1)
+        in_scores = settled(index < 4 * n)
+        last_score = settled(index == 4 * n - 1)
+        # The byte muxes: with `pipelined` they look at the low bits of `index` only (the header
+        # has 7 bytes, the error fields 6, and `4 * n` is a multiple of 4), not at all 12.
+        if self._pipelined:
+            header_index = index[:3]
+            error_index = Cat(index[:3], settled(index >= 6))
+            cycles_index = (index[:3] + (-4 * n) % 8)[:3]
+        else:
+            header_index = error_index = index
+            cycles_index = (index - 4 * n)[:3]
         if self._pipelined:
             # `reason_base + index` kept in a counter of its own that steps with `index`: the
             # reason ROM's address is a flip-flop, not an adder in front of its logic
@@ -834,7 +848,7 @@ class LinkBridge(wiring.Component):
                 m.d.comb += body.valid.eq(1)
                 if self._pipelined:
                     m.d.sync += reason_addr.eq(reason_base)  # index starts at 0 in PAYLOAD
-                with m.Switch(index):
+                with m.Switch(header_index):
                     with m.Case(0):
                         m.d.comb += body.payload.data.eq(VERSION)
                     with m.Case(1):
@@ -850,7 +864,6 @@ class LinkBridge(wiring.Component):
                         m.d.comb += index_next.eq(0)
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                last = settled(index == plen - 1)
                 m.d.comb += body.payload.last.eq(last)
                 with m.Switch(kind):
                     with m.Case(_Reply.INFO):
@@ -860,7 +873,7 @@ class LinkBridge(wiring.Component):
                         ]
                     with m.Case(_Reply.ERROR):
                         m.d.comb += body.valid.eq(1)
-                        with m.Switch(index):
+                        with m.Switch(error_index):
                             with m.Case(0):
                                 m.d.comb += body.payload.data.eq(err_code)
                             with m.Case(1):
@@ -871,7 +884,7 @@ class LinkBridge(wiring.Component):
                             with m.Default():
                                 m.d.comb += body.payload.data.eq(reason_rd.data)
                     with m.Case(_Reply.RESULT):
-                        with m.If(settled(index < 4 * n)):
+                        with m.If(in_scores):
                             m.d.comb += [
                                 body.valid.eq(self.scores.valid),
                                 body.payload.data.eq(
@@ -879,12 +892,12 @@ class LinkBridge(wiring.Component):
                                 self.scores.ready.eq(body.ready & (index[:2] == 3)),
                             ]
                             with m.If(self.scores.valid & self.scores.ready
-                                      & settled(index == 4 * n - 1)):
+                                      & last_score):
                                 m.d.sync += cycles.eq(self.cycles)
                         with m.Else():
                             m.d.comb += [
                                 body.valid.eq(1),
-                                body.payload.data.eq(cycles.word_select((index - 4 * n)[:3], 8)),
+                                body.payload.data.eq(cycles.word_select(cycles_index, 8)),
                             ]
                 with m.If(body.valid & body.ready):
                     m.d.comb += index_next.eq(index + 1)
