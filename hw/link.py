@@ -653,6 +653,12 @@ class LinkBridge(wiring.Component):
         with m.Else():
             fail(ErrorCode.UNKNOWN_TYPE, rtype)
 
+        image_request = (version == VERSION) & (rtype == MsgType.CLASSIFY) & (length == n_pix)
+        if self._pipelined:
+            # from a flip-flop, a cycle after the header's last byte (HEADER_END)
+            image_request_r = Signal()
+            m.d.sync += image_request_r.eq(image_request)
+            image_request = image_request_r
 
         def take_byte():
             m.d.sync += count.eq(Mux(count == count_max, count, count + 1))
@@ -684,12 +690,14 @@ class LinkBridge(wiring.Component):
                                 with m.Case(3 + k):
                                     m.d.sync += length.word_select(k, 8).eq(tok.payload.data)
                         with m.If(count == HEADER_SIZE - 1):
-                            m.next = "DECIDE"
+                            m.next = "HEADER_END" if self._pipelined else "DECIDE"
+            if self._pipelined:
+                with m.State("HEADER_END"):     # the header's comparisons are registered
+                    m.next = "DECIDE"
             with m.State("DECIDE"):
                 # Stream the pixels now, check the frame at its end: nothing here can hold an
                 # image until its CRC has arrived.
-                with m.If((version == VERSION) & (rtype == MsgType.CLASSIFY)
-                          & (length == n_pix) & (job == _Job.IDLE) & ~pad):
+                with m.If(image_request & (job == _Job.IDLE) & ~pad):
                     m.d.sync += [
                         accepted.eq(1),
                         job.eq(_Job.STREAM),
