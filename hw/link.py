@@ -150,8 +150,17 @@ class FrameDecoder(wiring.Component):
         ]
         with m.If(take & overrun):
             m.d.sync += line_error.eq(1)
-        with m.If(give & ~self.o.payload.end):
-            m.d.sync += crc.eq(crc32_byte(crc, self.o.payload.data))
+        if self._pipelined:
+            # the CRC takes each byte a cycle after it is given: no path from the received byte
+            # through `valid` into its 32 flip-flops; the end token waits for the last byte
+            crc_take = Signal()
+            crc_byte = Signal(8)
+            m.d.sync += [crc_take.eq(give & ~self.o.payload.end), crc_byte.eq(self.o.payload.data)]
+            with m.If(crc_take):
+                m.d.sync += crc.eq(crc32_byte(crc, crc_byte))
+        else:
+            with m.If(give & ~self.o.payload.end):
+                m.d.sync += crc.eq(crc32_byte(crc, self.o.payload.data))
 
         with m.If(self.i.valid):
             with m.If(self.i.payload.framing_error):
@@ -164,6 +173,9 @@ class FrameDecoder(wiring.Component):
                         self.o.payload.end.eq(1),
                         self.i.ready.eq(self.o.ready),
                     ]
+                    if self._pipelined:
+                        with m.If(crc_take):
+                            m.d.comb += [self.o.valid.eq(0), self.i.ready.eq(0)]
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
