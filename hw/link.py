@@ -815,13 +815,14 @@ class LinkBridge(wiring.Component):
 
         m.d.comb += [index_next.eq(index), info_rd.addr.eq(index)]
         m.d.sync += index.eq(index_next)
+        score_byte = self.scores.payload.data.word_select(index[:2], 8)
 
         def settled(value):
-            # With `pipelined`, a comparison of `index` a cycle late, from a flip-flop: `body` is
-            # not ready in the cycle after `index` changes, so nothing is taken on a stale one.
+            # With `pipelined`, a function of `index` a cycle late, from flip-flops: `body` is not
+            # ready in the cycle after `index` changes, so nothing is taken on a stale value.
             if not self._pipelined:
                 return value
-            r = Signal()
+            r = Signal(value.shape())
             m.d.sync += r.eq(value)
             return r
 
@@ -832,11 +833,32 @@ class LinkBridge(wiring.Component):
         # has 7 bytes, the error fields 6, and `4 * n` is a multiple of 4), not at all 12.
         if self._pipelined:
             header_index = index[:3]
-            error_index = Cat(index[:3], settled(index >= 6))
+            # index >= 8, a cycle late: late only for the reason's bytes 6 to 8, which are not
+            # fields (6 and 7 fall to Default anyway, 8 is not taken in its first cycle)
+            error_index = Cat(index[:3], settled(index[3:] != 0))
             cycles_index = (index[:3] + (-4 * n) % 8)[:3]
         else:
             header_index = error_index = index
             cycles_index = (index - 4 * n)[:3]
+
+        # With `pipelined` the bytes that come from registers (header, error fields, cycles) are
+        # picked into `fixed` and registered: that is a cycle late, like the comparisons, so
+        # `fixed` must be right in the first cycle of each index (IDLE gives the header's first
+        # byte, RESULT the cycles' byte before it knows it is past the scores). The choice
+        # between it, the two ROMs and the score is made in the cycle the byte is taken.
+        if self._pipelined:
+            fixed = Signal(8)
+            source = Signal(2)  # 0: fixed, 1: info ROM, 2: reason ROM, 3: score
+            m.d.comb += body.payload.data.eq(
+                Array([settled(fixed), info_rd.data, reason_rd.data, score_byte])[source])
+
+        def put(value, live=0):
+            if not self._pipelined:
+                m.d.comb += body.payload.data.eq(value)
+            elif live:
+                m.d.comb += source.eq(live)
+            else:
+                m.d.comb += fixed.eq(value)
         if self._pipelined:
             # `reason_base + index` kept in a counter of its own that steps with `index`: the
             # reason ROM's address is a flip-flop, not an adder in front of its logic
@@ -847,6 +869,8 @@ class LinkBridge(wiring.Component):
         with m.FSM(name="transmit"):
             with m.State("IDLE"):
                 m.d.comb += index_next.eq(0)
+                if self._pipelined:
+                    put(VERSION)  # HEADER's first byte: it may be taken in HEADER's first cycle
                 with m.If((job == _Job.OK) & self.scores.valid):
                     m.d.sync += [kind.eq(_Reply.RESULT), seq.eq(job_seq), plen.eq(result_len)]
                     m.next = "HEADER"
@@ -870,14 +894,14 @@ class LinkBridge(wiring.Component):
                     m.d.sync += reason_addr.eq(reason_base)  # index starts at 0 in PAYLOAD
                 with m.Switch(header_index):
                     with m.Case(0):
-                        m.d.comb += body.payload.data.eq(VERSION)
+                        put(VERSION)
                     with m.Case(1):
-                        m.d.comb += body.payload.data.eq(reply_type)
+                        put(reply_type)
                     with m.Case(2):
-                        m.d.comb += body.payload.data.eq(seq)
+                        put(seq)
                     for k in range(4):
                         with m.Case(3 + k):
-                            m.d.comb += body.payload.data.eq(plen.word_select(k, 8))
+                            put(plen.word_select(k, 8))
                 with m.If(body.ready):
                     m.d.comb += index_next.eq(index + 1)
                     with m.If(index == HEADER_SIZE - 1):
@@ -887,38 +911,33 @@ class LinkBridge(wiring.Component):
                 m.d.comb += body.payload.last.eq(last)
                 with m.Switch(kind):
                     with m.Case(_Reply.INFO):
-                        m.d.comb += [
-                            body.valid.eq(1),
-                            body.payload.data.eq(info_rd.data),
-                        ]
+                        m.d.comb += body.valid.eq(1)
+                        put(info_rd.data, live=1)
                     with m.Case(_Reply.ERROR):
                         m.d.comb += body.valid.eq(1)
                         with m.Switch(error_index):
                             with m.Case(0):
-                                m.d.comb += body.payload.data.eq(err_code)
+                                put(err_code)
                             with m.Case(1):
-                                m.d.comb += body.payload.data.eq(err_type)
+                                put(err_type)
                             for k in range(4):
                                 with m.Case(2 + k):
-                                    m.d.comb += body.payload.data.eq(err_detail.word_select(k, 8))
+                                    put(err_detail.word_select(k, 8))
                             with m.Default():
-                                m.d.comb += body.payload.data.eq(reason_rd.data)
+                                put(reason_rd.data, live=2)
                     with m.Case(_Reply.RESULT):
+                        put(cycles.word_select(cycles_index, 8))
                         with m.If(in_scores):
                             m.d.comb += [
                                 body.valid.eq(self.scores.valid),
-                                body.payload.data.eq(
-                                    self.scores.payload.data.word_select(index[:2], 8)),
                                 self.scores.ready.eq(body.ready & (index[:2] == 3)),
                             ]
+                            put(score_byte, live=3)
                             with m.If(self.scores.valid & self.scores.ready
                                       & last_score):
                                 m.d.sync += cycles.eq(self.cycles)
                         with m.Else():
-                            m.d.comb += [
-                                body.valid.eq(1),
-                                body.payload.data.eq(cycles.word_select(cycles_index, 8)),
-                            ]
+                            m.d.comb += body.valid.eq(1)
                 with m.If(body.valid & body.ready):
                     m.d.comb += index_next.eq(index + 1)
                     if self._pipelined:
