@@ -151,12 +151,21 @@ class FrameDecoder(wiring.Component):
         with m.If(take & overrun):
             m.d.sync += line_error.eq(1)
         if self._pipelined:
-            # the CRC takes each byte a cycle after it is given: no path from the received byte
-            # through `valid` into its 32 flip-flops; the end token waits for the last byte
+            # the CRC takes each byte a cycle after it is given, and starts again a cycle after
+            # the end token (rather than at the delimiter: no byte comes between them): no path
+            # from the received byte through `valid` into its 32 flip-flops. The end token waits
+            # for the last byte.
             crc_take = Signal()
             crc_byte = Signal(8)
-            m.d.sync += [crc_take.eq(give & ~self.o.payload.end), crc_byte.eq(self.o.payload.data)]
-            with m.If(crc_take):
+            crc_clear = Signal()
+            m.d.sync += [
+                crc_take.eq(give & ~self.o.payload.end),
+                crc_byte.eq(self.o.payload.data),
+                crc_clear.eq(give & self.o.payload.end),
+            ]
+            with m.If(crc_clear):
+                m.d.sync += crc.eq(_CRC_INIT)
+            with m.Elif(crc_take):
                 m.d.sync += crc.eq(crc32_byte(crc, crc_byte))
         else:
             with m.If(give & ~self.o.payload.end):
@@ -180,7 +189,9 @@ class FrameDecoder(wiring.Component):
                     m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
                     set_left(0, 1)
-                    m.d.sync += [zero.eq(0), nonempty.eq(0), line_error.eq(0), crc.eq(_CRC_INIT)]
+                    m.d.sync += [zero.eq(0), nonempty.eq(0), line_error.eq(0)]
+                    if not self._pipelined:
+                        m.d.sync += crc.eq(_CRC_INIT)
             with m.Elif(left_zero):
                 with m.If(zero):
                     m.d.comb += self.o.valid.eq(1)  # data 0
