@@ -683,6 +683,17 @@ class LinkBridge(wiring.Component):
             m.d.sync += image_request_r.eq(image_request)
             image_request = image_request_r
 
+        # With `pipelined`: in HEADER the count is below HEADER_SIZE, so its low bits name the
+        # byte; whether the frame got as far as its type and sequence number is registered (the
+        # count is final by CHECK, two cycles before FINISH).
+        if self._pipelined:
+            header_count = count[:(HEADER_SIZE - 1).bit_length()]
+            got_type = Signal()
+            got_seq = Signal()
+            m.d.sync += [got_type.eq(count > 1), got_seq.eq(count > 2)]
+        else:
+            header_count, got_type, got_seq = count, count > 1, count > 2
+
         def take_byte():
             m.d.sync += count.eq(Mux(count == count_max, count, count + 1))
 
@@ -702,7 +713,7 @@ class LinkBridge(wiring.Component):
                         take_end()
                     with m.Else():
                         take_byte()
-                        with m.Switch(count):
+                        with m.Switch(header_count):
                             with m.Case(0):
                                 m.d.sync += version.eq(tok.payload.data)
                             with m.Case(1):
@@ -753,8 +764,8 @@ class LinkBridge(wiring.Component):
                         m.d.sync += [
                             slot.eq(1),
                             slot_error.eq(~ok),
-                            slot_seq.eq(Mux(count > 2, seq, 0)),
-                            slot_type.eq(Mux(count > 1, rtype, 0)),
+                            slot_seq.eq(Mux(got_seq, seq, 0)),
+                            slot_type.eq(Mux(got_type, rtype, 0)),
                             slot_code.eq(code_r),
                             slot_detail.eq(detail_r),
                         ]
