@@ -259,11 +259,20 @@ class COBSEncoder(wiring.Component):
 
     The code byte of a block gives the distance to the next zero, so the up to 254 bytes of a
     block wait in a small memory until the block is complete. The output is byte-for-byte that
-    of :func:`host.protocol.cobs_encode`.
+    of :func:`host.protocol.cobs_encode`. ``pipelined``: whether a block's byte is its last is a
+    flip-flop, set a byte ahead.
     """
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
+
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
@@ -276,6 +285,10 @@ class COBSEncoder(wiring.Component):
         code = Signal(8)
         final = Signal()    # the body ends with this block
         trailer = Signal()  # the body ended with a zero: an empty block 01 follows this one
+        if self._pipelined:
+            last_index = Signal()   # index == count - 1, for the index it is about to have
+        else:
+            last_index = index == count - 1
 
         with m.FSM():
             with m.State("START"):
@@ -308,6 +321,8 @@ class COBSEncoder(wiring.Component):
                 ]
                 with m.If(self.o.ready):
                     m.d.sync += index.eq(0)
+                    if self._pipelined:
+                        m.d.sync += last_index.eq(count == 1)
                     with m.If(count == 0):
                         m.next = "NEXT"
                     with m.Else():
@@ -321,7 +336,9 @@ class COBSEncoder(wiring.Component):
                 ]
                 with m.If(self.o.ready):
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == count - 1):
+                    if self._pipelined:
+                        m.d.sync += last_index.eq(index + 2 == count)
+                    with m.If(last_index):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.sync += count.eq(0)
@@ -358,7 +375,7 @@ class FrameEncoder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRCAppender()
-        m.submodules.cobs = cobs = COBSEncoder()
+        m.submodules.cobs = cobs = COBSEncoder(pipelined=self._pipelined)
         wiring.connect(m, wiring.flipped(self.i), crc.i)
         if self._pipelined:
             # the CRC byte select and the encoder's zero test and FSM are each a path of their own
