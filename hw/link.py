@@ -816,8 +816,9 @@ class LinkBridge(wiring.Component):
             offsets[c] = at
             lengths[c] = len(ERROR_REASONS[c].encode("utf-8"))
             at += lengths[c]
-        m.submodules.reason_rom = reason_rom = Memory(shape=8, depth=len(reasons),
-                                                      init=list(reasons))
+        m.submodules.reason_rom = reason_rom = Memory(
+            shape=8, depth=len(reasons), init=list(reasons),
+            attrs={"rom_style": "block"} if self._pipelined else None)
         reason_rd = reason_rom.read_port()
         reason_offset = Array(Const(v, range(len(reasons) + 1)) for v in offsets)
         reason_length = Array(Const(v, 8) for v in lengths)
