@@ -740,7 +740,7 @@ class LinkBridge(wiring.Component):
                             for k in range(4):
                                 with m.Case(3 + k):
                                     m.d.sync += length.word_select(k, 8).eq(tok.payload.data)
-                        with m.If(count == HEADER_SIZE - 1):
+                        with m.If(header_count == HEADER_SIZE - 1):
                             m.next = "HEADER_END" if self._pipelined else "DECIDE"
             if self._pipelined:
                 with m.State("HEADER_END"):     # the header's comparisons are registered
