@@ -64,7 +64,8 @@ def make_component(name: str, cfg):
                          uart_baud=cfg.uart_baud, input_shape=shape, num_classes=classes,
                          layout=Layout.HWC).payload()
         return kind(config=cfg, image_shape=shape, n_scores=classes, info=info,
-                    pixel_width=cfg.input_bits, means=PREPROCESS_MEANS, layout=Layout.HWC)
+                    pixel_width=cfg.input_bits, means=PREPROCESS_MEANS, layout=Layout.HWC,
+                    pipelined=cfg.fast_pipeline)
     if name == "decoder":
         return kind(columns=1, lanes=cfg.pe_lanes, word_bits=cfg.wstream_word_bits,
                     kmax=cfg.wstream_kmax, depth=512, contexts=2, max_rows=cfg.weight_depth)

@@ -38,6 +38,7 @@ from host.protocol import (
     ProtocolError,
 )
 from hw.config import AccelConfig
+from hw.skid import RegisterSlice
 from hw.uart import UART, RxByte, resolve_divisor
 
 __all__ = [
@@ -102,15 +103,34 @@ class FrameDecoder(wiring.Component):
     Each 0x00 byte ends a frame; a frame with no bytes gives no token (so extra delimiters are
     harmless), any other gives its decoded body bytes and then one end token. Bytes with a
     framing error are not decoded (they cannot be trusted to be, or not to be, a delimiter) but
-    mark the frame with ``line_error``.
+    mark the frame with ``line_error``. ``pipelined``: whether the block is over is a flip-flop
+    of its own, not a comparison of the count.
     """
 
     i: In(stream.Signature(RxByte))
     o: Out(stream.Signature(Token))
 
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
     def elaborate(self, platform):
         m = Module()
         left = Signal(8)       # bytes still to come in the current COBS block
+        if self._pipelined:
+            # the test that decides the token's valid, kept with `left` (see set_left)
+            left_zero = Signal(init=1)
+        else:
+            left_zero = left == 0
+
+        def set_left(value, is_zero):
+            m.d.sync += left.eq(value)
+            if self._pipelined:
+                m.d.sync += left_zero.eq(is_zero)
         max_block = Signal()   # the current block has code 0xFF: no implied zero after it
         zero = Signal()        # an implied zero, emitted only when another block follows
         nonempty = Signal()    # any byte since the last delimiter
@@ -125,13 +145,31 @@ class FrameDecoder(wiring.Component):
             take.eq(self.i.valid & self.i.ready),
             give.eq(self.o.valid & self.o.ready),
             self.o.payload.line_error.eq(line_error | overrun),
-            self.o.payload.truncated.eq(left != 0),
+            self.o.payload.truncated.eq(~left_zero),
             self.o.payload.crc_ok.eq(crc == CRC32_RESIDUE),
         ]
         with m.If(take & overrun):
             m.d.sync += line_error.eq(1)
-        with m.If(give & ~self.o.payload.end):
-            m.d.sync += crc.eq(crc32_byte(crc, self.o.payload.data))
+        if self._pipelined:
+            # the CRC takes each byte a cycle after it is given, and starts again a cycle after
+            # the end token (rather than at the delimiter: no byte comes between them): no path
+            # from the received byte through `valid` into its 32 flip-flops. The end token waits
+            # for the last byte.
+            crc_take = Signal()
+            crc_byte = Signal(8)
+            crc_clear = Signal()
+            m.d.sync += [
+                crc_take.eq(give & ~self.o.payload.end),
+                crc_byte.eq(self.o.payload.data),
+                crc_clear.eq(give & self.o.payload.end),
+            ]
+            with m.If(crc_clear):
+                m.d.sync += crc.eq(_CRC_INIT)
+            with m.Elif(crc_take):
+                m.d.sync += crc.eq(crc32_byte(crc, crc_byte))
+        else:
+            with m.If(give & ~self.o.payload.end):
+                m.d.sync += crc.eq(crc32_byte(crc, self.o.payload.data))
 
         with m.If(self.i.valid):
             with m.If(self.i.payload.framing_error):
@@ -144,22 +182,25 @@ class FrameDecoder(wiring.Component):
                         self.o.payload.end.eq(1),
                         self.i.ready.eq(self.o.ready),
                     ]
+                    if self._pipelined:
+                        with m.If(crc_take):
+                            m.d.comb += [self.o.valid.eq(0), self.i.ready.eq(0)]
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [
-                        left.eq(0), zero.eq(0), nonempty.eq(0), line_error.eq(0),
-                        crc.eq(_CRC_INIT),
-                    ]
-            with m.Elif(left == 0):
+                    set_left(0, 1)
+                    m.d.sync += [zero.eq(0), nonempty.eq(0), line_error.eq(0)]
+                    if not self._pipelined:
+                        m.d.sync += crc.eq(_CRC_INIT)
+            with m.Elif(left_zero):
                 with m.If(zero):
                     m.d.comb += self.o.valid.eq(1)  # data 0
                     with m.If(self.o.ready):
                         m.d.sync += zero.eq(0)
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
+                    set_left(byte - 1, byte == 1)
                     m.d.sync += [
-                        left.eq(byte - 1),
                         max_block.eq(byte == 0xFF),
                         zero.eq(byte == 1),
                         nonempty.eq(1),
@@ -171,7 +212,7 @@ class FrameDecoder(wiring.Component):
                     self.i.ready.eq(self.o.ready),
                 ]
                 with m.If(take):
-                    m.d.sync += left.eq(left - 1)
+                    set_left(left - 1, left == 1)
                     with m.If(left == 1):
                         m.d.sync += zero.eq(~max_block)
         return m
@@ -218,11 +259,20 @@ class COBSEncoder(wiring.Component):
 
     The code byte of a block gives the distance to the next zero, so the up to 254 bytes of a
     block wait in a small memory until the block is complete. The output is byte-for-byte that
-    of :func:`host.protocol.cobs_encode`.
+    of :func:`host.protocol.cobs_encode`. ``pipelined``: whether a block's byte is its last is a
+    flip-flop, set a byte ahead.
     """
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
+
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
@@ -235,6 +285,10 @@ class COBSEncoder(wiring.Component):
         code = Signal(8)
         final = Signal()    # the body ends with this block
         trailer = Signal()  # the body ended with a zero: an empty block 01 follows this one
+        if self._pipelined:
+            last_index = Signal()   # index == count - 1, for the index it is about to have
+        else:
+            last_index = index == count - 1
 
         with m.FSM():
             with m.State("START"):
@@ -267,6 +321,8 @@ class COBSEncoder(wiring.Component):
                 ]
                 with m.If(self.o.ready):
                     m.d.sync += index.eq(0)
+                    if self._pipelined:
+                        m.d.sync += last_index.eq(count == 1)
                     with m.If(count == 0):
                         m.next = "NEXT"
                     with m.Else():
@@ -280,7 +336,9 @@ class COBSEncoder(wiring.Component):
                 ]
                 with m.If(self.o.ready):
                     m.d.sync += index.eq(index + 1)
-                    with m.If(index == count - 1):
+                    if self._pipelined:
+                        m.d.sync += last_index.eq(index + 2 == count)
+                    with m.If(last_index):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 m.d.sync += count.eq(0)
@@ -300,17 +358,32 @@ class COBSEncoder(wiring.Component):
 
 class FrameEncoder(wiring.Component):
     """A frame body (header and payload, ``last`` on its final byte) to wire bytes:
-    :class:`CRCAppender` then :class:`COBSEncoder`."""
+    :class:`CRCAppender` then :class:`COBSEncoder`, with ``pipelined`` a register slice between
+    them."""
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
 
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRCAppender()
-        m.submodules.cobs = cobs = COBSEncoder()
+        m.submodules.cobs = cobs = COBSEncoder(pipelined=self._pipelined)
         wiring.connect(m, wiring.flipped(self.i), crc.i)
-        wiring.connect(m, producer=crc.o, consumer=cobs.i)
+        if self._pipelined:
+            # the CRC byte select and the encoder's zero test and FSM are each a path of their own
+            m.submodules.slice = body_slice = RegisterSlice(BodyByte)
+            wiring.connect(m, producer=crc.o, consumer=body_slice.i)
+            wiring.connect(m, producer=body_slice.o, consumer=cobs.i)
+        else:
+            wiring.connect(m, producer=crc.o, consumer=cobs.i)
         wiring.connect(m, cobs.o, wiring.flipped(self.o))
         return m
 
@@ -328,7 +401,8 @@ class _Reply(enum.Enum, shape=2):
     RESULT = 2
 
 
-def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layout) -> dict:
+def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layout,
+                       pipelined) -> dict:
     """Check the parameters of a :class:`LinkBridge`; return them normalised."""
     shape = tuple(image_shape) if isinstance(image_shape, Sequence) else None
     if (shape is None or len(shape) != 3
@@ -361,6 +435,8 @@ def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layou
         if not -(1 << (pixel_width - 1)) <= lo <= hi < 1 << (pixel_width - 1):
             raise ValueError(f"Pixel width {pixel_width} cannot hold the mean-subtracted range "
                              f"{lo}..{hi} as signed values")
+    if not isinstance(pipelined, bool):
+        raise TypeError(f"Pipelined must be a bool, not {pipelined!r}")
     try:
         announced = InfoReply.from_payload(bytes(info))
     except ProtocolError as e:
@@ -371,7 +447,7 @@ def _check_bridge_args(*, image_shape, n_scores, info, pixel_width, means, layou
                          f"{announced.num_classes} classes and layout {announced.layout.name}, "
                          f"but the bridge has {shape}, {n_scores} and {layout.name}")
     return dict(image_shape=shape, n_scores=n_scores, info=bytes(info), pixel_width=pixel_width,
-                means=means, layout=layout)
+                means=means, layout=layout, pipelined=pipelined)
 
 
 def _accelerator_ports(pixel_width: int, means) -> dict:
@@ -402,6 +478,10 @@ class LinkBridge(wiring.Component):
         pixels; ``None`` passes the pixels on unsigned.
     layout : Layout
         Pixel order on the wire and on :attr:`pixels` (decides which mean applies to a pixel).
+    pipelined : bool
+        Registers added on the long paths (:attr:`AccelConfig.fast_pipeline
+        <hw.config.AccelConfig.fast_pipeline>`): a few cycles more latency, the same bytes on
+        the wire. ``False`` keeps the small form the iCE40 fits.
 
     Ports
     -----
@@ -423,15 +503,17 @@ class LinkBridge(wiring.Component):
 
     def __init__(self, *, image_shape: Sequence[int], n_scores: int, info: bytes,
                  pixel_width: int = 8, means: Sequence[int] | None = None,
-                 layout: Layout = Layout.HWC):
+                 layout: Layout = Layout.HWC, pipelined: bool = False):
         args = _check_bridge_args(image_shape=image_shape, n_scores=n_scores, info=info,
-                                  pixel_width=pixel_width, means=means, layout=layout)
+                                  pixel_width=pixel_width, means=means, layout=layout,
+                                  pipelined=pipelined)
         self._image_shape = args["image_shape"]
         self._n_scores = args["n_scores"]
         self._info = args["info"]
         self._pixel_width = args["pixel_width"]
         self._means = args["means"]
         self._layout = args["layout"]
+        self._pipelined = args["pipelined"]
         super().__init__({
             "rx": In(stream.Signature(RxByte)),
             "tx": Out(stream.Signature(8)),
@@ -467,10 +549,14 @@ class LinkBridge(wiring.Component):
     def layout(self) -> Layout:
         return self._layout
 
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
     def elaborate(self, platform):
         m = Module()
-        m.submodules.decoder = decoder = FrameDecoder()
-        m.submodules.encoder = encoder = FrameEncoder()
+        m.submodules.decoder = decoder = FrameDecoder(pipelined=self._pipelined)
+        m.submodules.encoder = encoder = FrameEncoder(pipelined=self._pipelined)
         wiring.connect(m, wiring.flipped(self.rx), decoder.i)
         wiring.connect(m, encoder.o, wiring.flipped(self.tx))
 
@@ -487,7 +573,14 @@ class LinkBridge(wiring.Component):
         slot_type = Signal(8)
         slot_detail = Signal(32)
 
-        self._elaborate_receive(m, decoder.o, job, job_seq, slot, slot_error, slot_seq,
+        tokens = decoder.o
+        if self._pipelined:
+            # the decoder's COBS state decides `valid` from the received byte: a register slice
+            # keeps that path out of the request logic's counters and state
+            m.submodules.tok_slice = tok_slice = RegisterSlice(Token)
+            wiring.connect(m, producer=decoder.o, consumer=tok_slice.i)
+            tokens = tok_slice.o
+        self._elaborate_receive(m, tokens, job, job_seq, slot, slot_error, slot_seq,
                                 slot_code, slot_type, slot_detail)
         # The reply bytes reach the encoder through a one-byte register, which takes a byte only
         # when empty: the transmit side offers a byte every other cycle at most (the UART takes
@@ -600,6 +693,24 @@ class LinkBridge(wiring.Component):
         with m.Else():
             fail(ErrorCode.UNKNOWN_TYPE, rtype)
 
+        image_request = (version == VERSION) & (rtype == MsgType.CLASSIFY) & (length == n_pix)
+        if self._pipelined:
+            # from a flip-flop, a cycle after the header's last byte (HEADER_END)
+            image_request_r = Signal()
+            m.d.sync += image_request_r.eq(image_request)
+            image_request = image_request_r
+
+        # With `pipelined`: in HEADER the count is below HEADER_SIZE, so its low bits name the
+        # byte; whether the frame got as far as its type and sequence number is registered (the
+        # count is final by CHECK, two cycles before FINISH).
+        if self._pipelined:
+            header_count = count[:(HEADER_SIZE - 1).bit_length()]
+            got_type = Signal()
+            got_seq = Signal()
+            m.d.sync += [got_type.eq(count > 1), got_seq.eq(count > 2)]
+        else:
+            header_count, got_type, got_seq = count, count > 1, count > 2
+
         def take_byte():
             m.d.sync += count.eq(Mux(count == count_max, count, count + 1))
 
@@ -619,7 +730,7 @@ class LinkBridge(wiring.Component):
                         take_end()
                     with m.Else():
                         take_byte()
-                        with m.Switch(count):
+                        with m.Switch(header_count):
                             with m.Case(0):
                                 m.d.sync += version.eq(tok.payload.data)
                             with m.Case(1):
@@ -629,13 +740,15 @@ class LinkBridge(wiring.Component):
                             for k in range(4):
                                 with m.Case(3 + k):
                                     m.d.sync += length.word_select(k, 8).eq(tok.payload.data)
-                        with m.If(count == HEADER_SIZE - 1):
-                            m.next = "DECIDE"
+                        with m.If(header_count == HEADER_SIZE - 1):
+                            m.next = "HEADER_END" if self._pipelined else "DECIDE"
+            if self._pipelined:
+                with m.State("HEADER_END"):     # the header's comparisons are registered
+                    m.next = "DECIDE"
             with m.State("DECIDE"):
                 # Stream the pixels now, check the frame at its end: nothing here can hold an
                 # image until its CRC has arrived.
-                with m.If((version == VERSION) & (rtype == MsgType.CLASSIFY)
-                          & (length == n_pix) & (job == _Job.IDLE) & ~pad):
+                with m.If(image_request & (job == _Job.IDLE) & ~pad):
                     m.d.sync += [
                         accepted.eq(1),
                         job.eq(_Job.STREAM),
@@ -668,8 +781,8 @@ class LinkBridge(wiring.Component):
                         m.d.sync += [
                             slot.eq(1),
                             slot_error.eq(~ok),
-                            slot_seq.eq(Mux(count > 2, seq, 0)),
-                            slot_type.eq(Mux(count > 1, rtype, 0)),
+                            slot_seq.eq(Mux(got_seq, seq, 0)),
+                            slot_type.eq(Mux(got_type, rtype, 0)),
                             slot_code.eq(code_r),
                             slot_detail.eq(detail_r),
                         ]
@@ -703,8 +816,9 @@ class LinkBridge(wiring.Component):
             offsets[c] = at
             lengths[c] = len(ERROR_REASONS[c].encode("utf-8"))
             at += lengths[c]
-        m.submodules.reason_rom = reason_rom = Memory(shape=8, depth=len(reasons),
-                                                      init=list(reasons))
+        m.submodules.reason_rom = reason_rom = Memory(
+            shape=8, depth=len(reasons), init=list(reasons),
+            attrs={"rom_style": "block"} if self._pipelined else None)
         reason_rd = reason_rom.read_port()
         reason_offset = Array(Const(v, range(len(reasons) + 1)) for v in offsets)
         reason_length = Array(Const(v, 8) for v in lengths)
@@ -739,15 +853,64 @@ class LinkBridge(wiring.Component):
                 with m.Else():
                     m.d.sync += drained.eq(drained + 1)
 
-        m.d.comb += [
-            index_next.eq(index),
-            info_rd.addr.eq(index),
-            reason_rd.addr.eq(reason_base + index),
-        ]
+        m.d.comb += [index_next.eq(index), info_rd.addr.eq(index)]
         m.d.sync += index.eq(index_next)
+        score_byte = self.scores.payload.data.word_select(index[:2], 8)
+
+        def settled(value):
+            # With `pipelined`, a function of `index` a cycle late, from flip-flops: `body` is not
+            # ready in the cycle after `index` changes, so nothing is taken on a stale value.
+            if not self._pipelined:
+                return value
+            r = Signal(value.shape())
+            m.d.sync += r.eq(value)
+            return r
+
+        last = settled(index == plen - 1)
+        in_scores = settled(index < 4 * n)
+        last_score = settled(index == 4 * n - 1)
+        # The byte muxes: with `pipelined` they look at the low bits of `index` only (the header
+        # has 7 bytes, the error fields 6, and `4 * n` is a multiple of 4), not at all 12.
+        if self._pipelined:
+            header_index = index[:3]
+            # index >= 8, a cycle late: late only for the reason's bytes 6 to 8, which are not
+            # fields (6 and 7 fall to Default anyway, 8 is not taken in its first cycle)
+            error_index = Cat(index[:3], settled(index[3:] != 0))
+            cycles_index = (index[:3] + (-4 * n) % 8)[:3]
+        else:
+            header_index = error_index = index
+            cycles_index = (index - 4 * n)[:3]
+
+        # With `pipelined` the bytes that come from registers (header, error fields, cycles) are
+        # picked into `fixed` and registered: that is a cycle late, like the comparisons, so
+        # `fixed` must be right in the first cycle of each index (IDLE gives the header's first
+        # byte, RESULT the cycles' byte before it knows it is past the scores). The choice
+        # between it, the two ROMs and the score is made in the cycle the byte is taken.
+        if self._pipelined:
+            fixed = Signal(8)
+            source = Signal(2)  # 0: fixed, 1: info ROM, 2: reason ROM, 3: score
+            m.d.comb += body.payload.data.eq(
+                Array([settled(fixed), info_rd.data, reason_rd.data, score_byte])[source])
+
+        def put(value, live=0):
+            if not self._pipelined:
+                m.d.comb += body.payload.data.eq(value)
+            elif live:
+                m.d.comb += source.eq(live)
+            else:
+                m.d.comb += fixed.eq(value)
+        if self._pipelined:
+            # `reason_base + index` kept in a counter of its own that steps with `index`: the
+            # reason ROM's address is a flip-flop, not an adder in front of its logic
+            reason_addr = Signal.like(reason_rd.addr)
+            m.d.comb += reason_rd.addr.eq(reason_addr)
+        else:
+            m.d.comb += reason_rd.addr.eq(reason_base + index)
         with m.FSM(name="transmit"):
             with m.State("IDLE"):
                 m.d.comb += index_next.eq(0)
+                if self._pipelined:
+                    put(VERSION)  # HEADER's first byte: it may be taken in HEADER's first cycle
                 with m.If((job == _Job.OK) & self.scores.valid):
                     m.d.sync += [kind.eq(_Reply.RESULT), seq.eq(job_seq), plen.eq(result_len)]
                     m.next = "HEADER"
@@ -767,60 +930,58 @@ class LinkBridge(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += body.valid.eq(1)
-                with m.Switch(index):
+                if self._pipelined:
+                    m.d.sync += reason_addr.eq(reason_base)  # index starts at 0 in PAYLOAD
+                with m.Switch(header_index):
                     with m.Case(0):
-                        m.d.comb += body.payload.data.eq(VERSION)
+                        put(VERSION)
                     with m.Case(1):
-                        m.d.comb += body.payload.data.eq(reply_type)
+                        put(reply_type)
                     with m.Case(2):
-                        m.d.comb += body.payload.data.eq(seq)
+                        put(seq)
                     for k in range(4):
                         with m.Case(3 + k):
-                            m.d.comb += body.payload.data.eq(plen.word_select(k, 8))
+                            put(plen.word_select(k, 8))
                 with m.If(body.ready):
                     m.d.comb += index_next.eq(index + 1)
                     with m.If(index == HEADER_SIZE - 1):
                         m.d.comb += index_next.eq(0)
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                last = index == plen - 1
                 m.d.comb += body.payload.last.eq(last)
                 with m.Switch(kind):
                     with m.Case(_Reply.INFO):
-                        m.d.comb += [
-                            body.valid.eq(1),
-                            body.payload.data.eq(info_rd.data),
-                        ]
+                        m.d.comb += body.valid.eq(1)
+                        put(info_rd.data, live=1)
                     with m.Case(_Reply.ERROR):
                         m.d.comb += body.valid.eq(1)
-                        with m.Switch(index):
+                        with m.Switch(error_index):
                             with m.Case(0):
-                                m.d.comb += body.payload.data.eq(err_code)
+                                put(err_code)
                             with m.Case(1):
-                                m.d.comb += body.payload.data.eq(err_type)
+                                put(err_type)
                             for k in range(4):
                                 with m.Case(2 + k):
-                                    m.d.comb += body.payload.data.eq(err_detail.word_select(k, 8))
+                                    put(err_detail.word_select(k, 8))
                             with m.Default():
-                                m.d.comb += body.payload.data.eq(reason_rd.data)
+                                put(reason_rd.data, live=2)
                     with m.Case(_Reply.RESULT):
-                        with m.If(index < 4 * n):
+                        put(cycles.word_select(cycles_index, 8))
+                        with m.If(in_scores):
                             m.d.comb += [
                                 body.valid.eq(self.scores.valid),
-                                body.payload.data.eq(
-                                    self.scores.payload.data.word_select(index[:2], 8)),
                                 self.scores.ready.eq(body.ready & (index[:2] == 3)),
                             ]
+                            put(score_byte, live=3)
                             with m.If(self.scores.valid & self.scores.ready
-                                      & (index == 4 * n - 1)):
+                                      & last_score):
                                 m.d.sync += cycles.eq(self.cycles)
                         with m.Else():
-                            m.d.comb += [
-                                body.valid.eq(1),
-                                body.payload.data.eq(cycles.word_select((index - 4 * n)[:3], 8)),
-                            ]
+                            m.d.comb += body.valid.eq(1)
                 with m.If(body.valid & body.ready):
                     m.d.comb += index_next.eq(index + 1)
+                    if self._pipelined:
+                        m.d.sync += reason_addr.eq(reason_addr + 1)
                     with m.If(last):
                         with m.If(kind == _Reply.RESULT):
                             m.d.sync += job.eq(_Job.IDLE)
@@ -832,14 +993,15 @@ class SerialBridge(wiring.Component):
     so that short stalls of the accelerator or the reply path do not lose bytes.
 
     Takes the UART's ``divisor`` or ``config``, ``rx_fifo_depth`` (0: no FIFO) and the
-    :class:`LinkBridge` parameters. Ports: ``rxd``, ``txd`` (the UART lines) and the bridge's
+    :class:`LinkBridge` parameters (``pipelined`` too: it is not taken from ``config``, which
+    may be absent). Ports: ``rxd``, ``txd`` (the UART lines) and the bridge's
     ``pixels``, ``scores``, ``cycles`` and ``busy``.
     """
 
     def __init__(self, *, divisor: int | None = None, config: AccelConfig | None = None,
                  rx_fifo_depth: int = 16, image_shape: Sequence[int], n_scores: int,
                  info: bytes, pixel_width: int = 8, means: Sequence[int] | None = None,
-                 layout: Layout = Layout.HWC):
+                 layout: Layout = Layout.HWC, pipelined: bool = False):
         self._divisor = resolve_divisor(divisor, config)
         if not isinstance(rx_fifo_depth, int) or rx_fifo_depth < 0:
             raise ValueError(f"Receive FIFO depth must be a non-negative integer, not "
@@ -847,7 +1009,7 @@ class SerialBridge(wiring.Component):
         self._rx_fifo_depth = rx_fifo_depth
         self._bridge_args = _check_bridge_args(
             image_shape=image_shape, n_scores=n_scores, info=info, pixel_width=pixel_width,
-            means=means, layout=layout)
+            means=means, layout=layout, pipelined=pipelined)
         super().__init__({
             "rxd": In(1, init=1),
             "txd": Out(1, init=1),
@@ -861,6 +1023,10 @@ class SerialBridge(wiring.Component):
     @property
     def rx_fifo_depth(self) -> int:
         return self._rx_fifo_depth
+
+    @property
+    def pipelined(self) -> bool:
+        return self._bridge_args["pipelined"]
 
     @property
     def image_size(self) -> int:

@@ -78,7 +78,7 @@ class Classifier(wiring.Component):
         self._bridge = SerialBridge(divisor=divisor, config=None if divisor else cfg,
                                     image_shape=image_shape, n_scores=n_scores, info=info,
                                     pixel_width=cfg.input_bits, means=PREPROCESS_MEANS,
-                                    layout=Layout.HWC)
+                                    layout=Layout.HWC, pipelined=cfg.fast_pipeline)
         super().__init__({
             "rxd": In(1, init=1),
             "txd": Out(1, init=1),

@@ -146,6 +146,13 @@ class Rig:
         sim.run()
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "pipelined"])
+def pipelined(request):
+    """Both forms of the bridge (``AccelConfig.fast_pipeline`` off and on) for the frame-level
+    checks: the extra registers must not change a byte on the wire."""
+    return request.param
+
+
 def make_bridge(**kw):
     args = dict(image_shape=SHAPE, n_scores=N_SCORES, info=INFO.payload(), pixel_width=9,
                 means=MEANS)
@@ -209,6 +216,7 @@ def check_error(frame, code, seq=None, detail=None, request_type=None):
     (dict(pixel_width=8), "cannot hold the mean-subtracted range"),
     (dict(means=None, pixel_width=7), "at least 8"),
     (dict(layout="rgb"), "Layout must be one of"),
+    (dict(pipelined=1), "Pipelined must be a bool, not 1"),
 ])
 def test_bridge_rejects_bad_parameters(kw, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -232,9 +240,9 @@ def test_bridge_ports():
     (p.Layout.CHW, MEANS),
     (p.Layout.HWC, None),
 ])
-def test_info_and_classify(layout, means):
+def test_info_and_classify(layout, means, pipelined):
     dut = make_bridge(layout=layout, means=means, pixel_width=9 if means else 8,
-                      info=info_for(layout))
+                      info=info_for(layout), pipelined=pipelined)
     rig = bridge_rig(dut, seed=int(layout) * 2 + (means is None))
     rng = random.Random(5)
     images = [random_image(rng), bytes([0] * 20 + [255] * 28)]
@@ -257,11 +265,12 @@ def test_info_and_classify(layout, means):
     assert len(rig.replies) == 3
 
 
-def test_long_replies_cross_cobs_blocks():
+@pytest.mark.parametrize("n", [70, 71])
+def test_long_replies_cross_cobs_blocks(n, pipelined):
     # 70 scores are 288 payload bytes: the encoder has to split a block longer than 254 bytes.
-    n = 70
+    # (71: the cycle count starts at an index that is not a multiple of 8.)
     info = info_for(n_scores=n, name="x" * 255)
-    dut = make_bridge(n_scores=n, info=info, means=None, pixel_width=8)
+    dut = make_bridge(n_scores=n, info=info, means=None, pixel_width=8, pipelined=pipelined)
     rig = bridge_rig(dut, seed=3, stall=0.1, n_scores=n)
     image = bytes([1] * 48)
 
@@ -325,8 +334,8 @@ BAD_REQUESTS = [
 @pytest.mark.parametrize("name, wire, code, seq, detail, rtype, discarded", BAD_REQUESTS,
                          ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_request_gets_error_then_good_request_works(name, wire, code, seq, detail, rtype,
-                                                        discarded):
-    dut = make_bridge()
+                                                        discarded, pipelined):
+    dut = make_bridge(pipelined=pipelined)
     rig = bridge_rig(dut, seed=len(name))
     image = random_image(random.Random(name))
 
@@ -354,8 +363,8 @@ def test_bad_request_gets_error_then_good_request_works(name, wire, code, seq, d
     assert not rig.bad_last
 
 
-def test_line_errors_are_reported():
-    dut = make_bridge()
+def test_line_errors_are_reported(pipelined):
+    dut = make_bridge(pipelined=pipelined)
     rig = bridge_rig(dut, seed=11)
     info = p.encode_message(p.InfoRequest(), 21)
 
@@ -382,8 +391,8 @@ def test_line_errors_are_reported():
     assert len(rig.replies) == 5
 
 
-def test_busy_while_classifying():
-    dut = make_bridge()
+def test_busy_while_classifying(pipelined):
+    dut = make_bridge(pipelined=pipelined)
     rig = bridge_rig(dut, seed=12, accel_delay=3000)
     rng = random.Random(12)
     a, b, c = (random_image(rng) for _ in range(3))
@@ -408,8 +417,8 @@ def test_busy_while_classifying():
     assert rig.images == [expected_pixels(x, SHAPE, MEANS, p.Layout.HWC) for x in (a, c)]
 
 
-def test_garbage_between_frames():
-    dut = make_bridge()
+def test_garbage_between_frames(pipelined):
+    dut = make_bridge(pipelined=pipelined)
     rig = bridge_rig(dut, seed=13, stall=0.2, max_cycles=400_000)
     rng = random.Random(13)
     garbage = [bytes(rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
@@ -495,12 +504,15 @@ def test_serial_bridge_parameters():
     dut = SerialBridge(config=AccelConfig(), image_shape=SHAPE, n_scores=N_SCORES,
                        info=INFO.payload())
     assert (dut.divisor, dut.rx_fifo_depth, dut.image_size) == (33, 16, 48)
+    assert not dut.pipelined
+    assert SerialBridge(divisor=4, image_shape=SHAPE, n_scores=N_SCORES, info=INFO.payload(),
+                        pipelined=True).pipelined
 
 
 @pytest.mark.parametrize("fifo_depth", [16, 0])
-def test_serial_bridge_through_uart_with_glitches(fifo_depth):
+def test_serial_bridge_through_uart_with_glitches(fifo_depth, pipelined):
     top = _SerialRig(4, image_shape=SHAPE, n_scores=N_SCORES, info=INFO.payload(),
-                     pixel_width=9, means=MEANS, rx_fifo_depth=fifo_depth)
+                     pixel_width=9, means=MEANS, rx_fifo_depth=fifo_depth, pipelined=pipelined)
     rig = Rig(top, host_rx=top.host_rx, host_tx=top.host_tx, seed=14, stall=0.2)
     rng = random.Random(14)
     image = random_image(rng)

@@ -423,12 +423,13 @@ def _bodies(rng: random.Random) -> list[bytes]:
 
 
 
-def test_gateware_encoder_matches_python_byte_for_byte():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["plain", "pipelined"])
+def test_gateware_encoder_matches_python_byte_for_byte(pipelined):
     rng = random.Random(1)
     bodies = _bodies(rng)
     expected = b"".join(b"\x00" + p.cobs_encode(b + p.crc32(b).to_bytes(4, "little")) + b"\x00"
                         for b in bodies)
-    dut = FrameEncoder()
+    dut = FrameEncoder(pipelined=pipelined)
     got = []
 
     async def producer(ctx):
@@ -460,7 +461,8 @@ def _lenient_cobs_decode(chunk: bytes) -> tuple[bytes, bool]:
     return bytes(out), i > len(chunk)
 
 
-def test_gateware_decoder_accepts_python_frames():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["plain", "pipelined"])
+def test_gateware_decoder_accepts_python_frames(pipelined):
     rng = random.Random(3)
     bodies = [b + p.crc32(b).to_bytes(4, "little") for b in _bodies(rng)]
     corrupt = bytearray(bodies[1])
@@ -476,7 +478,7 @@ def test_gateware_decoder_accepts_python_frames():
         decoded, truncated = _lenient_cobs_decode(c)
         expected.append((decoded, truncated))
     n_tokens = sum(len(d) + 1 for d, _ in expected)
-    dut = FrameDecoder()
+    dut = FrameDecoder(pipelined=pipelined)
     tokens = []
 
     async def producer(ctx):
