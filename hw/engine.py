@@ -461,10 +461,12 @@ class Sequencer(wiring.Component):
             oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
             m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
             no_pend2 = Signal(init=1)
-            # the stages of the last two issues, held as "was stage B": ``pass_q.stage_a`` is
-            # the same register of the head's stage, and one merged flip-flop would be pulled
-            # towards the buffers (b35)
-            was_b1, was_b2 = Signal(), Signal()
+            # the stages of the last two issues, held as "was stage B" and starting at 1 (their
+            # value matters only after an issue): ``pass_q.stage_a`` is the same register of
+            # the head's stage, the decoder's register of its priority (``ctx``) the same of
+            # its inverse, and yosys merges flip-flops of the same input and initial value; a
+            # merged one is pulled towards the buffers (b35) or the decoder (b36)
+            was_b1, was_b2 = Signal(init=1), Signal(init=1)
             m.d.sync += [no_pend2.eq(no_pend1), was_b1.eq(~at_a), was_b2.eq(was_b1)]
             w_ok = row_ok(~at_a, oks, [(~no_pend1, was_b1), (~no_pend2, was_b2)])
             m.d.comb += self.issued_b.eq(was_b1)
