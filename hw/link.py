@@ -97,7 +97,20 @@ def crc32_byte(crc, byte):
                  for reg, dat in _CRC_TAPS))
 
 
-class FrameDecoder(wiring.Component):
+class _Pipelined(wiring.Component):
+    """A link component with a ``pipelined`` form: registers on its long paths, the same bytes
+    (:attr:`AccelConfig.fast_pipeline <hw.config.AccelConfig.fast_pipeline>` builds)."""
+
+    def __init__(self, *, pipelined: bool = False):
+        self._pipelined = bool(pipelined)
+        super().__init__()
+
+    @property
+    def pipelined(self) -> bool:
+        return self._pipelined
+
+
+class FrameDecoder(_Pipelined):
     """Received bytes (:data:`~hw.uart.RxByte`) to body tokens (:data:`Token`).
 
     Each 0x00 byte ends a frame; a frame with no bytes gives no token (so extra delimiters are
@@ -109,14 +122,6 @@ class FrameDecoder(wiring.Component):
 
     i: In(stream.Signature(RxByte))
     o: Out(stream.Signature(Token))
-
-    def __init__(self, *, pipelined: bool = False):
-        self._pipelined = bool(pipelined)
-        super().__init__()
-
-    @property
-    def pipelined(self) -> bool:
-        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
@@ -254,7 +259,7 @@ class CRCAppender(wiring.Component):
         return m
 
 
-class COBSEncoder(wiring.Component):
+class COBSEncoder(_Pipelined):
     """COBS-encodes each body (ending at ``last``) and frames it as ``00 | COBS(body) | 00``.
 
     The code byte of a block gives the distance to the next zero, so the up to 254 bytes of a
@@ -265,14 +270,6 @@ class COBSEncoder(wiring.Component):
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
-
-    def __init__(self, *, pipelined: bool = False):
-        self._pipelined = bool(pipelined)
-        super().__init__()
-
-    @property
-    def pipelined(self) -> bool:
-        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
@@ -356,21 +353,13 @@ class COBSEncoder(wiring.Component):
         return m
 
 
-class FrameEncoder(wiring.Component):
+class FrameEncoder(_Pipelined):
     """A frame body (header and payload, ``last`` on its final byte) to wire bytes:
     :class:`CRCAppender` then :class:`COBSEncoder`, with ``pipelined`` a register slice between
     them."""
 
     i: In(stream.Signature(BodyByte))
     o: Out(stream.Signature(8))
-
-    def __init__(self, *, pipelined: bool = False):
-        self._pipelined = bool(pipelined)
-        super().__init__()
-
-    @property
-    def pipelined(self) -> bool:
-        return self._pipelined
 
     def elaborate(self, platform):
         m = Module()
