@@ -441,14 +441,14 @@ class Sequencer(wiring.Component):
             at_valid, at_a, at_last = active, is_a, last
         has_credit = credits_nz if staged else credits != 0
         if staged:
-            # the issue a cycle later (held inverted: see below) and its pass, from flip-flops
-            # without an enable, for the weight reader and the engine, which takes them as its
-            # own issue: ``issue`` and the slice's enables stay inside the sequencer (b30), and
-            # the slice's head registers only drive these (b34: the head, pulled towards the
-            # buffers' address logic, put 47 columns between the issue and its slice's enables)
-            # (two registers of the issue: ``issued`` for the engine and the reader, and
-            # ``no_pend1``, held inverted so that yosys keeps it apart, for the issue logic
-            # here; b35: one register for both sat between them, 34 columns from that logic)
+            # the issue a cycle later and its pass, from flip-flops without an enable, for the
+            # weight reader and the engine, which takes them as its own issue: ``issue`` and
+            # the slice's enables stay inside the sequencer (b30), and the slice's head
+            # registers only drive these (b34: the head, pulled towards the buffers' address
+            # logic, put 47 columns between the issue and its slice's enables). The issue
+            # logic here has its own register of the issue, ``no_pend1``, held inverted so
+            # that yosys keeps it apart (b35: one register for both sat between them, 34
+            # columns from that logic)
             no_pend1 = Signal(init=1)
             m.d.sync += [self.issued.eq(self.issue), no_pend1.eq(~self.issue),
                          self.pass_q.eq(self.pass_)]
