@@ -293,7 +293,7 @@ class FmapWriter(wiring.Component):
         vmax = 4
         nb_bytes = r * vmax
         cap = p - 1 + nb_bytes
-        depth = 2 * burst
+        depth = max(2 * burst, 4)
         m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=9 * p, depth=depth)
 
         addr = Signal(cfg.fmap_addr_bits)
@@ -322,10 +322,21 @@ class FmapWriter(wiring.Component):
         emit = Signal()
         base = Signal(range(cap + 1))
         mask = Signal(p)
+        # With fast_pipeline the FIFO's room is a register, decided a cycle ahead (``room``:
+        # at most one word enters this cycle, so a level of depth - 3 now leaves the FIFO's
+        # inner memory, depth - 1 words, room for one more next cycle). Board build b38:
+        # ``w_rdy``, from the FIFO's level across the chip, ran through ``emit`` and ``base``
+        # into the shift of ``acc``.
+        room2 = buf.level <= depth - 3
+        if cfg.fast_pipeline:
+            room = Signal()
+            m.d.sync += room.eq(room2)
+        else:
+            room = buf.w_rdy
         m.d.comb += [
             full.eq(level >= p),
             partial.eq(ending & (level != 0) & (level < p)),
-            emit.eq((full | partial) & buf.w_rdy),
+            emit.eq((full | partial) & room),
             base.eq(Mux(emit, Mux(full, level - p, 0), level)),
             mask.eq(Mux(full, (1 << p) - 1, (Const(1, p + 1) << level) - 1)),
             buf.w_en.eq(emit),
@@ -345,17 +356,19 @@ class FmapWriter(wiring.Component):
         m.d.comb += [self.i.ready.eq(ready), take.eq(self.i.valid & ready),
                      level_next.eq(base + Mux(take, n, 0))]
         if cfg.fast_pipeline:
-            room2 = (buf.level <= depth - 3) if depth >= 3 else Const(0)
             ending_next = ending | (take & beat.last)
             m.d.sync += ready.eq(Mux(self.start, 1,
                                      active & ~ending_next & Mux(room2, level_next < 2 * p,
                                                                  level_next < p)))
         else:
             m.d.comb += ready.eq(active & ~ending & (base < p))
+        # A beat is taken only with base < p (above), so the beat's bytes go in at one of p
+        # byte offsets: the shift reads only base's low bits.
         shifted = Signal(8 * cap)
+        offset = base[:ceil_log2(p)] if p > 1 else Const(0)
         m.d.comb += shifted.eq(Mux(emit, acc >> (8 * p), acc))
         m.d.sync += [
-            acc.eq(Mux(take, shifted | (nb << (base * 8)), shifted)),
+            acc.eq(Mux(take, shifted | (nb << (offset * 8)), shifted)),
             level.eq(level_next),
         ]
         with m.If(take & beat.last):
