@@ -145,16 +145,22 @@ def _delay(m, sig, n, name):
 
 def _group_end(m, take, count, last, c, name):
     """Whether the beat taken now (``count`` values) completes a group of ``c`` values (a
-    pixel's channels), as ``offset + count >= c`` but without the add on the path: a register
-    keeps the values ``rem`` still missing from the group (``fresh``: none taken yet, ``c``)."""
-    rem = Signal(len(c), name=f"{name}_rem")
-    fresh = Signal(init=1, name=f"{name}_fresh")
+    pixel's channels), as ``offset + count >= c`` but with neither an add nor ``c`` on the path:
+    a register keeps the values ``rem`` still missing from the group, another whether its high
+    bits are zero. Between groups (``fresh``) ``rem`` follows ``c``, so ``c`` must be stable from
+    at least one cycle before a layer's first beat. Board build b37: the zero test of ``c``,
+    shared by both pools, ran on into the read addresses."""
     k = len(count)
+    rem = Signal(len(c), name=f"{name}_rem")
+    rem_small = Signal(name=f"{name}_rem_small")        # rem[k:] == 0
+    rem_next = Signal(len(c), name=f"{name}_rem_next")
+    fresh = Signal(init=1, name=f"{name}_fresh")
     end = Signal(name=f"{name}_end")
-    m.d.comb += end.eq(Mux(fresh, (c[k:] == 0) & (c[:k] <= count),
-                           (rem[k:] == 0) & (rem[:k] <= count)))
+    m.d.comb += [end.eq(rem_small & (rem[:k] <= count)),
+                 rem_next.eq(Mux(take, Mux(end | last, c, rem - count), Mux(fresh, c, rem)))]
+    m.d.sync += [rem.eq(rem_next), rem_small.eq(rem_next[k:] == 0)]
     with m.If(take):
-        m.d.sync += [fresh.eq(end | last), rem.eq(Mux(fresh, c, rem) - count)]
+        m.d.sync += fresh.eq(end | last)
     return end
 
 
@@ -343,7 +349,8 @@ class MaxPool(wiring.Component):
 
     Shape inputs ``c`` (channels), ``h``/``w`` (input size), ``ho``/``wo`` (output size from
     ``compiler.golden.pool_out_size``). ``wo * c`` must fit ``pool_row_depth``; ``c`` must fit
-    ``max_channels``.
+    ``max_channels``. The shape must be stable from at least one cycle before a layer's first
+    beat until its last beat is taken.
     """
 
     def __init__(self, cfg: AccelConfig, *, width: int | None = None):
@@ -565,7 +572,8 @@ def _axis_values(old, new, even, emit_a):
 class GlobalSum(wiring.Component):
     """``S[c] = sum over pixels of A[c, y, x]``; the sums leave as the last pixel's beats.
 
-    Shape inputs ``c`` (channels), ``h``/``w`` (map size). Output values are ``sum_bits`` wide.
+    Shape inputs ``c`` (channels), ``h``/``w`` (map size), stable from at least one cycle before
+    a layer's first beat until its last beat is taken. Output values are ``sum_bits`` wide.
     """
 
     def __init__(self, cfg: AccelConfig, *, width: int | None = None):

@@ -23,6 +23,7 @@ def _run(dut, shape_sets, beats, seed, stall):
     async def setup_and_feed(ctx):
         for sig, v in shape_sets:
             ctx.set(sig, v)
+        await ctx.tick()        # the shape is set a cycle before the first beat
         await put_all(ctx, dut.i, beats, rng=random.Random(seed), stall=stall)
 
     async def drain(ctx):
@@ -107,6 +108,7 @@ def _run_gaps(dut, shape_sets, beats, gaps, out_stall, seed, max_cycles=5_000):
     async def feed(ctx):
         for sig, v in shape_sets:
             ctx.set(sig, v)
+        await ctx.tick()        # the shape is set a cycle before the first beat
         budget = max_cycles
         for i, b in enumerate(beats):
             for _ in range(gaps[i % len(gaps)]):
@@ -206,6 +208,7 @@ def test_pools_take_a_beat_every_cycle(fast):
             nonlocal stalls
             for sig, v in shapes(dut):
                 ctx.set(sig, v)
+            await ctx.tick()
             for b in beats:
                 ctx.set(dut.i.payload, b)
                 ctx.set(dut.i.valid, 1)
