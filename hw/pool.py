@@ -557,7 +557,8 @@ def _axis_flags(m, pos, size, out_size, pos1=None):
     emit_a = Signal()
     emit_b = Signal()
     m.d.comb += [
-        emit_a.eq(even & (pos >= 2) & (half - 1 < out_size)),
+        # half - 1 < out_size, for half >= 1, without the subtraction before the compare
+        emit_a.eq(even & (pos >= 2) & (half <= out_size)),
         emit_b.eq(((pos + 1 if pos1 is None else pos1) == size) & (half < out_size) & ~emit_a),
     ]
     return even, emit_a, emit_b
