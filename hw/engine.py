@@ -40,7 +40,7 @@ from .program import (
     weight_row_bits,
 )
 from .requant import DrainMeta, Requantizer, ResultDrain
-from .skid import RegisterSlice
+from .skid import PointerQueue, RegisterSlice
 from .wdecode import StreamWeightReader, row_ok
 
 __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
@@ -135,11 +135,11 @@ class Sequencer(wiring.Component):
     the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
     issues (the reader pops a row a cycle after its issue); ``issued_b``: whether the pass
     issued a cycle before was stage B. With ``fast_pipeline`` the passes wait in a two-entry
-    register slice between the loops that generate them and ``issue``, which looks at the
-    slice's head only, and the free counts follow the passes as they issue; ``issued`` and
-    ``pass_q`` are the issue and its pass a cycle later, from flip-flops without an enable:
-    the engine takes them as its issue, so that ``issue`` drives nothing outside the
-    sequencer.
+    queue (:class:`~hw.skid.PointerQueue`) between the loops that generate them and ``issue``,
+    which looks at the queue's head only, and the free counts follow the passes as they
+    issue; ``issued`` and ``pass_q`` are the issue and its pass a cycle later, from flip-flops
+    without an enable: the engine takes them as its issue, so that ``issue`` drives nothing
+    outside the sequencer.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -332,7 +332,7 @@ class Sequencer(wiring.Component):
         s_last = Signal()
         in_free = Signal(signed(ab))
         # fast_pipeline: set from reset too, so nothing is generated before the first command (a
-        # pass generated from the idle command would wait in the slice and issue after start);
+        # pass generated from the idle command would wait in the queue and issue after start);
         # the small device's form keeps its netlist (an iCE40 flip-flop that starts at 1 costs a
         # LUT): without credits it issues no group's last pass then, so it finishes no group
         issued_all = Signal(init=1 if staged else 0)
@@ -411,17 +411,20 @@ class Sequencer(wiring.Component):
         ]
         # -- issue: the pass at hand goes out (``issue``) when its group's last pass has a free
         # result bank and, with weight streams, its weight row is decoded. fast_pipeline: the
-        # generator's passes wait in a register slice, and ``issue`` looks at the slice's head
-        # only; the generator moves on while the slice has room (a flip-flop). Its wide pass
+        # generator's passes wait in a two-entry queue, and ``issue`` looks at the queue's head
+        # only; the generator moves on while the queue has room (a flip-flop). Its wide pass
         # state then no longer hangs on the issue's credits and row flags (board build b32, 66
         # MHz: the reader's flags -> issue -> the step choice -> the cursor's enables, across
-        # 30 columns), and the slice's registers drive the buffers' addresses and the delay
+        # 30 columns), and the queue's registers drive the buffers' addresses and the delay
         # lines. The buffers' free counts go with the passes: a writer may overwrite a value
         # only once every pass that reads it has issued, not when the generator moved on.
         if staged:
             qpass = data.StructLayout({"p": PassLayout(cfg), "in_free": signed(ab),
                                        "win_free": signed(ab)})
-            m.submodules.queue = queue = RegisterSlice(qpass)
+            # a pointer queue, not a register slice: ``issue`` (its ready) moves a read pointer
+            # instead of enabling the ~150 payload registers (b39: 4.2 ns from the issue
+            # logic to those enables)
+            m.submodules.queue = queue = PointerQueue(qpass)
             head = queue.o.payload
             m.d.comb += [
                 queue.i.valid.eq(active),
@@ -443,12 +446,12 @@ class Sequencer(wiring.Component):
         if staged:
             # the issue a cycle later and its pass, from flip-flops without an enable, for the
             # weight reader and the engine, which takes them as its own issue: ``issue`` and
-            # the slice's enables stay inside the sequencer (b30), and the slice's head
+            # the queue's pointer stay inside the sequencer (b30), and the queue's head
             # registers only drive these (b34: the head, pulled towards the buffers' address
-            # logic, put 47 columns between the issue and its slice's enables). The issue
-            # logic here has its own register of the issue, ``no_pend1``, held inverted so
-            # that yosys keeps it apart (b35: one register for both sat between them, 34
-            # columns from that logic)
+            # logic, put 47 columns between the issue and the enables of what was then a
+            # register slice). The issue logic here has its own register of the issue,
+            # ``no_pend1``, held inverted so that yosys keeps it apart (b35: one register for
+            # both sat between them, 34 columns from that logic)
             no_pend1 = Signal(init=1)
             m.d.sync += [self.issued.eq(self.issue), no_pend1.eq(~self.issue),
                          self.pass_q.eq(self.pass_)]
@@ -804,7 +807,7 @@ class Engine(wiring.Component):
         w_lat = weights.latency
         if cfg.weight_streams:
             # the step's context (0 the squeeze, stage A; 1 the expands or a plain
-            # convolution) of the slice's head: the decoder's priority
+            # convolution) of the queue's head: the decoder's priority
             wread = [weights.ctx.eq(~seq.pass_.stage_a), seq.w_ok1.eq(weights.ok1),
                      seq.w_ok2.eq(weights.ok2), seq.w_ok3.eq(weights.ok3),
                      weights.issued.eq(seq.issued), weights.issued_ctx.eq(seq.issued_b)]

@@ -1,4 +1,5 @@
-"""hw.skid.RegisterSlice: order, one beat a cycle, and nothing combinational through it."""
+"""hw.skid.RegisterSlice and PointerQueue: order, one beat a cycle, and nothing combinational
+through them (PointerQueue's payload: the entry at its read pointer)."""
 
 import random
 
@@ -7,13 +8,17 @@ from amaranth import unsigned
 from amaranth.sim import Simulator
 from streams import get_n, put_all, simulate
 
-from hw.skid import RegisterSlice
+from hw.skid import PointerQueue, RegisterSlice
+
+KINDS = pytest.mark.parametrize("kind", [RegisterSlice, PointerQueue],
+                                ids=["slice", "queue"])
 
 
+@KINDS
 @pytest.mark.parametrize("seed", range(4))
-def test_register_slice_keeps_every_beat_in_order_under_back_pressure(seed):
+def test_keeps_every_beat_in_order_under_back_pressure(kind, seed):
     rng = random.Random(seed)
-    dut = RegisterSlice(unsigned(12))
+    dut = kind(unsigned(12))
     sent = [rng.randrange(1 << 12) for _ in range(200)]
     got = []
 
@@ -37,8 +42,9 @@ def test_register_slice_keeps_every_beat_in_order_under_back_pressure(seed):
     assert got == sent
 
 
-def test_register_slice_passes_a_beat_every_cycle():
-    dut = RegisterSlice(unsigned(8))
+@KINDS
+def test_passes_a_beat_every_cycle(kind):
+    dut = kind(unsigned(8))
     n = 50
     seen = []
 
@@ -58,10 +64,11 @@ def test_register_slice_passes_a_beat_every_cycle():
     assert seen[:n] == [(t + 1, t % 256) for t in range(n)]
 
 
-def test_register_slice_outputs_do_not_follow_inputs_in_the_same_cycle():
-    """o.valid, o.payload and i.ready are flip-flops: changing i.valid, i.payload and o.ready
-    without a clock edge leaves them as they are."""
-    dut = RegisterSlice(unsigned(8))
+@KINDS
+def test_outputs_do_not_follow_inputs_in_the_same_cycle(kind):
+    """o.valid, o.payload and i.ready come from flip-flops: changing i.valid, i.payload and
+    o.ready without a clock edge leaves them as they are."""
+    dut = kind(unsigned(8))
 
     async def bench(ctx):
         # fill both registers: one beat in o, one in the skid (o stalled)
