@@ -118,12 +118,6 @@ class AccelConfig:
     wstream_kmax: int = 7
     #: words of each column's stream memory (all layers' streams of that column)
     wstream_depth: int = 4096
-    #: words of a bank of a column's stream memory (a power of two, one ECP5 block RAM's 512
-    #: words at 36 bits): each bank's word is registered before the column's word is chosen, a
-    #: cycle more per read (board build b40: a block RAM's clock-to-out, then across the chip
-    #: to the multiplexer over a column's 20 banks); 0: one memory, read straight into the word
-    #: register
-    wstream_bank_depth: int = 512
     #: entries of the central codebook memory: per layer one block, the image of the lane
     #: tables (the codebooks of its convolutions packed one after another)
     codebook_depth: int = 4096
@@ -183,10 +177,6 @@ class AccelConfig:
             if self.wstream_word_bits < self.pe_lanes:
                 raise ValueError(f"AccelConfig.wstream_word_bits ({self.wstream_word_bits}) must "
                                  f"be at least pe_lanes ({self.pe_lanes})")
-            b = self.wstream_bank_depth
-            if b < 0 or b & (b - 1):
-                raise ValueError(f"AccelConfig.wstream_bank_depth must be 0 or a power of two, "
-                                 f"not {b!r}")
             if self.lookup_depth & (self.lookup_depth - 1):
                 raise ValueError(f"AccelConfig.lookup_depth must be a power of two (the "
                                  f"entries of a lane's lookup table), not "
