@@ -373,11 +373,16 @@ def test_restart_and_load():
         configure(ctx, dut, 0, cfg_new)
         await restart(ctx, dut, 0)
         got["c"], _ = await drain(ctx, dut, 0, 2 * cfg_new["n_rows"] + 1)
+        # the first context is intact: the load wrote only its own addresses
+        configure(ctx, dut, 0, cfg)
+        await restart(ctx, dut, 0)
+        got["d"], _ = await drain(ctx, dut, 0, cfg["n_rows"])
 
     run(dut, bench)
     check_rows(got["a"], cfg)
     check_rows(got["b"], cfg)          # row 0 again after the restart
     check_rows(got["c"], cfg_new)
+    check_rows(got["d"], cfg)
 
 
 def test_bad_parameters():
