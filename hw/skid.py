@@ -21,13 +21,8 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["RegisterSlice", "PointerQueue"]
 
 
-class RegisterSlice(wiring.Component):
-    """Beats of ``shape`` from ``i`` to ``o`` in order, one cycle later at the earliest.
-
-    ``o.valid``, ``o.payload`` and ``i.ready`` are flip-flops. A beat taken while ``o`` is
-    stalled waits in a second (skid) register; ``i.ready`` falls only while that one is full,
-    so a sink that is always ready sees one beat every cycle. ``level``: beats held (0..2).
-    """
+class _TwoBeats(wiring.Component):
+    """The interface both hold two beats behind: ``i``, ``o`` and ``level`` (beats held)."""
 
     def __init__(self, shape):
         self._shape = shape
@@ -36,6 +31,15 @@ class RegisterSlice(wiring.Component):
             "o": Out(stream.Signature(shape)),
             "level": Out(range(3)),
         })
+
+
+class RegisterSlice(_TwoBeats):
+    """Beats of ``shape`` from ``i`` to ``o`` in order, one cycle later at the earliest.
+
+    ``o.valid``, ``o.payload`` and ``i.ready`` are flip-flops. A beat taken while ``o`` is
+    stalled waits in a second (skid) register; ``i.ready`` falls only while that one is full,
+    so a sink that is always ready sees one beat every cycle. ``level``: beats held (0..2).
+    """
 
     def elaborate(self, platform):
         m = Module()
@@ -61,7 +65,7 @@ class RegisterSlice(wiring.Component):
         return m
 
 
-class PointerQueue(wiring.Component):
+class PointerQueue(_TwoBeats):
     """Beats of ``shape`` from ``i`` to ``o`` in order, one cycle later at the earliest, through
     two entry registers written at a write pointer and read at a read pointer.
 
@@ -70,14 +74,6 @@ class PointerQueue(wiring.Component):
     and the flags, never the payload's registers, whose enables come from ``i`` alone. A sink
     that is always ready sees one beat every cycle.
     """
-
-    def __init__(self, shape):
-        self._shape = shape
-        super().__init__({
-            "i": In(stream.Signature(shape)),
-            "o": Out(stream.Signature(shape)),
-            "level": Out(range(3)),
-        })
 
     def elaborate(self, platform):
         m = Module()

@@ -12,7 +12,7 @@ import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
-from streams import beats_of, stream_get, stream_put
+from streams import beats_of, simulate, stream_get, stream_put
 
 from hw.config import AccelConfig
 from hw.memport import MemCmd, ModelMemory
@@ -58,6 +58,15 @@ class _Path(wiring.Component):
         return m
 
 
+async def _start_writer(ctx, wr, addr, vb):
+    """Start ``wr`` on a tensor at word ``addr`` of ``vb``-byte values (a one-cycle strobe)."""
+    ctx.set(wr.addr, addr)
+    ctx.set(wr.vb, vb)
+    ctx.set(wr.start, 1)
+    await ctx.tick()
+    ctx.set(wr.start, 0)
+
+
 def _signed(v, bits):
     v &= (1 << bits) - 1
     return v - (1 << bits) if v >> (bits - 1) else v
@@ -83,11 +92,7 @@ def test_write_then_read_back(port_bytes, burst, vb, seed):
         # a sentinel tensor right behind the tensor's end, written first
         tail_word = addr_a + (n * vb) // port_bytes
         for addr, vals in ((addr_a, values), (addr_b, list(range(1, 60)))):
-            ctx.set(wr.addr, addr)
-            ctx.set(wr.vb, vb)
-            ctx.set(wr.start, 1)
-            await ctx.tick()
-            ctx.set(wr.start, 0)
+            await _start_writer(ctx, wr, addr, vb)
             for beat in beats_of(vals, 6, cfg.requant_units, rng):
                 await stream_put(ctx, wr.i, beat, rng=rng, stall=0.3)
             await ctx.tick().until(~wr.busy)
@@ -145,11 +150,7 @@ def test_writer_packs_bytes_and_masks_the_last_word(vb, port_bytes):
     words = []
 
     async def bench(ctx):
-        ctx.set(wr.addr, 3)
-        ctx.set(wr.vb, vb)
-        ctx.set(wr.start, 1)
-        await ctx.tick()
-        ctx.set(wr.start, 0)
+        await _start_writer(ctx, wr, 3, vb)
         for beat in beats_of(values, 5, cfg.requant_units):
             await stream_put(ctx, wr.i, beat)
         await ctx.tick().until(~wr.busy)
@@ -184,11 +185,7 @@ def test_writer_fifo_fills_and_loses_nothing(vb, port_bytes, burst, fast):
     done = []
 
     async def engine(ctx):
-        ctx.set(dut.addr, 5)
-        ctx.set(dut.vb, vb)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await _start_writer(ctx, dut, 5, vb)
         beats = beats_of(values, 7, cfg.requant_units, rng)
         for _ in range(20_000):                 # a bound, so that a lost word fails, not hangs
             if beats:
@@ -229,11 +226,7 @@ def test_writer_fifo_fills_and_loses_nothing(vb, port_bytes, burst, fast):
                 wait = max(wait - 1, 0)
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(engine)
-    sim.add_testbench(memory)
-    sim.run()
+    simulate(dut, engine, memory)
     assert done, "the writer did not finish: a word went missing"
     expect = b"".join((v & ((1 << (8 * vb)) - 1)).to_bytes(vb, "little") for v in values)
     base = 5 * port_bytes
