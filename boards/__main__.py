@@ -101,7 +101,8 @@ def _build_opts(board, design: str) -> dict:
     opts = {"synth_opts": board.synth_opts}
     if design == "accel":
         for key, value in board.accel_build.items():
-            opts[key] = f"{opts.get(key, '')} {value}".strip()
+            opts[key] = f"{opts.get(key, '')} {value}".strip() if isinstance(value, str) \
+                else value
     return opts
 
 

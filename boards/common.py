@@ -510,6 +510,9 @@ class BuildReport:
     steps: dict = dataclasses.field(default_factory=dict)
     utilization: dict = dataclasses.field(default_factory=dict)
     clocks: dict = dataclasses.field(default_factory=dict)
+    #: block-RAM read ports whose output register holds a register of the design
+    #: (:mod:`boards.netlist`; None: the build does not look for them)
+    ebr_output_registers: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -566,6 +569,7 @@ def _log_tail(path: Path, lines: int = 30) -> str:
 def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: float,
               resources: Callable[[dict, dict], dict], bitstream_ext: str,
               synth_opts: str = "", nextpnr_opts: str = "", script_after_synth: str = "",
+              absorb_ebr_registers: bool = False,
               progress=print) -> BuildReport:
     """Synthesise, place and route, and pack ``top`` for ``platform`` in ``build_dir``.
 
@@ -578,7 +582,10 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     iCE40UP5K); ``script_after_synth``: yosys commands after it (with ``synth_opts`` ``-run
     :map_luts`` the ULX3S maps the LUTs with the classic ABC, :data:`boards.ulx3s.CLASSIC_ABC`);
     ``nextpnr_opts``: extra options of nextpnr (``--router router2`` for the ULX3S's
-    accelerator). Raises :class:`BuildError` when a tool fails (the design does not fit, ...).
+    accelerator); ``absorb_ebr_registers``: after synthesis, plain registers on ECP5 block
+    RAMs' read data move into the RAMs' output registers (:mod:`boards.netlist`;
+    ``steps["absorb"]``, and the ``ebr_output_registers`` of the report). Raises
+    :class:`BuildError` when a tool fails (the design does not fit, ...).
     """
     from sim.toolchain import yowasp_env
 
@@ -587,6 +594,7 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     build_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     steps = {}
+    ebr_regs = None
     progress(f"[{board}] elaborating {type(top).__name__} ...")
     t0 = time.monotonic()
     extra = {k: v for k, v in (("synth_opts", synth_opts),
@@ -618,6 +626,17 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
             raise BuildError(f"{label} failed with exit code {status} after {elapsed:.0f} s; "
                              f"end of {extra}:\n{_log_tail(extra)}\n{_log_tail(log, 10)}")
         progress(f"[{board}] step {number}/{len(commands)}: {label} done in {elapsed:.1f} s")
+        if tool == "yosys" and absorb_ebr_registers:
+            from .netlist import absorb_file
+
+            t0 = time.monotonic()
+            absorbed = absorb_file(build_dir / f"{name}.json")
+            steps["absorb"] = round(time.monotonic() - t0, 1)
+            ebr_regs = absorbed.rams
+            progress(f"[{board}] {absorbed.flip_flops} flip-flops moved into the output "
+                     f"registers of {absorbed.rams} block-RAM read ports"
+                     + (f" ({len(absorbed.skipped)} left: {absorbed.skipped[0][1]}, ...)"
+                        if absorbed.skipped else ""))
     report = json.loads((build_dir / f"{name}.report.json").read_text())
     util, clocks = parse_nextpnr_report(report)
     rpt = build_dir / f"{name}.rpt"
@@ -637,7 +656,7 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
         utilization={k: {"used": u, "available": a} for k, (u, a) in util.items()},
         clocks={k: {"achieved_mhz": round(a, 2), "constraint_mhz": round(c, 2)}
                 for k, (a, c) in clocks.items()},
-        **res)
+        ebr_output_registers=ebr_regs, **res)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -296,6 +296,18 @@ CLASSIC_ABC = ("-run :map_luts",
                "synth_ecp5 -top top -run map_cells:")
 
 
+#: ``(synth_opts, script_after_synth)`` of the accelerator: :data:`CLASSIC_ABC`, and before the
+#: block RAMs are mapped, a memory marked ``no_rw_check`` (the stream decoder's column
+#: memories, hw/wdecode.py: a word is never read in the cycle it is written) lets a collision of
+#: its read and write port give any word. Without this yosys keeps the old word on a collision
+#: with a copy of each write and a multiplexer after the block RAM's data
+#: (``emulate_read_first``), which also stands between the RAM and a register that could move
+#: into it (:mod:`boards.netlist`)
+ACCEL_SYNTH = ("-run :map_ram",
+               "setparam -set RD_COLLISION_X_MASK 1'b1 t:$mem_v2 a:no_rw_check %i\n"
+               "synth_ecp5 -top top -run map_ram:map_luts\n" + CLASSIC_ABC[1])
+
+
 def _platform():
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     return ULX3S_85F_Platform()
@@ -322,7 +334,9 @@ BOARD = Board(
     # 21 (16 columns); router2's timing-driven rip-up (--tmg-ripup) had not converged on it after
     # 40; nextpnr's static (electrostatic) placer placed b14's netlist to 63.9 MHz in 11.4
     # minutes of place and route where HeAP gave 55.9 MHz in 14.3; yosys's abc9 asserts on some
-    # of its builds, the classic ABC maps it (docs/boards.md, section 6)
+    # of its builds, the classic ABC maps it (docs/boards.md, section 6); the stream decoder's
+    # bank registers move into the block RAMs' output registers (boards/netlist.py)
     accel_build={"nextpnr_opts": "--router router2 --placer static",
-                 "synth_opts": CLASSIC_ABC[0], "script_after_synth": CLASSIC_ABC[1]},
+                 "synth_opts": ACCEL_SYNTH[0], "script_after_synth": ACCEL_SYNTH[1],
+                 "absorb_ebr_registers": True},
 )

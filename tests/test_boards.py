@@ -728,10 +728,12 @@ def test_a_failing_tool_is_reported_with_its_own_log(tmp_path, monkeypatch):
 
 
 def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monkeypatch, capsys):
-    """``boards build ulx3s-85f`` synthesises the accelerator with ``synth_ecp5`` up to the LUT
-    mapping, the classic ``abc -lut 4`` and the rest of ``synth_ecp5`` (yosys's abc9 asserts on
-    some of its netlists), and routes it with router2; the memory test keeps the defaults. A
-    stand-in for yosys records the script and stops the build."""
+    """``boards build ulx3s-85f`` synthesises the accelerator with ``synth_ecp5`` up to the block
+    RAM mapping, marks the collisions of ``no_rw_check`` memories as undefined, goes on up to
+    the LUT mapping, maps the LUTs with the classic ``abc -lut 4`` and runs the rest of
+    ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2;
+    the memory test keeps the defaults. A stand-in for yosys records the script and stops the
+    build."""
     from boards.__main__ import main
 
     seen = tmp_path / "scripts"
@@ -748,10 +750,15 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
         assert "ERROR: stand-in" in capsys.readouterr().err
     accel_ys, memtest_ys = (seen / "ys").read_text().split("----\n")[:2]
     accel_sh, memtest_sh = (seen / "sh").read_text().split("----\n")[:2]
-    assert "synth_ecp5 -run :map_luts -top top" in accel_ys
-    assert "abc -lut 4" in accel_ys and "synth_ecp5 -top top -run map_cells:" in accel_ys
+    steps = ["synth_ecp5 -run :map_ram -top top",
+             "setparam -set RD_COLLISION_X_MASK 1'b1 t:$mem_v2 a:no_rw_check %i",
+             "synth_ecp5 -top top -run map_ram:map_luts", "abc -lut 4",
+             "synth_ecp5 -top top -run map_cells:", "write_json"]
+    at = [accel_ys.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), list(zip(steps, at))
     assert "--router router2" in accel_sh and "--placer static" in accel_sh
-    assert "abc -lut 4" not in memtest_ys and "-run :map_luts" not in memtest_ys
+    assert "abc -lut 4" not in memtest_ys and "-run :map_" not in memtest_ys
+    assert "setparam" not in memtest_ys
     assert "--router" not in memtest_sh and "--placer" not in memtest_sh
 
 
