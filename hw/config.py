@@ -118,6 +118,15 @@ class AccelConfig:
     wstream_kmax: int = 7
     #: words of each column's stream memory (all layers' streams of that column)
     wstream_depth: int = 4096
+    #: words of a bank of a column's stream memory (a power of two; 2048: eight ECP5 block
+    #: RAMs of 2048 x 9 bits, five banks for the ULX3S's 10,240 words): each bank's word is
+    #: registered before the column's word is chosen, a cycle more per read. On the ECP5 that
+    #: register is the block RAMs' own output register (boards/netlist.py), and five banks
+    #: leave a 5:1 multiplexer to the word register (board build b40: a block RAM's
+    #: clock-to-out, across the chip, then the multiplexer over 20 banks of 512 words;
+    #: ``python -m boards.timing decoder``: 85.12 MHz with 20 banks, 102.71 with 5); 0: one
+    #: memory, read straight into the word register
+    wstream_bank_depth: int = 2048
     #: entries of the central codebook memory: per layer one block, the image of the lane
     #: tables (the codebooks of its convolutions packed one after another)
     codebook_depth: int = 4096
@@ -177,6 +186,10 @@ class AccelConfig:
             if self.wstream_word_bits < self.pe_lanes:
                 raise ValueError(f"AccelConfig.wstream_word_bits ({self.wstream_word_bits}) must "
                                  f"be at least pe_lanes ({self.pe_lanes})")
+            b = self.wstream_bank_depth
+            if b < 0 or b & (b - 1):
+                raise ValueError(f"AccelConfig.wstream_bank_depth must be 0 or a power of two, "
+                                 f"not {b!r}")
             if self.lookup_depth & (self.lookup_depth - 1):
                 raise ValueError(f"AccelConfig.lookup_depth must be a power of two (the "
                                  f"entries of a lane's lookup table), not "

@@ -183,10 +183,13 @@ class ColumnStreamDecoder(wiring.Component):
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
     decoded ahead per context; 7 keeps a row per cycle: the selection sees a row's credit a
     cycle after it leaves), ``init`` (initial words per column), ``max_rows`` (largest
-    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; 6
-    keeps a word per cycle),
+    ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; the
+    default, 6, or 7 with banks, keeps a word per cycle),
     ``entry_fifo`` (row lengths measured ahead per column and context, >= 1; 5 keeps a row per
-    cycle).
+    cycle), ``bank_depth`` (a power of two, or None: with it a column memory is built as banks
+    of that many words, each read into a register of its own before the word is chosen: a
+    cycle more from a read to its word, and the block RAMs' clock-to-out no longer in series
+    with the multiplexer over a column's block RAMs).
 
     Ports (all in the ``sync`` domain):
 
@@ -214,7 +217,8 @@ class ColumnStreamDecoder(wiring.Component):
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
                  depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
-                 word_fifo: int = 6, entry_fifo: int = 5):
+                 word_fifo: int | None = None, entry_fifo: int = 5,
+                 bank_depth: int | None = None):
         if not 1 <= kmax <= 8:
             raise ValueError(f"kmax must be in 1..8, not {kmax!r}")
         if word_bits < lanes:
@@ -228,12 +232,21 @@ class ColumnStreamDecoder(wiring.Component):
         self.depth, self.contexts, self.fifo_depth = depth, contexts, fifo_depth
         self.max_rows, self.entry_fifo = max_rows, entry_fifo
         self.init = [list(w) for w in init] if init is not None else None
+        if bank_depth is not None and (bank_depth < 1 or bank_depth & (bank_depth - 1)):
+            raise ValueError(f"bank_depth must be a power of two, not {bank_depth!r}")
+        #: banks per column memory (1: one memory, read straight into the word register)
+        self.banks = 1 if bank_depth is None else -(-depth // bank_depth)
+        self.bank_depth = depth if self.banks == 1 else bank_depth
+        #: cycles from a read's grant to its word in the word FIFO
+        self.read_stages = 3 if self.banks == 1 else 4
         #: the largest record: L codes of kmax bits
         self.record_max = lanes * kmax
         #: words of the window: offsets below 2 W plus a whole record
         self.window = -(-(2 * word_bits - 1 + self.record_max) // word_bits)
         #: masks in a mask word
         self.masks_per_word = word_bits // lanes
+        if word_fifo is None:
+            word_fifo = 6 + self.read_stages - 3
         if word_fifo < 3:
             raise ValueError(f"word_fifo must be at least 3, not {word_fifo!r}")
         self.word_fifo = word_fifo
@@ -295,12 +308,6 @@ class ColumnStreamDecoder(wiring.Component):
         fifos = [[None] * C for _ in range(NX)]
         for c in range(C):
             init = self.init[c] if self.init is not None and c < len(self.init) else []
-            mem = Memory(shape=self.word_bits, depth=self.depth, init=init)
-            m.submodules[f"mem{c}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync")
-            m.d.comb += [wp.en.eq(self.w_en & (self.w_col == c)), wp.addr.eq(self.w_addr),
-                         wp.data.eq(self.w_data)]
             # per context: the mask part's and the code part's request and address
             wants = [[Signal(name=f"want{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
             fas = [[Signal(abits, name=f"fa{kd}_{x}_{c}") for kd in "mc"] for x in range(NX)]
@@ -324,7 +331,7 @@ class ColumnStreamDecoder(wiring.Component):
             raddr = Signal(abits, name=f"raddr_{c}")
             ren = Signal(name=f"ren_{c}")
             m.d.sync += [raddr.eq(addr), ren.eq(_any([g for gs in issues for g in gs]))]
-            m.d.comb += [rp.addr.eq(raddr), rp.en.eq(ren)]
+            rdata = self._memory(m, c, init, raddr, ren)
 
             for x in range(NX):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
@@ -333,8 +340,8 @@ class ColumnStreamDecoder(wiring.Component):
             # the word registered once more after the block RAMs (their 5.6 ns clock-to-out and
             # the multiplexer over a column's EBRs, then across the chip to the word FIFOs'
             # LUT RAM was the critical path of board build b22)
-            rword = Signal.like(rp.data, name=f"rword_{c}")
-            m.d.sync += rword.eq(rp.data)
+            rword = Signal(self.word_bits, name=f"rword_{c}")
+            m.d.sync += rword.eq(rdata)
             self._column(m, c, prio, rword, wants, urgent, fas, issues, pops,
                          [fifos[x][c] for x in range(NX)])
 
@@ -361,20 +368,60 @@ class ColumnStreamDecoder(wiring.Component):
                 ]
         return m
 
+    def _memory(self, m, c, init, raddr, ren):
+        """Column ``c``'s memory, written through ``w_*``, read at the registered ``raddr``:
+        the word read, a cycle after ``raddr`` (one memory) or two (banks, each read into its own
+        register, chosen by the address's bank bits registered twice; board build b40: a block
+        RAM's 5.6 ns clock-to-out, 5.3 ns across the chip to the multiplexer over the column's
+        20 banks, then the word register)."""
+        B, BD = self.banks, self.bank_depth
+        bb = _bits(BD - 1) if B > 1 else len(raddr)
+        outs = []
+        for k in range(B):
+            words = init[k * BD:(k + 1) * BD]
+            # ``no_rw_check``: a word is never read in the cycle it is written (a context's
+            # words load while it is idle), so the synthesis flow may leave out the logic that
+            # gives a collision the old word (yosys: a copy of the write, a multiplexer after
+            # the block RAM; :data:`boards.ulx3s.ACCEL_SYNTH`)
+            mem = Memory(shape=self.word_bits, depth=BD if B > 1 else self.depth, init=words,
+                         attrs={"no_rw_check": 1})
+            m.submodules[f"mem{c}" if B == 1 else f"mem{c}_{k}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync")
+            sel = self.w_col == c
+            if B > 1:
+                sel = sel & (self.w_addr[bb:] == k)
+            m.d.comb += [wp.en.eq(self.w_en & sel), wp.addr.eq(self.w_addr[:bb]),
+                         wp.data.eq(self.w_data), rp.addr.eq(raddr[:bb]), rp.en.eq(ren)]
+            outs.append(rp.data)
+        if B == 1:
+            return outs[0]
+        bank1 = Signal(len(raddr) - bb, name=f"bank1_{c}")
+        bank2 = Signal(len(raddr) - bb, name=f"bank2_{c}")
+        m.d.sync += [bank1.eq(raddr[bb:]), bank2.eq(bank1)]
+        regs = []
+        for k, out in enumerate(outs):
+            # without a reset: a plain flip-flop, which the ULX3S build moves into the block
+            # RAM's own output register (boards/netlist.py)
+            q = Signal(self.word_bits, name=f"bankq{k}_{c}", reset_less=True)
+            m.d.sync += q.eq(out)
+            regs.append(q)
+        return Array(regs)[bank2]
+
     def _fetch(self, m, run, rdata, want, fa, issue, first, wrap, pend, fifo):
         """A word pointer: while ``run`` it asks to read at ``fa`` when ``fifo`` will have room
         (``want``, registered); an ``issue`` (granted) reads: the memory takes the registered
         address a cycle later, the word is registered after it and lands in ``fifo`` a cycle
-        after that (``pend``: the reads one, two and three cycles old), and ``fa`` moves on, to
-        ``first`` when ``wrap``."""
+        after that, with banks two (``pend``: the reads 1 .. ``read_stages`` cycles old), and
+        ``fa`` moves on, to ``first`` when ``wrap``."""
         WD = self.word_fifo
-        p1, p2, p3 = pend
-        m.d.comb += [fifo.w_en.eq(p3), fifo.w_data.eq(rdata)]
+        m.d.comb += [fifo.w_en.eq(pend[-1]), fifo.w_data.eq(rdata)]
         # room for a word read next cycle, ignoring this cycle's FIFO read (a short path);
         # both outcomes of this cycle's ``issue`` (a late arbitration) compared beforehand
-        held = fifo.level + p1 + p2 + p3
+        held = fifo.level + sum(pend)
         m.d.sync += [want.eq(run & Mux(issue, held <= WD - 2, held <= WD - 1)),
-                     p1.eq(issue), p2.eq(p1), p3.eq(p2)]
+                     pend[0].eq(issue)]
+        m.d.sync += [q.eq(p) for p, q in zip(pend, pend[1:])]
         with m.If(issue):
             m.d.sync += fa.eq(Mux(wrap, first, fa + 1))
 
@@ -395,9 +442,11 @@ class ColumnStreamDecoder(wiring.Component):
             n = f"_{x}_{c}"
             s = {
                 "running": Signal(name="running" + n),
-                # code and mask reads issued one, two and three cycles ago
-                "pend": tuple(Signal(name=f"pend{i}" + n) for i in (1, 2, 3)),
-                "mpend": tuple(Signal(name=f"mpend{i}" + n) for i in (1, 2, 3)),
+                # code and mask reads issued 1 .. read_stages cycles ago
+                "pend": tuple(Signal(name=f"pend{i}" + n)
+                              for i in range(1, self.read_stages + 1)),
+                "mpend": tuple(Signal(name=f"mpend{i}" + n)
+                               for i in range(1, self.read_stages + 1)),
                 "slot": [Signal(W, name=f"slot{i}" + n) for i in range(NW)],
                 "sv": [Signal(name=f"sv{i}" + n) for i in range(NW)],
                 "o": Signal(obits, name="o" + n),        # head record: start (from slot 0)
@@ -764,7 +813,8 @@ class StreamWeightReader(wiring.Component):
                                   # decoder's 7 keep a row a cycle
                                   fifo_depth=10,
                                   init=None if init is None else init.words,
-                                  max_rows=cfg.weight_depth)
+                                  max_rows=cfg.weight_depth,
+                                  bank_depth=cfg.wstream_bank_depth or None)
         m.submodules.decoder = dec
         m.d.comb += [dec.w_en.eq(self.s_en), dec.w_col.eq(self.s_addr[self._abits:]),
                      dec.w_addr.eq(self.s_addr[:self._abits]), dec.w_data.eq(self.s_data)]

@@ -163,13 +163,17 @@ async def start_both(ctx, dut, lay):
     ctx.set(dut.restart[1], 0)
 
 
+@pytest.mark.parametrize("bank_depth", [None, 4], ids=["one", "banks"])
 @pytest.mark.parametrize("seed,word_bits,kmax,specs,density", RANDOM_CASES)
-def test_random_contexts_exact(seed, word_bits, kmax, specs, density):
+def test_random_contexts_exact(seed, word_bits, kmax, specs, density, bank_depth):
+    """Random streams under stalls; also with the column memories built as banks of 4 words
+    (``bank_depth``: the board's form, a cycle more per read)."""
     rng = np.random.default_rng(seed)
     cols = 4
     segs = make_segments(rng, cols, specs, density)
     lay = Layout([segs], cols, word_bits, rng)
-    dut = decoder(lay, kmax)
+    dut = decoder(lay, kmax, bank_depth=bank_depth)
+    assert (dut.banks > 1) == (bank_depth is not None)
     cfg = lay.cfg[0]
     n = 3 * cfg["n_rows"] + 2
     got = decode_one(dut, cfg, n, seed=seed, stall=0.3)
@@ -294,13 +298,14 @@ def test_alternating_whole_steps_full_rate():
     # word) and the next record needs three words of window: still a row per cycle
     (72, 7, [(2, 7, MASK), (5, 5, DENSE)], 1.0),
 ])
-def test_rate_one_row_per_cycle(word_bits, kmax, specs, density):
+@pytest.mark.parametrize("bank_depth", [None, 8], ids=["one", "banks"])
+def test_rate_one_row_per_cycle(word_bits, kmax, specs, density, bank_depth):
     rng = np.random.default_rng(21)
     cols = 4
     segs = make_segments(rng, cols, specs, density)
     assert max_record_bits(segs) <= word_bits
     lay = Layout([segs], cols, word_bits, rng)
-    dut = decoder(lay, kmax)
+    dut = decoder(lay, kmax, bank_depth=bank_depth)
     cfg = lay.cfg[0]
     n = max(40, 4 * cfg["n_rows"])
     res = {}
@@ -315,7 +320,9 @@ def test_rate_one_row_per_cycle(word_bits, kmax, specs, density):
 
     run(dut, bench)
     check_rows(res["rows"], cfg)
-    assert res["latency"] <= LATENCY, f"first row after {res['latency']} cycles"
+    # banks: a cycle more from a read to its word
+    latency = LATENCY + (dut.read_stages - 3)
+    assert res["latency"] <= latency, f"first row after {res['latency']} cycles"
     assert res["rest"] == n - 1, f"{n - 1} rows after the first took {res['rest']} cycles"
 
 
@@ -340,13 +347,14 @@ def test_long_records_slow_but_exact():
     assert res["cycles"] > n          # records of two words cannot come one per cycle
 
 
-def test_restart_and_load():
+@pytest.mark.parametrize("bank_depth", [None, 16], ids=["one", "banks"])
+def test_restart_and_load(bank_depth):
     rng = np.random.default_rng(9)
     cols = 4
     a = make_segments(rng, cols, [(5, 5, MASK), (2, 6, DENSE)], 0.4)
     new = make_segments(rng, cols, [(3, 3, DENSE)], 1.0)
     lay = Layout([a], cols, 36, rng, depth=64)
-    dut = decoder(lay, 7)
+    dut = decoder(lay, 7, bank_depth=bank_depth)
     cfg = lay.cfg[0]
     # the new context's words, written through w_* at address 40 of every column
     load = Layout([], cols, 36)
@@ -373,7 +381,8 @@ def test_restart_and_load():
         configure(ctx, dut, 0, cfg_new)
         await restart(ctx, dut, 0)
         got["c"], _ = await drain(ctx, dut, 0, 2 * cfg_new["n_rows"] + 1)
-        # the first context is intact: the load wrote only its own addresses
+        # the first context is intact: the load wrote only its own addresses (with banks:
+        # only its own bank)
         configure(ctx, dut, 0, cfg)
         await restart(ctx, dut, 0)
         got["d"], _ = await drain(ctx, dut, 0, cfg["n_rows"])

@@ -28,7 +28,7 @@ from hw.wdecode import StreamWeightReader
 #: tiny network's layers need at most 48)
 SCFG = dataclasses.replace(CFG, weight_streams=True, pe_columns=4, pe_lanes=3, requant_units=2,
                            wstream_word_bits=24, wstream_depth=512, codebook_depth=1024,
-                           lookup_depth=64)
+                           lookup_depth=64, wstream_bank_depth=16)   # many banks
 
 
 def shared_weights(qm, seed):
