@@ -193,7 +193,9 @@ class ColumnStreamDecoder(wiring.Component):
 
     Ports (all in the ``sync`` domain):
 
-    - ``w_en``, ``w_col``, ``w_addr``, ``w_data``: write one word of a column memory;
+    - ``w_en``, ``w_col``, ``w_addr``, ``w_data``: write one word of a column memory (rows a
+      context decoded from words written after its last ``restart`` are undefined: restart it
+      after a load);
     - per context ``i``: ``start[i][c]``, ``end[i][c]`` (first and last word of column ``c``'s
       code part, inclusive; its mask part follows), ``n_rows[i]``, ``n0[i]`` (rows of segment
       0, >= 1), ``k0[i]``, ``dense0[i]``, ``k1[i]``, ``dense1[i]``: held stable while the
@@ -379,10 +381,11 @@ class ColumnStreamDecoder(wiring.Component):
         outs = []
         for k in range(B):
             words = init[k * BD:(k + 1) * BD]
-            # ``no_rw_check``: a word is never read in the cycle it is written (a context's
-            # words load while it is idle), so the synthesis flow may leave out the logic that
-            # gives a collision the old word (yosys: a copy of the write, a multiplexer after
-            # the block RAM; :data:`boards.ulx3s.ACCEL_SYNTH`)
+            # ``no_rw_check``: a word read in the cycle it is written may be any word. Words
+            # load between layers, and what a context fetched before its next ``restart`` is
+            # discarded by it, so such a word is never used; the synthesis flow may leave out
+            # the logic that gives a collision the old word (yosys: a copy of the write, a
+            # multiplexer after the block RAM; :data:`boards.ulx3s.ACCEL_SYNTH`)
             mem = Memory(shape=self.word_bits, depth=BD if B > 1 else self.depth, init=words,
                          attrs={"no_rw_check": 1})
             m.submodules[f"mem{c}" if B == 1 else f"mem{c}_{k}"] = mem
@@ -564,7 +567,11 @@ class ColumnStreamDecoder(wiring.Component):
                      efifo.r_en.eq(take_n | ~nv)]
             with m.If(take_n | ~nv):
                 sync += [nv.eq(efifo.r_rdy), nxt.eq(efifo.r_data)]
-            comb += s["fits"].eq(s["running"] & ~restart & hv & (e <= room))
+            # not gated by ``restart`` (board build b44: the restart register's fan-out to
+            # every column, then ``go`` into the entry FIFO's level, 12.8 ns): a ``go`` in a
+            # restart's cycle moves only registers the restart sets (below) or resets (the
+            # FIFOs), and its record is killed as it enters the extraction (``_extract``)
+            comb += s["fits"].eq(s["running"] & hv & (e <= room))
             comb += s["go"].eq(s["sel"] & s["fits"])
             # a word wholly before the head is dropped, one a cycle, whatever the head does:
             # the window's shift looks at registers only (``o >= W`` is kept as a flag)
