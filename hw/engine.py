@@ -658,7 +658,9 @@ class Engine(wiring.Component):
             depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
             wlanes=max(r, cfg.in_lanes),
             width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline,
-            latency=cfg.buffer_latency)
+            # read at the in-buffer's addresses: its lane selects start at all ones, the
+            # in-buffer's at 0, so that yosys keeps them apart (SegmentBuffer)
+            latency=cfg.buffer_latency, select_init=cfg.buffer_banks - 1)
         w_init, b_init, r_init = self._init
         if cfg.weight_streams:
             m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)

@@ -84,11 +84,16 @@ class SegmentBuffer(wiring.Component):
       (LUT RAM) then register the row address instead and read asynchronously a cycle later,
       so such a read also sees a write made in its request's cycle; the engine never writes a
       slot that a request of that cycle reads (a writer only overwrites values older than the
-      oldest one still needed).
+      oldest one still needed). With ``latency=3`` the block-RAM banks are ``no_rw_check``
+      for the same reason, and their word registers have no reset: the ULX3S build moves them
+      into the block RAMs' output registers (boards/netlist.py); each lane's bank select is a
+      register of its own, ``select_init`` its initial value (two buffers read at the same
+      addresses need values that differ in every bit, 0 and ``banks - 1``, or yosys merges
+      their select registers, one for both: board build b45).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
-                 row_bits: int, hold: bool = True, latency: int = 2):
+                 row_bits: int, hold: bool = True, latency: int = 2, select_init: int = 0):
         for name, v in (("depth", depth), ("banks", banks), ("lanes", lanes),
                         ("wlanes", wlanes), ("width", width), ("row_bits", row_bits)):
             if not isinstance(v, int) or v <= 0:
@@ -106,6 +111,7 @@ class SegmentBuffer(wiring.Component):
             raise ValueError(f"SegmentBuffer latency must be 2, or 3 with hold=False, not "
                              f"{latency!r} (hold={hold!r})")
         self._latency = latency
+        self._select_init = select_init % banks
         abits = _log2(depth)
         super().__init__({
             "w": In(stream.Signature(SegmentWrite(addr_bits=abits, width=width, lanes=wlanes),
@@ -156,7 +162,9 @@ class SegmentBuffer(wiring.Component):
         # one cycle after the sequencer's register)
         lutram = self._latency == 3 and bdepth <= LUTRAM_MAX_DEPTH
         for b in range(nb):
-            mem = memory.Memory(shape=signed(self._width), depth=bdepth, init=[])
+            mem = memory.Memory(shape=signed(self._width), depth=bdepth, init=[],
+                                attrs={"no_rw_check": 1}
+                                if self._latency == 3 and not lutram else None)
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(domain="comb" if lutram else "sync")
@@ -177,16 +185,27 @@ class SegmentBuffer(wiring.Component):
             else:
                 m.d.comb += [rp.addr.eq(raddr), rp.en.eq(r_en)]
             if self._latency == 3:
-                word = Signal.like(rp.data, name=f"word{b}")
+                word = Signal.like(rp.data, name=f"word{b}", reset_less=True)
                 m.d.sync += word.eq(rp.data)
                 rdata.append(word)
             else:
                 rdata.append(rp.data)
         if self._latency == 3:
-            # the rotation and the mask a cycle later, with the words
-            lo_q2, mask_q2 = Signal.like(lo_q), Signal.like(mask_q)
-            m.d.sync += [lo_q2.eq(lo_q), mask_q2.eq(mask_q)]
-            lo_q, mask_q = lo_q2, mask_q2
+            # the rotation and the mask a cycle later, with the words; each lane's bank
+            # select a register of its own (b45: one register, then the add for every lane,
+            # fanned out to all lanes' multiplexers of both buffers, 7.7 ns of routing)
+            mask_q2 = Signal.like(mask_q)
+            sels = [Signal(lb, name=f"rsel{lane}", init=self._select_init)
+                    for lane in range(self._lanes)]
+            m.d.sync += [mask_q2.eq(mask_q)]
+            m.d.sync += [sel.eq(lo_q + lane) for lane, sel in enumerate(sels)]
+            mask_q = mask_q2
+        else:
+            sels = []
+            for lane in range(self._lanes):
+                sel = Signal(lb, name=f"rsel{lane}")
+                m.d.comb += sel.eq(lo_q + lane)
+                sels.append(sel)
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
         load = Const(1)                 # hold=False: the lanes follow every read
@@ -196,7 +215,5 @@ class SegmentBuffer(wiring.Component):
         bank_data = Array(rdata)
         with m.If(load):
             for lane in range(self._lanes):
-                sel = Signal(lb, name=f"rsel{lane}")
-                m.d.comb += sel.eq(lo_q + lane)
-                m.d.sync += self.r_data[lane].eq(Mux(mask_q[lane], bank_data[sel], 0))
+                m.d.sync += self.r_data[lane].eq(Mux(mask_q[lane], bank_data[sels[lane]], 0))
         return m

@@ -1,18 +1,26 @@
 """Unit tests of the engine's blocks in Amaranth's simulator, against numpy models."""
 
+import json
+import os
 import random
+import subprocess
 
 import numpy as np
 import pytest
+from amaranth import Cat, Module
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streams import simulate
 
 from compiler import golden
 from hw.config import AccelConfig
-from hw.lbuf import LUTRAM_MAX_DEPTH, SegmentBuffer
+from hw.lbuf import LUTRAM_MAX_DEPTH, SegmentBuffer, SegmentRead, SegmentWrite
 from hw.pe import ColumnArray
 from hw.requant import Requantizer, ResultDrain
+from sim import toolchain
 
 CFG = AccelConfig()
 SLOW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -267,3 +275,54 @@ def test_result_drain_chunks_in_order_under_backpressure(seed):
             expect.append((n, acc[k:k + n], mult[k:k + n], shift[k:k + n], nvalid & 1, nvalid,
                            int(last and k + r >= nvalid)))
     assert got == expect
+
+
+class _TwoBuffers(wiring.Component):
+    """Two latency-3 buffers written and read through the same ports (as the engine's in- and
+    window buffers are read at the same addresses), their lane selects starting at
+    ``inits``."""
+
+    def __init__(self, inits):
+        self._inits = inits
+        self._kw = dict(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12,
+                        hold=False, latency=3)
+        super().__init__({"w": In(SegmentWrite(addr_bits=6, width=9, lanes=6)),
+                          "w_valid": In(1), "r_req": In(SegmentRead(addr_bits=6, row_bits=12)),
+                          "o": Out(2 * 9 * 9)})
+
+    def elaborate(self, platform):
+        m = Module()
+        outs = []
+        for k, init in enumerate(self._inits):
+            buf = m.submodules[f"buf{k}"] = SegmentBuffer(**self._kw, select_init=init)
+            m.d.comb += [buf.w.payload.eq(self.w), buf.w.valid.eq(self.w_valid),
+                         buf.r_req.eq(self.r_req)]
+            outs += [buf.r_data[lane] for lane in range(9)]
+        m.d.comb += self.o.eq(Cat(*outs))
+        return m
+
+
+@pytest.mark.yosys
+def test_buffers_read_alike_keep_their_own_lane_selects(tmp_path):
+    """Synthesised for the ECP5, two buffers read at the same addresses keep their own lane
+    select registers when their ``select_init`` differ in every bit (0 and 15); with the same
+    value yosys merges them, one register driving both buffers' multiplexers (board build
+    b45). Within a buffer yosys still shares the bits that the lanes' selects have alike
+    (``lo + lane``: 23 flip-flops for 9 lanes x 4 bits here)."""
+    toolchain.yowasp_env()
+
+    def flip_flops(inits):
+        dut = _TwoBuffers(inits)
+        (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
+        # up to the LUT mapping: the flip-flops are mapped (and merged) by then
+        script = ("read_rtlil t.il; synth_ecp5 -top top -run :map_luts; "
+                  "tee -q -o stat.json stat -json")
+        result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        stat = json.loads((tmp_path / "stat.json").read_text())
+        return stat["design"]["num_cells_by_type"]["TRELLIS_FF"]
+
+    merged = flip_flops((0, 0))
+    assert flip_flops((15, 15)) == merged
+    assert flip_flops((0, 15)) - merged >= 2 * 9
