@@ -745,7 +745,12 @@ class Engine(wiring.Component):
             # between comparing them with 0 and with its few-bit count. A start next cycle
             # (cmd.valid & ~busy now) clears both: exactly the old ``busy & ~start & ...``, as
             # no beat is wanted while idle (every layer takes all its values before it ends).
-            base = Mux(seq.start, 0, in_w)
+            # ``start`` inverted, a register of this logic's own (b46: ``start``, which also
+            # goes to the weight reader and the sequencer, 5.5 ns away, then the carry chain
+            # of ``d_room``; an inverted copy, so that yosys does not merge it back)
+            nstart = Signal(init=1, name="nstart_in")
+            m.d.sync += nstart.eq(~(self.cmd.valid & ~busy))
+            base = Mux(nstart, in_w, 0)
             lim_next = Mux(cmd.fire, in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes),
                            win_free_d[1] + (cfg.window_buffer_depth - cfg.in_lanes))
             d_room = Signal(signed(ab + 3))
