@@ -7,6 +7,12 @@ design that reads a block RAM into a plain register (no reset, no enable, the RA
 that register moved into the RAM here: the RAM's ``REGMODE`` becomes ``OUTREG``, the
 flip-flops go, and their output nets are driven by the RAM. The behaviour is the same cycle for
 cycle: the output register samples the RAM's read latch every cycle, as the flip-flops did.
+What is not carried over is the flip-flops' global reset (GSR, which the ULX3S holds while its
+PLL locks): the RAM's register takes whatever the RAM reads meanwhile. On the ULX3S a
+register with a reset looks the same after yosys as one without (the sync domain's reset
+becomes GSR), so the design keeps registers whose reset matters away from a RAM's data; the
+ones that sit there have no reset (``reset_less``: the stream decoder's banks, the line
+buffers' words), their value before the first read is never used.
 
 :func:`absorb_file` applies it to a file (the board build's step after yosys,
 :func:`boards.common.run_build`).
