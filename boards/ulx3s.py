@@ -298,8 +298,9 @@ CLASSIC_ABC = ("-run :map_luts",
 
 #: ``(synth_opts, script_after_synth)`` of the accelerator: :data:`CLASSIC_ABC`, and before the
 #: block RAMs are mapped, a memory marked ``no_rw_check`` (the stream decoder's column
-#: memories, hw/wdecode.py: a word is never read in the cycle it is written) lets a collision of
-#: its read and write port give any word. Without this yosys keeps the old word on a collision
+#: memories, hw/wdecode.py, and the line buffers' block-RAM banks, hw/lbuf.py: a word read in
+#: the cycle it is written is never used) lets a collision of its read and write port give any
+#: word. Without this yosys keeps the old word on a collision
 #: with a copy of each write and a multiplexer after the block RAM's data
 #: (``emulate_read_first``), which also stands between the RAM and a register that could move
 #: into it (:mod:`boards.netlist`)
@@ -335,7 +336,8 @@ BOARD = Board(
     # 40; nextpnr's static (electrostatic) placer placed b14's netlist to 63.9 MHz in 11.4
     # minutes of place and route where HeAP gave 55.9 MHz in 14.3; yosys's abc9 asserts on some
     # of its builds, the classic ABC maps it (docs/boards.md, section 6); the stream decoder's
-    # bank registers move into the block RAMs' output registers (boards/netlist.py)
+    # bank registers and the window buffer's word registers move into the block RAMs' output
+    # registers (boards/netlist.py)
     accel_build={"nextpnr_opts": "--router router2 --placer static",
                  "synth_opts": ACCEL_SYNTH[0], "script_after_synth": ACCEL_SYNTH[1],
                  "absorb_ebr_registers": True},
