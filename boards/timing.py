@@ -67,7 +67,7 @@ def make_component(name: str, cfg):
                     pixel_width=cfg.input_bits, means=PREPROCESS_MEANS, layout=Layout.HWC,
                     pipelined=cfg.fast_pipeline)
     if name == "decoder":
-        # a whole column memory (the ULX3S: 20 banks of two block RAMs each)
+        # a whole column memory (the ULX3S: 5 banks of eight 2048 x 9 block RAMs each)
         return kind(columns=1, lanes=cfg.pe_lanes, word_bits=cfg.wstream_word_bits,
                     kmax=cfg.wstream_kmax, depth=cfg.wstream_depth, contexts=2,
                     max_rows=cfg.weight_depth, bank_depth=cfg.wstream_bank_depth or None)

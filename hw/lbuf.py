@@ -195,17 +195,12 @@ class SegmentBuffer(wiring.Component):
             # select a register of its own (b45: one register, then the add for every lane,
             # fanned out to all lanes' multiplexers of both buffers, 7.7 ns of routing)
             mask_q2 = Signal.like(mask_q)
-            sels = [Signal(lb, name=f"rsel{lane}", init=self._select_init)
-                    for lane in range(self._lanes)]
             m.d.sync += [mask_q2.eq(mask_q)]
-            m.d.sync += [sel.eq(lo_q + lane) for lane, sel in enumerate(sels)]
             mask_q = mask_q2
-        else:
-            sels = []
-            for lane in range(self._lanes):
-                sel = Signal(lb, name=f"rsel{lane}")
-                m.d.comb += sel.eq(lo_q + lane)
-                sels.append(sel)
+        sels = [Signal(lb, name=f"rsel{lane}", init=self._select_init)
+                for lane in range(self._lanes)]
+        sel_domain = m.d.sync if self._latency == 3 else m.d.comb
+        sel_domain += [sel.eq(lo_q + lane) for lane, sel in enumerate(sels)]
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
         load = Const(1)                 # hold=False: the lanes follow every read
