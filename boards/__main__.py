@@ -178,6 +178,17 @@ def _build(args) -> int:
     print(f"LUTs: {report.luts}   FFs: {report.ffs}   MULT18: {report.mult18}   "
           f"EBR: {report.ebr}   build: {report.build_s} s {report.steps}")
     print(f"bitstream: {report.bitstream}")
+    if report.critical_path:
+        start, end = report.critical_path[0], report.critical_path[-1]
+        total = sum(seg["delay_ns"] for seg in report.critical_path)
+        routing = sum(seg["delay_ns"] for seg in report.critical_path
+                      if seg["type"] == "routing")
+        print(f"critical path: {total:.2f} ns ({routing:.2f} ns routing), {start['cell']} -> "
+              f"{end['cell']}.{end['port']}")
+    if report.slow_nets:
+        print("longest routed nets (the JSON's slow_nets):")
+        for row in report.slow_nets[:5]:
+            print(f"  {row['delay_ns']:5.2f} ns  {row['net']} ({row['sinks']} sinks)")
     if not report.fits:
         print("FAILED: the design does not fit the device", file=sys.stderr)
         return 1

@@ -59,7 +59,7 @@ from hw.uart import UART, RxByte, resolve_divisor
 __all__ = [
     "Board", "Status", "DesignFactory", "check_design", "MemTestCore", "MemTest", "make_memtest",
     "pattern_words", "PATTERN_SEED", "MemTestClient", "BuildReport", "BuildError",
-    "run_build", "parse_nextpnr_report", "parse_yosys_cells",
+    "run_build", "parse_nextpnr_report", "parse_yosys_cells", "critical_path", "slow_nets",
 ]
 
 #: The status a design shows on the board's LEDs.
@@ -513,6 +513,10 @@ class BuildReport:
     #: block-RAM read ports whose output register holds a register of the design
     #: (:mod:`boards.netlist`; None: the build does not look for them)
     ebr_output_registers: int | None = None
+    #: the main clock's critical path (:func:`critical_path`)
+    critical_path: list = dataclasses.field(default_factory=list)
+    #: the nets with the longest routing delay to a sink (:func:`slow_nets`)
+    slow_nets: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -526,6 +530,44 @@ def parse_nextpnr_report(report: dict) -> tuple[dict, dict]:
     clocks = {name: (float(v["achieved"]), float(v["constraint"]))
               for name, v in report.get("fmax", {}).items()}
     return util, clocks
+
+
+def critical_path(report: dict, clock: str) -> list[dict]:
+    """The critical path from ``clock`` to ``clock`` (its nextpnr name, such as
+    ``$glbnet$clk``) in nextpnr's ``--report`` JSON: a list of ``{"type", "delay_ns", "cell",
+    "port"}`` per segment (``clk-to-q``, ``logic``, ``routing``, ``setup``; for routing the
+    sink and ``net``), empty when the report has none."""
+    for entry in report.get("critical_paths", []):
+        if entry.get("from") == f"posedge {clock}" and entry.get("to") == f"posedge {clock}":
+            path = []
+            for seg in entry.get("path", []):
+                end = seg["from"] if seg.get("type") == "clk-to-q" else seg["to"]
+                row = {"type": seg.get("type"), "delay_ns": round(float(seg["delay"]), 2),
+                       "cell": end.get("cell"), "port": end.get("port")}
+                if seg.get("net"):
+                    row["net"] = seg["net"]
+                path.append(row)
+            return path
+    return []
+
+
+def slow_nets(report: dict, limit: int = 20) -> list[dict]:
+    """The ``limit`` nets with the longest routing delay from their driver to one of their
+    sinks, from nextpnr's ``--report`` JSON written with ``--detailed-timing-report``
+    (empty without it): ``{"net", "driver", "sinks", "delay_ns", "sink"}``, longest first.
+    The critical path names one path per clock; these name every long wire at once (a
+    register far from its loads, one merged from several: board builds b33, b47)."""
+    rows = []
+    for net in report.get("detailed_net_timings", []):
+        ends = net.get("endpoints") or []
+        if not ends:
+            continue
+        worst = max(ends, key=lambda e: float(e["delay"][-1]))
+        rows.append({"net": net.get("net"), "driver": net.get("driver"), "sinks": len(ends),
+                     "delay_ns": round(float(worst["delay"][-1]), 2),
+                     "sink": f"{worst.get('cell')}.{worst.get('port')}"})
+    rows.sort(key=lambda r: -r["delay_ns"])
+    return rows[:limit]
 
 
 _CELLS_HEADER = re.compile(r"^\s+\d+ cells\s*$|^\s+Number of cells:?\s+\d+\s*$", re.M)
@@ -600,8 +642,8 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     extra = {k: v for k, v in (("synth_opts", synth_opts),
                                ("script_after_synth", script_after_synth)) if v}
     plan = platform.prepare(top, name=name,
-                            nextpnr_opts=f"--report {name}.report.json --timing-allow-fail "
-                                         f"{nextpnr_opts}".strip(),
+                            nextpnr_opts=f"--report {name}.report.json --detailed-timing-report "
+                                         f"--timing-allow-fail {nextpnr_opts}".strip(),
                             **extra)
     plan.extract(build_dir)
     steps["elaborate"] = round(time.monotonic() - t0, 1)
@@ -645,6 +687,7 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
     target_mhz = target_hz / 1e6
     main_clocks = {k: v for k, v in clocks.items() if abs(v[1] - target_mhz) < 0.01 * target_mhz}
     fmax = min((v[0] for v in main_clocks.values()), default=None)
+    worst_clock = min(main_clocks, key=lambda k: main_clocks[k][0], default=None)
     timing_met = bool(clocks) and all(a >= c for a, c in clocks.values())
     bitstream = build_dir / f"{name}.{bitstream_ext}"
     fits = all(used <= avail for used, avail in util.values())
@@ -656,7 +699,9 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
         utilization={k: {"used": u, "available": a} for k, (u, a) in util.items()},
         clocks={k: {"achieved_mhz": round(a, 2), "constraint_mhz": round(c, 2)}
                 for k, (a, c) in clocks.items()},
-        ebr_output_registers=ebr_regs, **res)
+        ebr_output_registers=ebr_regs,
+        critical_path=critical_path(report, worst_clock) if worst_clock else [],
+        slow_nets=slow_nets(report), **res)
 
 
 @dataclasses.dataclass(frozen=True)

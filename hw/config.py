@@ -240,6 +240,15 @@ class AccelConfig:
         return 3 if self.fast_pipeline else 2
 
     @property
+    def window_write_latency(self) -> int:
+        """Cycles from a write into the window buffer to its values in the block RAMs
+        (``hw.lbuf.SegmentBuffer``'s ``write_latency``): with ``fast_pipeline`` each bank's
+        write is registered before its RAM (board build b48: the write's selection, then 7 ns
+        of routing to a bank across the chip), and the sequencer counts the values written a
+        cycle later."""
+        return 2 if self.fast_pipeline else 1
+
+    @property
     def issue_latency(self) -> int:
         """Cycles from the sequencer's issue of a pass to the engine's t0, from which
         ``pass_latency`` counts: with ``fast_pipeline`` the engine takes the sequencer's

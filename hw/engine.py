@@ -660,7 +660,8 @@ class Engine(wiring.Component):
             width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline,
             # read at the in-buffer's addresses: its lane selects start at all ones, the
             # in-buffer's at 0, so that yosys keeps them apart (SegmentBuffer)
-            latency=cfg.buffer_latency, select_init=cfg.buffer_banks - 1)
+            latency=cfg.buffer_latency, select_init=cfg.buffer_banks - 1,
+            write_latency=cfg.window_write_latency)
         w_init, b_init, r_init = self._init
         if cfg.weight_streams:
             m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)
@@ -689,6 +690,13 @@ class Engine(wiring.Component):
         m.d.sync += start.eq(self.cmd.valid & ~busy)
         with m.If(self.cmd.valid & ~busy):
             m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
+        if cfg.weight_streams:
+            # the weight reader's own copy of the descriptor's row, taken with the command
+            # (b49: the command register, 8.7 ns away, then the descriptor memory's read
+            # logic); all ones at first, unlike ``cmd``, so that yosys does not merge it back
+            wdesc = Signal(len(cmd.wdesc), name="wdesc", init=(1 << len(cmd.wdesc)) - 1)
+            with m.If(self.cmd.valid & ~busy):
+                m.d.sync += wdesc.eq(self.cmd.payload.wdesc)
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += busy.eq(0)
 
@@ -706,7 +714,7 @@ class Engine(wiring.Component):
                 # command register (``start``: a flip-flop; the stream's valid & ~busy reached
                 # the weight reader's wide fan-out in 16.4 ns, board build b18)
                 weights.layer.eq(start),
-                weights.desc.eq(cmd.wdesc),
+                weights.desc.eq(wdesc),
                 weights.fire.eq(cmd.fire),
             ]
         else:
@@ -799,8 +807,16 @@ class Engine(wiring.Component):
             inbuf.w.payload.data.eq(wr_beat.data),
             inbuf.w.payload.count.eq(wr_beat.count),
             seq.in_written.eq(written),
-            seq.win_written.eq(Mux(cmd.fire, win_w, written)),
         ]
+        # the window buffer's values are in its RAMs window_write_latency - 1 cycles later
+        # than its count: the sequencer sees the count as late (0 from a start on, as the
+        # counts themselves)
+        win_written = Mux(cmd.fire, win_w, written)
+        for i in range(cfg.window_write_latency - 1):
+            late = Signal.like(win_w, name=f"win_written{i}")
+            m.d.sync += late.eq(Mux(seq.start, 0, win_written))
+            win_written = late
+        m.d.comb += seq.win_written.eq(win_written)
 
         # -- pass pipeline: t0 issue, tB lanes and weights (B = cfg.buffer_latency),
         # t(pass_latency) finished group. fast_pipeline: t0 is the cycle after the sequencer's

@@ -90,10 +90,17 @@ class SegmentBuffer(wiring.Component):
       register of its own, ``select_init`` its initial value (two buffers read at the same
       addresses need values that differ in every bit, 0 and ``banks - 1``, or yosys merges
       their select registers, one for both: board build b45).
+
+    ``write_latency=2`` registers each bank's write (its row, value and enable, after the
+    lane rotation) before the RAM: a write lands a cycle later, so a read sees it only when
+    requested two cycles after the write, not one, and the caller counts it written a cycle
+    later (the window buffer: board build b48, the write's selection then 7 ns of routing to
+    a bank's RAM across the chip).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
-                 row_bits: int, hold: bool = True, latency: int = 2, select_init: int = 0):
+                 row_bits: int, hold: bool = True, latency: int = 2, select_init: int = 0,
+                 write_latency: int = 1):
         for name, v in (("depth", depth), ("banks", banks), ("lanes", lanes),
                         ("wlanes", wlanes), ("width", width), ("row_bits", row_bits)):
             if not isinstance(v, int) or v <= 0:
@@ -111,6 +118,10 @@ class SegmentBuffer(wiring.Component):
             raise ValueError(f"SegmentBuffer latency must be 2, or 3 with hold=False, not "
                              f"{latency!r} (hold={hold!r})")
         self._latency = latency
+        if write_latency not in (1, 2):
+            raise ValueError(f"SegmentBuffer write_latency must be 1 or 2, not "
+                             f"{write_latency!r}")
+        self._write_latency = write_latency
         self._select_init = select_init % banks
         abits = _log2(depth)
         super().__init__({
@@ -171,7 +182,8 @@ class SegmentBuffer(wiring.Component):
             # the write lane that lands in bank b, and its row inside the bank
             wsel = Signal(lb, name=f"wsel{b}")
             m.d.comb += wsel.eq(b - wlo)
-            m.d.comb += [
+            wdom = m.d.sync if self._write_latency == 2 else m.d.comb
+            wdom += [
                 wp.addr.eq((whi + _after(b, wlo, nb))[:ibits] if bdepth > 1 else 0),
                 wp.data.eq(w.data[wsel[: (self._wlanes - 1).bit_length() or 1]]
                            if self._wlanes > 1 else w.data[0]),

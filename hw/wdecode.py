@@ -617,11 +617,16 @@ class ColumnStreamDecoder(wiring.Component):
             sync += mcredit.eq(Mux(popped, m_ret, m_keep))
 
             # -- restart ---------------------------------------------------------------------
+            # ``running`` is set by the first restart and never cleared, the same in every
+            # column: written as an enable (``If(restart)``), yosys merged the columns' copies
+            # into one flip-flop, whose net ran 12 ns across the chip (board build b47). Its
+            # own output in its input keeps each column's copy apart.
+            sync += s["running"].eq(s["running"] | restart)
             with m.If(restart):
                 nm_c = Mux(dense0, Mux(dense1, 0, n_rows - n0), Mux(dense1, n0, n_rows))
                 any_mask = ~dense0 | (~dense1 & (n_rows != n0))     # nm_c != 0 (n0 >= 1)
                 sync += [
-                    s["running"].eq(1), *[v.eq(0) for v in s["pend"] + s["mpend"]],
+                    *[v.eq(0) for v in s["pend"] + s["mpend"]],
                     wants[x][1].eq(1),
                     fa_c.eq(self.start[x][c]), o.eq(0), o_ge.eq(0), hv.eq(0), nv.eq(0),
                     wants[x][0].eq(any_mask), urgent[x].eq(1),

@@ -25,9 +25,11 @@ from boards.common import (
     MemTestCore,
     Status,
     check_design,
+    critical_path,
     parse_nextpnr_report,
     parse_yosys_cells,
     pattern_words,
+    slow_nets,
 )
 from boards.icebreaker import BlockRAMMemory, ICEBreakerTop, ice40_pll_params, icebreaker_config
 from boards.ulx3s import ULX3STop, ecp5_pll_params
@@ -612,6 +614,40 @@ def test_parse_nextpnr_report():
     assert clocks == {"$glbnet$clk": (120.5, 100.0)}
 
 
+def test_critical_path_and_slow_nets_from_the_report():
+    """The main clock's path (not another clock's) as segments, and the nets ranked by their
+    longest routing delay to a sink (a net's worst sink, not its first)."""
+    def seg(kind, delay, cell, port, net=None):
+        row = {"type": kind, "delay": delay, "from": {"cell": "src", "port": "Q"},
+               "to": {"cell": cell, "port": port}}
+        return {**row, "net": net} if net else row
+
+    report = {
+        "critical_paths": [
+            {"from": "posedge $glbnet$clkos", "to": "posedge $glbnet$clkos",
+             "path": [seg("routing", 9.0, "other", "D", "x")]},
+            {"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk",
+             "path": [seg("clk-to-q", 0.52, "lut", "A"), seg("routing", 8.66, "lut", "A", "n1"),
+                      seg("logic", 0.24, "lut", "F"), seg("setup", 0.1, "ff", "DI")]}],
+        "detailed_net_timings": [
+            {"net": "a", "driver": "fa", "endpoints": [
+                {"cell": "s1", "port": "A", "delay": [0.1, 1.5]},
+                {"cell": "s2", "port": "B", "delay": [0.2, 7.25]}]},
+            {"net": "b", "driver": "fb", "endpoints": [
+                {"cell": "s3", "port": "C", "delay": [3.0, 3.0]}]},
+            {"net": "c", "driver": "fc", "endpoints": []}]}
+    path = critical_path(report, "$glbnet$clk")
+    assert [p["type"] for p in path] == ["clk-to-q", "routing", "logic", "setup"]
+    assert path[0]["cell"] == "src" and path[1] == {"type": "routing", "delay_ns": 8.66,
+                                                    "cell": "lut", "port": "A", "net": "n1"}
+    assert critical_path(report, "$glbnet$nope") == []
+    assert slow_nets(report) == [
+        {"net": "a", "driver": "fa", "sinks": 2, "delay_ns": 7.25, "sink": "s2.B"},
+        {"net": "b", "driver": "fb", "sinks": 1, "delay_ns": 3.0, "sink": "s3.C"}]
+    assert slow_nets(report, limit=1)[0]["net"] == "a"
+    assert slow_nets({}) == []
+
+
 # -- real builds ----------------------------------------------------------------------------------
 
 def _build(board: str, tmp_path, *extra) -> tuple[subprocess.CompletedProcess, dict]:
@@ -641,6 +677,12 @@ def test_full_build(board, design, tmp_path, capsys):
     assert report["fmax_mhz"] >= report["target_mhz"]
     assert report["luts"] > 100 and report["ffs"] > 100
     assert Path(report["bitstream"]).is_file()
+    # the main clock's critical path starts at a register and ends at a setup; the report's
+    # slowest net is no faster than any other it lists
+    assert report["critical_path"][0]["type"] in ("clk-to-q", "source")
+    assert report["critical_path"][-1]["type"] == "setup"
+    delays = [row["delay_ns"] for row in report["slow_nets"]]
+    assert delays and delays == sorted(delays, reverse=True)
     if board == "icebreaker" and design is None:
         assert "BoardClassifier" in run.stdout and report["mult18"] > 0
     if board == "ulx3s-85f":

@@ -112,6 +112,51 @@ def test_segment_buffer_without_hold_reads_every_cycle(latency, depth):
     assert len(got) > 30 and got == want[:len(got)]
 
 
+@pytest.mark.parametrize("depth", [64, 16 * (LUTRAM_MAX_DEPTH * 2)])
+def test_segment_buffer_write_latency_two_lands_a_cycle_later(depth):
+    """``write_latency=2`` (the engine's window buffer): each write is registered before the
+    banks, so a request two cycles after a write reads its values (LUT RAM banks and block
+    RAM banks); the slots it did not write keep theirs."""
+    rng = random.Random(5)
+    banks, lanes, wlanes = 16, 9, 6
+    dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
+                        row_bits=12, hold=False, latency=3, write_latency=2)
+    model = [0] * depth
+    got, want = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.r_en, 0)
+        for _ in range(60):
+            # a write of 1..wlanes values at a random place, then a request two cycles later
+            # around it: the lanes it wrote and the ones next to it
+            addr, n = rng.randrange(depth), rng.randint(1, wlanes)
+            vals = [rng.randint(-256, 255) for _ in range(n)]
+            ctx.set(dut.w.payload, {"addr": addr, "data": vals + [0] * (wlanes - n),
+                                    "count": n})
+            ctx.set(dut.w.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.w.valid, 0)
+            await ctx.tick()
+            for i, v in enumerate(vals):
+                model[(addr + i) % depth] = v
+            start = (addr - rng.randint(0, lanes - n)) % depth
+            ctx.set(dut.r_req, {"addr": start, "off": 0, "row_len": lanes, "row_ok": 1,
+                                "nomask": 1})
+            want.append([model[(start + i) % depth] for i in range(lanes)])
+            for _ in range(3):
+                await ctx.tick()
+            got.append([ctx.get(dut.r_data[i]) for i in range(lanes)])
+
+    simulate(dut, bench)
+    assert len(got) == 60 and got == want
+
+
+def test_segment_buffer_write_latency_is_one_or_two():
+    with pytest.raises(ValueError, match="write_latency must be 1 or 2, not 3"):
+        SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12,
+                      write_latency=3)
+
+
 def test_segment_buffer_latency_three_needs_no_hold():
     with pytest.raises(ValueError, match="latency must be 2, or 3 with hold=False"):
         SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12, latency=3)

@@ -399,3 +399,32 @@ def test_bad_parameters():
         ColumnStreamDecoder(kmax=9)
     with pytest.raises(ValueError, match=r"word_bits \(8\) must be at least lanes \(9\)"):
         ColumnStreamDecoder(word_bits=8)
+
+
+@pytest.mark.yosys
+def test_columns_keep_their_own_running_flags(tmp_path):
+    """Synthesised for the ECP5, every column keeps its own ``running`` flip-flop per context.
+    The flags are equal in every column (set by the first restart, never cleared); written as
+    an enable, yosys merged them into one per context, whose net ran 12 ns across the chip
+    (board build b47)."""
+    import json
+    import os
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from sim import toolchain
+
+    toolchain.yowasp_env()
+    dut = ColumnStreamDecoder(columns=4, lanes=LANES, word_bits=36, kmax=7, depth=64)
+    (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
+    script = ("read_rtlil t.il; synth_ecp5 -top top -run :map_luts; "
+              "select top; write_json -noscopeinfo -selected t.json")
+    result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    nets = json.loads((tmp_path / "t.json").read_text())["modules"]["top"]["netnames"]
+    for x in range(2):
+        bits = {c: nets[f"running_{x}_{c}"]["bits"][0] for c in range(4)}
+        assert all(isinstance(b, int) for b in bits.values()), bits     # not a constant
+        assert len(set(bits.values())) == 4, f"context {x}: {bits}"
