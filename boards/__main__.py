@@ -185,10 +185,11 @@ def _build(args) -> int:
                       if seg["type"] == "routing")
         print(f"critical path: {total:.2f} ns ({routing:.2f} ns routing), {start['cell']} -> "
               f"{end['cell']}.{end['port']}")
-    if report.slow_nets:
-        print("longest routed nets (the JSON's slow_nets):")
-        for row in report.slow_nets[:5]:
-            print(f"  {row['delay_ns']:5.2f} ns  {row['net']} ({row['sinks']} sinks)")
+    if report.slow_paths:
+        print("slowest paths by the net that ends them (the JSON's slow_paths):")
+        for row in report.slow_paths[:5]:
+            print(f"  {row['delay_ns']:5.2f} ns  {row['net']} -> {row['endpoint']} "
+                  f"({row['endpoints']} endpoints)")
     if not report.fits:
         print("FAILED: the design does not fit the device", file=sys.stderr)
         return 1

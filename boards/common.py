@@ -59,7 +59,7 @@ from hw.uart import UART, RxByte, resolve_divisor
 __all__ = [
     "Board", "Status", "DesignFactory", "check_design", "MemTestCore", "MemTest", "make_memtest",
     "pattern_words", "PATTERN_SEED", "MemTestClient", "BuildReport", "BuildError",
-    "run_build", "parse_nextpnr_report", "parse_yosys_cells", "critical_path", "slow_nets",
+    "run_build", "parse_nextpnr_report", "parse_yosys_cells", "critical_path", "slow_paths",
 ]
 
 #: The status a design shows on the board's LEDs.
@@ -515,8 +515,8 @@ class BuildReport:
     ebr_output_registers: int | None = None
     #: the main clock's critical path (:func:`critical_path`)
     critical_path: list = dataclasses.field(default_factory=list)
-    #: the nets with the longest routing delay to a sink (:func:`slow_nets`)
-    slow_nets: list = dataclasses.field(default_factory=list)
+    #: the slowest paths, one per net that ends them (:func:`slow_paths`)
+    slow_paths: list = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
@@ -551,21 +551,23 @@ def critical_path(report: dict, clock: str) -> list[dict]:
     return []
 
 
-def slow_nets(report: dict, limit: int = 20) -> list[dict]:
-    """The ``limit`` nets with the longest routing delay from their driver to one of their
-    sinks, from nextpnr's ``--report`` JSON written with ``--detailed-timing-report``
-    (empty without it): ``{"net", "driver", "sinks", "delay_ns", "sink"}``, longest first.
-    The critical path names one path per clock; these name every long wire at once (a
-    register far from its loads, one merged from several: board builds b33, b47)."""
+def slow_paths(report: dict, limit: int = 20) -> list[dict]:
+    """The ``limit`` slowest paths of a build, one per net that ends them, from nextpnr's
+    ``--report`` JSON written with ``--detailed-timing-report`` (empty without it). nextpnr
+    lists, per net that drives timing endpoints (flip-flop and RAM inputs), each endpoint's
+    arrival time: the delay of the longest path from a launching register to it. Each row:
+    ``{"net", "driver", "endpoints", "delay_ns", "endpoint"}``, the net's worst endpoint and
+    its arrival, longest first. The critical path names one path per clock; these name every
+    slow one of a build at once (those above the clock's period are the ones that fail)."""
     rows = []
     for net in report.get("detailed_net_timings", []):
         ends = net.get("endpoints") or []
         if not ends:
             continue
         worst = max(ends, key=lambda e: float(e["delay"][-1]))
-        rows.append({"net": net.get("net"), "driver": net.get("driver"), "sinks": len(ends),
-                     "delay_ns": round(float(worst["delay"][-1]), 2),
-                     "sink": f"{worst.get('cell')}.{worst.get('port')}"})
+        rows.append({"net": net.get("net"), "driver": net.get("driver"),
+                     "endpoints": len(ends), "delay_ns": round(float(worst["delay"][-1]), 2),
+                     "endpoint": f"{worst.get('cell')}.{worst.get('port')}"})
     rows.sort(key=lambda r: -r["delay_ns"])
     return rows[:limit]
 
@@ -701,7 +703,7 @@ def run_build(platform, top, *, name: str, build_dir, board: str, target_hz: flo
                 for k, (a, c) in clocks.items()},
         ebr_output_registers=ebr_regs,
         critical_path=critical_path(report, worst_clock) if worst_clock else [],
-        slow_nets=slow_nets(report), **res)
+        slow_paths=slow_paths(report), **res)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ buffers), :class:`Engine` (the whole datapath). ``LayerCmd`` is derived from
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -690,6 +690,13 @@ class Engine(wiring.Component):
         m.d.sync += start.eq(self.cmd.valid & ~busy)
         with m.If(self.cmd.valid & ~busy):
             m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
+        # the pool steering's own flags, decoded from the command as it is taken (the
+        # command register is read all over the chip: b48, b49)
+        is_max = Signal(name="pool_is_max")
+        is_sum = Signal(name="pool_is_sum")
+        with m.If(self.cmd.valid & ~busy):
+            m.d.sync += [is_max.eq(self.cmd.payload.pool == POOL_MAX),
+                         is_sum.eq(self.cmd.payload.pool == POOL_SUM)]
         if cfg.weight_streams:
             # the weight reader's own copy of the descriptor's row, taken with the command
             # (b49: the command register, 8.7 ns away, then the descriptor memory's read
@@ -953,18 +960,17 @@ class Engine(wiring.Component):
         for pool in (maxpool, gsum):
             m.d.comb += [pool.c.eq(cmd.p_c), pool.h.eq(cmd.p_h), pool.w.eq(cmd.p_w)]
         m.d.comb += [maxpool.ho.eq(cmd.p_ho), maxpool.wo.eq(cmd.p_wo)]
-        for pool, mode in ((maxpool, POOL_MAX), (gsum, POOL_SUM)):
-            m.d.comb += [pool.i.valid.eq(ofifo.r_rdy & (cmd.pool == mode)),
-                         pool.i.payload.eq(ob)]
-        with m.Switch(cmd.pool):
-            with m.Case(POOL_MAX):
+        for pool, flag in ((maxpool, is_max), (gsum, is_sum)):
+            m.d.comb += [pool.i.valid.eq(ofifo.r_rdy & flag), pool.i.payload.eq(ob)]
+        with m.Switch(Cat(is_max, is_sum)):
+            with m.Case(0b01):
                 m.d.comb += [ofifo.r_en.eq(maxpool.i.ready), out.valid.eq(maxpool.o.valid),
                              out.payload.count.eq(maxpool.o.payload.count),
                              out.payload.last.eq(maxpool.o.payload.last),
                              maxpool.o.ready.eq(out.ready)]
                 for lane in range(r):
                     m.d.comb += out.payload.data[lane].eq(maxpool.o.payload.data[lane])
-            with m.Case(POOL_SUM):
+            with m.Case(0b10):
                 m.d.comb += [ofifo.r_en.eq(gsum.i.ready), out.valid.eq(gsum.o.valid),
                              out.payload.eq(gsum.o.payload), gsum.o.ready.eq(out.ready)]
             with m.Default():
