@@ -240,12 +240,12 @@ class AccelConfig:
         return 3 if self.fast_pipeline else 2
 
     @property
-    def window_write_latency(self) -> int:
-        """Cycles from a write into the window buffer to its values in the block RAMs
+    def buffer_write_latency(self) -> int:
+        """Cycles from a write into the in- or window buffer to its values in their RAMs
         (``hw.lbuf.SegmentBuffer``'s ``write_latency``): with ``fast_pipeline`` each bank's
-        write is registered before its RAM (board build b48: the write's selection, then 7 ns
-        of routing to a bank across the chip), and the sequencer counts the values written a
-        cycle later."""
+        write is registered before its RAM (board builds b48 and b51: the write's selection,
+        then 7-10 ns of routing to a bank across the chip), and the sequencer counts the values
+        written a cycle later."""
         return 2 if self.fast_pipeline else 1
 
     @property

@@ -653,7 +653,7 @@ class Engine(wiring.Component):
         m.submodules.inbuf = inbuf = SegmentBuffer(
             depth=cfg.in_buffer_depth, banks=cfg.buffer_banks, lanes=lanes, wlanes=cfg.in_lanes,
             width=cfg.input_bits, row_bits=w["row"] + 2, hold=not cfg.fast_pipeline,
-            latency=cfg.buffer_latency)
+            latency=cfg.buffer_latency, write_latency=cfg.buffer_write_latency)
         m.submodules.winbuf = winbuf = SegmentBuffer(
             depth=cfg.window_buffer_depth, banks=cfg.buffer_banks, lanes=lanes,
             wlanes=max(r, cfg.in_lanes),
@@ -661,7 +661,7 @@ class Engine(wiring.Component):
             # read at the in-buffer's addresses: its lane selects start at all ones, the
             # in-buffer's at 0, so that yosys keeps them apart (SegmentBuffer)
             latency=cfg.buffer_latency, select_init=cfg.buffer_banks - 1,
-            write_latency=cfg.window_write_latency)
+            write_latency=cfg.buffer_write_latency)
         w_init, b_init, r_init = self._init
         if cfg.weight_streams:
             m.submodules.weights = weights = StreamWeightReader(cfg, init=self._stream_init)
@@ -813,17 +813,18 @@ class Engine(wiring.Component):
             inbuf.w.payload.addr.eq(wr_addr),
             inbuf.w.payload.data.eq(wr_beat.data),
             inbuf.w.payload.count.eq(wr_beat.count),
-            seq.in_written.eq(written),
         ]
-        # the window buffer's values are in its RAMs window_write_latency - 1 cycles later
-        # than its count: the sequencer sees the count as late (0 from a start on, as the
+        # the buffers' values are in their RAMs buffer_write_latency - 1 cycles later than
+        # their counts: the sequencer sees the counts as late (0 from a start on, as the
         # counts themselves)
-        win_written = Mux(cmd.fire, win_w, written)
-        for i in range(cfg.window_write_latency - 1):
-            late = Signal.like(win_w, name=f"win_written{i}")
-            m.d.sync += late.eq(Mux(seq.start, 0, win_written))
-            win_written = late
-        m.d.comb += seq.win_written.eq(win_written)
+        win_written, in_written = Mux(cmd.fire, win_w, written), written
+        for i in range(cfg.buffer_write_latency - 1):
+            late_win = Signal.like(win_w, name=f"win_written{i}")
+            late_in = Signal.like(in_w, name=f"in_written{i}")
+            m.d.sync += [late_win.eq(Mux(seq.start, 0, win_written)),
+                         late_in.eq(Mux(seq.start, 0, in_written))]
+            win_written, in_written = late_win, late_in
+        m.d.comb += [seq.win_written.eq(win_written), seq.in_written.eq(in_written)]
 
         # -- pass pipeline: t0 issue, tB lanes and weights (B = cfg.buffer_latency),
         # t(pass_latency) finished group. fast_pipeline: t0 is the cycle after the sequencer's

@@ -94,8 +94,8 @@ class SegmentBuffer(wiring.Component):
     ``write_latency=2`` registers each bank's write (its row, value and enable, after the
     lane rotation) before the RAM: a write lands a cycle later, so a read sees it only when
     requested two cycles after the write, not one, and the caller counts it written a cycle
-    later (the window buffer: board build b48, the write's selection then 7 ns of routing to
-    a bank's RAM across the chip).
+    later (the engine's in- and window buffers: board builds b48 and b51, the write's
+    selection then 7-10 ns of routing to a bank's RAM across the chip).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
