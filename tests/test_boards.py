@@ -614,7 +614,7 @@ def test_parse_nextpnr_report():
     assert clocks == {"$glbnet$clk": (120.5, 100.0)}
 
 
-def test_critical_path_and_slow_nets_from_the_report():
+def test_critical_path_and_slow_paths_from_the_report():
     """The main clock's path (not another clock's) as segments, and the nets that end paths
     ranked by the arrival time at their worst endpoint (not their first)."""
     def seg(kind, delay, cell, port, net=None):
