@@ -688,21 +688,20 @@ class Engine(wiring.Component):
         m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy), seq.cmd.eq(cmd),
                      seq.start.eq(start)]
         m.d.sync += start.eq(self.cmd.valid & ~busy)
-        with m.If(self.cmd.valid & ~busy):
-            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1)]
-        # the pool steering's own flags, decoded from the command as it is taken (the
-        # command register is read all over the chip: b48, b49)
+        # taken with the command, besides its register (which is read all over the chip: b48,
+        # b49): the pool steering's own flags, and the weight reader's own copy of the
+        # descriptor's row (b49: the command register, 8.7 ns away, then the descriptor
+        # memory's read logic), all ones at first, unlike ``cmd``, so that yosys does not
+        # merge it back
         is_max = Signal(name="pool_is_max")
         is_sum = Signal(name="pool_is_sum")
-        with m.If(self.cmd.valid & ~busy):
-            m.d.sync += [is_max.eq(self.cmd.payload.pool == POOL_MAX),
-                         is_sum.eq(self.cmd.payload.pool == POOL_SUM)]
         if cfg.weight_streams:
-            # the weight reader's own copy of the descriptor's row, taken with the command
-            # (b49: the command register, 8.7 ns away, then the descriptor memory's read
-            # logic); all ones at first, unlike ``cmd``, so that yosys does not merge it back
             wdesc = Signal(len(cmd.wdesc), name="wdesc", init=(1 << len(cmd.wdesc)) - 1)
-            with m.If(self.cmd.valid & ~busy):
+        with m.If(self.cmd.valid & ~busy):
+            m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1),
+                         is_max.eq(self.cmd.payload.pool == POOL_MAX),
+                         is_sum.eq(self.cmd.payload.pool == POOL_SUM)]
+            if cfg.weight_streams:
                 m.d.sync += wdesc.eq(self.cmd.payload.wdesc)
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += busy.eq(0)

@@ -1,26 +1,22 @@
 """Unit tests of the engine's blocks in Amaranth's simulator, against numpy models."""
 
-import json
-import os
 import random
-import subprocess
 
 import numpy as np
 import pytest
 from amaranth import Cat, Module
-from amaranth.back import rtlil
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streams import simulate
+from yosys_support import flip_flops as yosys_flip_flops
 
 from compiler import golden
 from hw.config import AccelConfig
 from hw.lbuf import LUTRAM_MAX_DEPTH, SegmentBuffer, SegmentRead, SegmentWrite
 from hw.pe import ColumnArray
 from hw.requant import Requantizer, ResultDrain
-from sim import toolchain
 
 CFG = AccelConfig()
 SLOW = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -354,19 +350,8 @@ def test_buffers_read_alike_keep_their_own_lane_selects(tmp_path):
     value yosys merges them, one register driving both buffers' multiplexers (board build
     b45). Within a buffer yosys still shares the bits that the lanes' selects have alike
     (``lo + lane``: 23 flip-flops for 9 lanes x 4 bits here)."""
-    toolchain.yowasp_env()
-
     def flip_flops(inits):
-        dut = _TwoBuffers(inits)
-        (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
-        # up to the LUT mapping: the flip-flops are mapped (and merged) by then
-        script = ("read_rtlil t.il; synth_ecp5 -top top -run :map_luts; "
-                  "tee -q -o stat.json stat -json")
-        result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        stat = json.loads((tmp_path / "stat.json").read_text())
-        return stat["design"]["num_cells_by_type"]["TRELLIS_FF"]
+        return yosys_flip_flops(_TwoBuffers(inits), tmp_path)
 
     merged = flip_flops((0, 0))
     assert flip_flops((15, 15)) == merged

@@ -1,20 +1,16 @@
 """``hw.fanout.fanout_tree``: every copy is the source, ``tree_depth`` cycles late, and yosys
 keeps every copy (it merges flip-flops of the same input and initial value)."""
 
-import json
-import os
 import random
-import subprocess
 
 import pytest
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from yosys_support import flip_flops as yosys_flip_flops
 
 from hw.fanout import fanout_tree, tree_depth
-from sim import toolchain
-from sim.verilate import export_verilog
 
 
 class Fanned(wiring.Component):
@@ -69,18 +65,10 @@ def test_copies_are_the_source_depth_cycles_late(shape, n):
 def test_yosys_keeps_every_copy(tmp_path):
     """Synthesised for the ECP5, 16 copies of a 5-bit value stay 16 x 5 leaf flip-flops (and
     the tree's inner ones); plain per-copy registers of the same input become one."""
-    toolchain.yowasp_env()
     width, n = 5, 16
 
     def flip_flops(tree):
-        (tmp_path / "t.v").write_text(export_verilog(Fanned(unsigned(width), n, tree=tree),
-                                                     "fan", emit_src=False))
-        script = "read_verilog t.v; synth_ecp5 -top fan; tee -q -o stat.json stat -json"
-        result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        stat = json.loads((tmp_path / "stat.json").read_text())
-        return stat["design"]["num_cells_by_type"]["TRELLIS_FF"]
+        return yosys_flip_flops(Fanned(unsigned(width), n, tree=tree), tmp_path, run=None)
 
     assert flip_flops(tree=True) == width * (2 + 4 + 8 + 16)
     assert flip_flops(tree=False) == width

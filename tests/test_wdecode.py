@@ -1,6 +1,7 @@
 """The weight-stream decoder (hw/wdecode.py) in Amaranth's simulator, against the codes given to
 compiler.wstreams.encode_parts: exact rows, two alternating contexts, rate, restart, load."""
 
+import json
 import random
 
 import numpy as np
@@ -9,6 +10,7 @@ from amaranth.sim import Simulator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wstream_support import fire_contexts
+from yosys_support import synth_ecp5
 
 from compiler.wstreams import DENSE, MASK, Segment, encode_parts, max_record_bits
 from hw.config import get_config
@@ -407,22 +409,8 @@ def test_columns_keep_their_own_running_flags(tmp_path):
     The flags are equal in every column (set by the first restart, never cleared); written as
     an enable, yosys merged them into one per context, whose net ran 12 ns across the chip
     (board build b47)."""
-    import json
-    import os
-    import subprocess
-
-    from amaranth.back import rtlil
-
-    from sim import toolchain
-
-    toolchain.yowasp_env()
     dut = ColumnStreamDecoder(columns=4, lanes=LANES, word_bits=36, kmax=7, depth=64)
-    (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
-    script = ("read_rtlil t.il; synth_ecp5 -top top -run :map_luts; "
-              "select top; write_json -noscopeinfo -selected t.json")
-    result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    synth_ecp5(dut, tmp_path, "select top; write_json -noscopeinfo -selected t.json")
     nets = json.loads((tmp_path / "t.json").read_text())["modules"]["top"]["netnames"]
     for x in range(2):
         bits = {c: nets[f"running_{x}_{c}"]["bits"][0] for c in range(4)}
