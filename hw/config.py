@@ -225,11 +225,19 @@ class AccelConfig:
         return 4 if self.fast_pipeline else 3
 
     @property
+    def requant_latency(self) -> int:
+        """Cycles from the requantiser's inputs to its outputs (``hw.requant.Requantizer``):
+        the product (with ``fast_pipeline`` the multipliers' own registers and the sum of their
+        pieces, ``hw.dsp.WideMult``: 3 cycles, else 1), the rounding add, the shift, the
+        clamp."""
+        return 6 if self.fast_pipeline else 4
+
+    @property
     def array_latency(self) -> int:
         """Cycles from the column array's inputs to its accumulators (``hw.pe.ColumnArray``):
         products, partial sums, column sums, accumulate; with ``fast_pipeline`` a register
-        before the multipliers too."""
-        return 5 if self.fast_pipeline else 4
+        before the multipliers too, and the multipliers' own input registers (``hw.dsp``)."""
+        return 6 if self.fast_pipeline else 4
 
     @property
     def buffer_latency(self) -> int:

@@ -910,7 +910,7 @@ class Engine(wiring.Component):
         m.d.comb += seq.release.eq(drain.release)
 
         # -- requantisation and its destinations -----------------------------------------
-        inflight = Signal(range(Requantizer.LATENCY + 3))
+        inflight = Signal(range(cfg.requant_latency + 3))
         # inflight counts a chunk one cycle after the drain issued it: keep two beats of margin;
         # with fast_pipeline the decision is a register (the FIFO's level, an add and a compare
         # before the drain's enables cost 100 MHz), so it sees the counts a cycle late and keeps

@@ -22,6 +22,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
+from .dsp import Mult18
 from .program import weight_row_bits
 
 __all__ = ["RowStore", "WeightReader", "ColumnArray"]
@@ -119,9 +120,11 @@ class ColumnArray(wiring.Component):
 
     Stages: with ``cfg.fast_pipeline`` the inputs ``x`` and ``w`` (registered: the input
     buffers' and the weight decoder's outputs reach the multipliers from flip-flops, not across
-    the chip from block RAM, board build b13), products (registered), partial sums of three
-    lanes (registered), column sums (registered), accumulators. ``latency`` is
-    :attr:`AccelConfig.array_latency`: 5, or 4 without ``fast_pipeline``.
+    the chip from block RAM, board build b13), then the multipliers' own input registers and
+    products (:class:`hw.dsp.Mult18`: two cycles, the multiply inside the ECP5's DSP block);
+    without it the products (registered). Then partial sums of three lanes (registered), column
+    sums (registered), accumulators. ``latency`` is :attr:`AccelConfig.array_latency`: 6, or 4
+    without ``fast_pipeline``.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -155,14 +158,21 @@ class ColumnArray(wiring.Component):
             m.d.sync += [en[i].eq(en[i - 1]), first[i].eq(first[i - 1]), last[i].eq(last[i - 1])]
 
         x, w = self.x, self.w
-        if self._cfg.fast_pipeline:     # the input stage (array_latency 5)
+        if self._cfg.fast_pipeline:     # the input stage
             x, w = Signal.like(self.x, name="x_q"), Signal.like(self.w, name="w_q")
             m.d.sync += [x.eq(self.x), w.eq(self.w)]
 
         for c in range(cols):
             prods = [Signal(signed(pbits), name=f"p{c}_{lane}") for lane in range(lanes)]
             for lane in range(lanes):
-                m.d.sync += prods[lane].eq(x[lane] * w[c][lane])
+                if self._cfg.fast_pipeline:
+                    # the multiplier's own input and product registers (hw/dsp.py)
+                    mul = Mult18(signed(cfg.input_bits), signed(cfg.weight_bits))
+                    m.submodules[f"mul{c}_{lane}"] = mul
+                    m.d.comb += [mul.a.eq(x[lane]), mul.b.eq(w[c][lane]),
+                                 prods[lane].eq(mul.p)]
+                else:
+                    m.d.sync += prods[lane].eq(x[lane] * w[c][lane])
             parts = [Signal(signed(pbits + 2), name=f"s{c}_{k}") for k in range(len(chunks))]
             for k, ch in enumerate(chunks):
                 m.d.sync += parts[k].eq(sum(prods[lane] for lane in ch))

@@ -826,3 +826,28 @@ def test_timing_components_cover_the_accelerators_parts():
     from boards.timing import COMPONENTS
 
     assert set(TIMING_COMPONENTS) | {"engine", "weights", "array"} == set(COMPONENTS)
+
+
+def test_component_timing_names_the_clocks_own_critical_path(tmp_path):
+    """The path printed is the clock's (register to register), not the cross-domain reports to
+    and from the harness's pins that nextpnr writes after it."""
+    from boards.timing import _critical_path
+
+    def path(src, sink, line):
+        return ("Info:       type curr  total name\n"
+                f"Info:   clk-to-q  0.52  0.52 Source {src}\n"
+                f"Info:    routing  5.33  5.86 Net n (66,35) -> (96,34)\n"
+                f"Info:                          Sink {sink}\n"
+                "Info:                          Defined in:\n"
+                f"Info:                               /work/main/{line}\n\n")
+
+    (tmp_path / "top.tim").write_text(
+        "Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):\n"
+        + path("dut.x_q.Q", "dut.mul0.A0", "hw/pe.py:160")
+        + "Info: Critical path report for cross-domain path '<async>' -> 'posedge $glbnet$clk':\n"
+        + path("pin_i.buf.buf0.O", "dut.en.M", "hw/other.py:1")
+        + "Info: Critical path report for cross-domain path 'posedge $glbnet$clk' -> '<async>':\n"
+        + path("o.Q", "pin_o.buf.buf0.I", "hw/other.py:2")
+        + "Info: Max frequency for clock '$glbnet$clk': 85.21 MHz (PASS at 25.00 MHz)\n")
+    assert _critical_path(tmp_path / "top.tim") == {
+        "from": "dut.x_q.Q", "to": "dut.mul0.A0", "source_lines": ["hw/pe.py:160"]}

@@ -165,7 +165,7 @@ def test_column_array_accumulates_groups(fast, seed):
     rng = np.random.default_rng(seed)
     cfg = AccelConfig(pe_columns=4, requant_units=2, fast_pipeline=fast)
     dut = ColumnArray(cfg)
-    assert dut.latency == cfg.array_latency == (5 if fast else 4)
+    assert dut.latency == cfg.array_latency == (6 if fast else 4)
     lanes, cols = cfg.pe_lanes, cfg.pe_columns
     groups = []
     for _ in range(5):
@@ -217,12 +217,15 @@ def test_column_array_accumulates_groups(fast, seed):
     assert got == [g[3].tolist() for g in groups]
 
 
+@pytest.mark.parametrize("fast", [True, False])
 @SLOW
 @given(seed=st.integers(0, 10_000))
-def test_requantizer_matches_golden(seed):
+def test_requantizer_matches_golden(fast, seed):
     rng = np.random.default_rng(seed)
-    r = CFG.requant_units
-    dut = Requantizer(CFG)
+    cfg = AccelConfig(fast_pipeline=fast)
+    r = cfg.requant_units
+    dut = Requantizer(cfg)
+    assert dut.latency == cfg.requant_latency == (6 if fast else 4)
     n = 12
     acc = rng.integers(-(1 << 31), 1 << 31, size=(n, r))
     acc[: n // 2] >>= rng.integers(0, 24, size=(n // 2, r))
@@ -242,9 +245,14 @@ def test_requantizer_matches_golden(seed):
         ctx.set(dut.valid, 0)
 
     async def watch(ctx):
+        cycle = 0
         async for _clk, _rst, valid, y, meta in ctx.tick().sample(dut.out_valid, dut.y,
                                                                  dut.out_meta):
+            cycle += 1
             if valid:
+                # one value a cycle, the first ``latency`` cycles after the first input (the
+                # sample at an edge holds the values before it)
+                assert cycle == dut.latency + 1 + len(got)
                 got.append(([int(y[k]) for k in range(r)], int(meta.ymax)))
                 if len(got) == n:
                     return

@@ -13,12 +13,13 @@ from amaranth.back import rtlil
 from sim import toolchain
 
 
-def synth_ecp5(dut, tmp_path, then: str, *, run: str | None = ":map_luts") -> None:
-    """``dut`` (as module ``top``) through ``synth_ecp5`` in ``tmp_path`` (up to ``run``, the
-    LUT mapping by default: the flip-flops are mapped, and merged, by then; None: all of it),
-    then the yosys commands ``then``."""
+def synth_ecp5(dut, tmp_path, then: str, *, run: str | None = ":map_luts",
+               platform=None) -> None:
+    """``dut`` (as module ``top``, elaborated for ``platform``) through ``synth_ecp5`` in
+    ``tmp_path`` (up to ``run``, the LUT mapping by default: the flip-flops are mapped, and
+    merged, by then; None: all of it), then the yosys commands ``then``."""
     toolchain.yowasp_env()
-    (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top"))
+    (tmp_path / "t.il").write_text(rtlil.convert(dut, name="top", platform=platform))
     steps = f" -run {run}" if run else ""
     script = f"read_rtlil t.il; synth_ecp5 -top top{steps}; {then}"
     result = subprocess.run([os.environ["YOSYS"], "-q", "-p", script], cwd=tmp_path,
