@@ -832,8 +832,9 @@ class Engine(wiring.Component):
             issue, ps = seq.issued, seq.pass_q
         else:
             issue, ps = seq.issue, seq.pass_
-        # the weights come at t(w_lat): 2 from the dense reader, 3 from the stream reader after
-        # the sequencer's issue (it pops its row a cycle after it), so 2 after t0
+        # the weights come at t(w_lat): 2 from the dense reader, 4 from the stream reader after
+        # the sequencer's issue (it pops its row a cycle after it), so 3 after t0: with the
+        # buffers' 3 (fast_pipeline) no register between the stream reader and the array
         w_lat = weights.latency
         if cfg.weight_streams:
             # the step's context (0 the squeeze, stage A; 1 the expands or a plain
@@ -878,6 +879,7 @@ class Engine(wiring.Component):
         meta_d = delay(ps.meta, lat, "meta")
         # registers from the weights' t(w_lat) up to the lanes' tB
         w_row = weights.r_data
+        assert w_lat <= bl, "the weights must not reach the array after the lanes"
         for i in range(bl - w_lat):
             reg = Signal.like(weights.r_data, name=f"w_row{i}")
             m.d.sync += reg.eq(w_row)

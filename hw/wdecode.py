@@ -783,16 +783,18 @@ class StreamWeightReader(wiring.Component):
     reader registered, at t1: ``issued`` with its context ``issued_ctx`` (the consumer's own
     flip-flops: its issue, which steers the consumer's whole pass state, drives nothing out
     here). At t1 the row leaves the decoder's FIFO and its codes and the base of its
-    (context, segment) codebook are registered; at t2 every lane reads its table at
-    ``base + code`` (asynchronously) and at t3 ``r_data`` holds the signed weights, until the
-    next issue: :attr:`latency` 3, a cycle more than the dense ``WeightReader``.
+    (context, segment) codebook are registered; at t2 every lane registers its table address
+    ``base + code``, at t3 it reads its table there (asynchronously) and at t4 ``r_data``
+    holds the signed weights, until the next issue: :attr:`latency` 4, two cycles more than
+    the dense ``WeightReader`` (the engine registers the dense weights once more to meet the
+    lanes, so both reach the column array in the same cycle).
 
     ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
     entries of the central memory), such as ``compiler.wstream_image.StreamImage``.
     """
 
     #: cycles from the issue (``issued`` a cycle later) to the weights on ``r_data``
-    latency = 3
+    latency = 4
 
     def __init__(self, cfg: AccelConfig, *, init=None):
         if not isinstance(cfg, AccelConfig):
@@ -940,8 +942,9 @@ class StreamWeightReader(wiring.Component):
                    Mux(rowv.seg, regs["c0_base1"], regs["c0_base0"]))
         codes_q = Signal(row_layout(cols, lanes, kmax))
         base_q = Signal(tbits)
-        look = Signal()             # the lane tables read at codes_q (t2)
-        m.d.sync += [codes_q.eq(head), base_q.eq(base), look.eq(issue_q)]
+        look_a = Signal()           # the lanes' table addresses formed from codes_q (t2)
+        look = Signal()             # the lane tables read at those addresses (t3)
+        m.d.sync += [codes_q.eq(head), base_q.eq(base), look_a.eq(issue_q), look.eq(look_a)]
         for c in range(cols):
             for lane in range(lanes):
                 # LUT RAM: yosys folds r_data into a synchronous read port and would rather
@@ -950,10 +953,12 @@ class StreamWeightReader(wiring.Component):
                                attrs={"ram_style": "distributed"})
                 m.submodules[f"table_{c}_{lane}"] = table
                 twp, trp = table.write_port(), table.read_port(domain="comb")
+                # the address registered: the add, the LUT RAM's read and its multiplexer
+                # into r_data were up to 11.8 ns with the routing (board build b54)
                 addr = Signal(tbits, name=f"taddr_{c}_{lane}")
+                m.d.sync += addr.eq(base_q + codes_q.codes[c][lane])
                 m.d.comb += [twp.en.eq(col_we[c]), twp.addr.eq(col_addr[c]),
-                             twp.data.eq(col_data[c]),
-                             addr.eq(base_q + codes_q.codes[c][lane]), trp.addr.eq(addr)]
+                             twp.data.eq(col_data[c]), trp.addr.eq(addr)]
                 with m.If(look):
                     m.d.sync += self.r_data[c][lane].eq(trp.data)
         return m
