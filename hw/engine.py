@@ -556,7 +556,9 @@ class Sequencer(wiring.Component):
             ]
             if staged:
                 m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(cmd.b_ho == 1),
-                             ys_hi.eq(cmd.b_top + cmd.b_win_rows >= cmd.b_h)]
+                             # b_top + b_win_rows >= b_h, from the compiler (b55: the add and
+                             # the compare on the command register, 12.1 ns)
+                             ys_hi.eq(cmd.b_top_hi)]
         with m.Elif(~active):
             with m.If(~issued_all):
                 choose()

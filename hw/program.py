@@ -111,6 +111,9 @@ def cmd_fields(cfg: AccelConfig) -> list[tuple[str, int, bool]]:
         ("p_w", w["dim"], False),
         ("p_ho", w["dim"], False),
         ("p_wo", w["dim"], False),
+        # the first output row's window reaches past the last source row: -top + win_rows >= H
+        # (the sequencer's flag at the start, without an add and a compare on the command)
+        ("b_top_hi", 1, False),
     ]
     if cfg.weight_streams:
         # the layer's row of the weight-stream descriptor memory (wdesc_fields)
@@ -417,6 +420,7 @@ def _window_cmd(cfg, convs: list[QConv], in_shape, out_hw):
         "b_top": -top, "b_top_abs": -top * rb, "b_left": -left * c,
         "b_win_rows": rows - 1, "b_win_last": (rows - 1) * rb, "b_hlast": (h - 1) * rb,
         "b_win_bytes": cols * c,
+        "b_top_hi": int(-top + rows - 1 >= h),
     }
     need = (rows - 1) * rb + cols * c + cfg.buffer_banks
     for k, cv in enumerate(convs):
