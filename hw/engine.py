@@ -767,8 +767,14 @@ class Engine(wiring.Component):
             nstart = Signal(init=1, name="nstart_in")
             m.d.sync += nstart.eq(~(self.cmd.valid & ~busy))
             base = Mux(nstart, in_w, 0)
-            lim_next = Mux(cmd.fire, in_free_d[1] + (cfg.in_buffer_depth - cfg.in_lanes),
-                           win_free_d[1] + (cfg.window_buffer_depth - cfg.in_lanes))
+            # (the two sums registers: each formed a cycle earlier from the count a cycle
+            # younger, the same values; b57: the add into the subtraction below into ``room``,
+            # 13.1 ns)
+            in_lim = Signal(signed(ab + 2), name="in_lim")
+            win_lim = Signal(signed(ab + 2), name="win_lim")
+            m.d.sync += [in_lim.eq(in_free_d[0] + (cfg.in_buffer_depth - cfg.in_lanes)),
+                         win_lim.eq(win_free_d[0] + (cfg.window_buffer_depth - cfg.in_lanes))]
+            lim_next = Mux(cmd.fire, in_lim, win_lim)
             d_room = Signal(signed(ab + 3))
             d_more = Signal(signed(ab + 2))
             # the values still to come (in_total - in_w) counted down in a register of their
