@@ -75,6 +75,17 @@ def test_conv_3x3_stride2_signed_input():
     assert np.array_equal(run_sim(CFG, conv, x, seed=5), conv(x))
 
 
+def test_conv_3x3_pad1_on_a_single_row():
+    """The first output row's window already reaches past the last source row (the
+    command's ``b_top_hi``, from the compiler: -1 + 2 >= 1)."""
+    rng = np.random.default_rng(9)
+    conv = random_conv(rng, "conv", 6, 11, 3, 1, 1)
+    x = random_input(rng, (6, 1, 7))
+    prog = layer_program(CFG, conv, x.shape)
+    assert prog.cmd["b_top_hi"] == 1
+    assert np.array_equal(run_sim(CFG, conv, x, seed=9), conv(x))
+
+
 def test_conv_1x1_pad1_wide_output_with_global_sum():
     rng = np.random.default_rng(6)
     conv = random_conv(rng, "conv10", 12, 19, 1, 1, 1, out_max=65535)

@@ -184,3 +184,7 @@ def test_real_v11_image_matches_what_the_engine_tests_load():
         assert sum(b["target"] == LOAD_WEIGHTS for b in beats) == la.wrows
         assert sum(b["target"] == LOAD_BIAS for b in beats) == la.prows
         assert pack_cmd(CFG, entry.cmd) == pack_cmd(CFG, prog.cmd), la.name
+        # the compiler's start-of-layer window flag is what the sequencer used to work out
+        # from the command (b_top + b_win_rows >= b_h)
+        cmd = prog.cmd
+        assert cmd["b_top_hi"] == int(cmd["b_top"] + cmd["b_win_rows"] >= cmd["b_h"]), la.name
