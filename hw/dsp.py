@@ -16,7 +16,7 @@ each fabric path ends or starts at its ports.
   signed), one :class:`Mult18` each, the shifted products added in a registered stage:
   ``latency`` 3.
 
-The model follows Lattice's sysDSP user guide (FPGA-TN-02205, MULT18X18D): with ``SIGNEDA``
+The model follows Lattice's ECP5 sysDSP usage guide (TN1267, MULT18X18D): with ``SIGNEDA``
 and ``SIGNEDB`` high, ``P`` is the 36-bit two's-complement product of ``A`` and ``B``; each
 register enabled by ``CE0`` and reset synchronously by ``RST0`` (here 1 and 0).
 """
@@ -168,6 +168,6 @@ class WideMult(wiring.Component):
             mul = Mult18(shape, self._b_shape)
             m.submodules[f"mul{k}"] = mul
             m.d.comb += [mul.a.eq(self.a[lo:lo + n]), mul.b.eq(self.b)]
-            terms.append(mul.p.as_signed() << lo if lo else mul.p)
+            terms.append(mul.p << lo)
         m.d.sync += self.p.eq(sum(terms[1:], terms[0]))
         return m
