@@ -112,7 +112,8 @@ class Harness(Elaboratable):
 
 
 def _critical_path(tim: Path) -> dict:
-    """Start, end and the source lines (``hw/...py:N``) of nextpnr's last critical path."""
+    """Start, end and the source lines (``hw/...py:N``) of the clock's critical path in
+    nextpnr's log (its last report for the clock, after routing)."""
     text = tim.read_text(errors="replace")
     # the clock's own report (posedge -> posedge), not the cross-domain ones to and from the
     # harness's pins (unconstrained) that follow it

@@ -572,20 +572,17 @@ class Accelerator(wiring.Component):
         # write enables, 12.85 ns) nor in each other (b55: the writer's request, through the
         # arbiter's grant, into the reader's count of words asked for, 12.0 ns)
         if cfg.fast_pipeline:
-            m.submodules.wr_cmd_slice = wr_slice = RegisterSlice(arb.a.payload.shape())
-            m.submodules.rd_cmd_slice = rd_slice = RegisterSlice(arb.b.payload.shape())
-            wiring.connect(m, wr.cmd, wr_slice.i)
-            wiring.connect(m, wr_slice.o, arb.a)
-            wiring.connect(m, rd.cmd, rd_slice.i)
-            wiring.connect(m, rd_slice.o, arb.b)
+            shape = arb.o.payload.shape()
+            m.submodules.wr_cmd_slice = wr_slice = RegisterSlice(shape)
+            m.submodules.rd_cmd_slice = rd_slice = RegisterSlice(shape)
+            m.submodules.cmd_slice = cmd_slice = RegisterSlice(shape)
+            for src, sl, dst in ((wr.cmd, wr_slice, arb.a), (rd.cmd, rd_slice, arb.b),
+                                 (arb.o, cmd_slice, wiring.flipped(self.mem.cmd))):
+                wiring.connect(m, src, sl.i)
+                wiring.connect(m, sl.o, dst)
         else:
             wiring.connect(m, wr.cmd, arb.a)
             wiring.connect(m, rd.cmd, arb.b)
-        if cfg.fast_pipeline:
-            m.submodules.cmd_slice = cmd_slice = RegisterSlice(arb.o.payload.shape())
-            wiring.connect(m, arb.o, cmd_slice.i)
-            wiring.connect(m, cmd_slice.o, wiring.flipped(self.mem.cmd))
-        else:
             wiring.connect(m, arb.o, wiring.flipped(self.mem.cmd))
         wiring.connect(m, wr.wdata, wiring.flipped(self.mem.wdata))
         wiring.connect(m, wiring.flipped(self.mem.rdata), rd.rdata)
