@@ -244,8 +244,11 @@ class AccelConfig:
         """Cycles from a pass's issue to its lanes and weights (``hw.lbuf.SegmentBuffer``): the
         block RAM, then the rotation into lanes; with ``fast_pipeline`` a register straight
         after the block RAMs too (their 5.8 ns clock-to-out, then the rotation: board build
-        b23)."""
-        return 3 if self.fast_pipeline else 2
+        b23), each buffer's own register of the request before its banks (b59: the
+        sequencer's register through each bank's add into its address, 11.4 ns) and a second
+        register of the words, in the fabric (b60: a block RAM across the chip into a lane's
+        multiplexer, 12.0 ns)."""
+        return 5 if self.fast_pipeline else 2
 
     @property
     def buffer_write_latency(self) -> int:
@@ -253,8 +256,9 @@ class AccelConfig:
         (``hw.lbuf.SegmentBuffer``'s ``write_latency``): with ``fast_pipeline`` each bank's
         write is registered before its RAM (board builds b48 and b51: the write's selection,
         then 7-10 ns of routing to a bank across the chip), and the sequencer counts the values
-        written a cycle later."""
-        return 2 if self.fast_pipeline else 1
+        written a cycle later; and the write registered once more as it comes in, before the
+        rotation and the banks' adds (b59: 10.5 ns), and counted a cycle later again."""
+        return 3 if self.fast_pipeline else 1
 
     @property
     def issue_latency(self) -> int:

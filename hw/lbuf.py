@@ -89,13 +89,21 @@ class SegmentBuffer(wiring.Component):
       into the block RAMs' output registers (boards/netlist.py); each lane's bank select is a
       register of its own, ``select_init`` its initial value (two buffers read at the same
       addresses need values that differ in every bit, 0 and ``banks - 1``, or yosys merges
-      their select registers, one for both: board build b45).
+      their select registers, one for both: board build b45). ``latency=4`` registers the
+      request first, in a register of the buffer's own (``select_init`` again keeps two
+      buffers' copies apart), so that the add of each bank's row and the lane mask start from
+      it and not from the requester's register across the chip (board build b59: 11.4 ns into
+      the banks' address registers); ``latency=5`` also registers the banks' words a second
+      time, in the fabric, before the rotation (b60: a block RAM's output register, across
+      the chip into a lane's 16-to-1 multiplexer, 12.0 ns).
 
     ``write_latency=2`` registers each bank's write (its row, value and enable, after the
     lane rotation) before the RAM: a write lands a cycle later, so a read sees it only when
     requested two cycles after the write, not one, and the caller counts it written a cycle
     later (the engine's in- and window buffers: board builds b48 and b51, the write's
-    selection then 7-10 ns of routing to a bank's RAM across the chip).
+    selection then 7-10 ns of routing to a bank's RAM across the chip). ``write_latency=3``
+    registers the write once more as it comes in, before the rotation (b59: the writer's
+    address register through each bank's add into its row register, 10.5 ns).
     """
 
     def __init__(self, *, depth: int, banks: int, lanes: int, wlanes: int, width: int,
@@ -114,12 +122,12 @@ class SegmentBuffer(wiring.Component):
         self._depth, self._banks, self._lanes = depth, banks, lanes
         self._wlanes, self._width = wlanes, width
         self._hold = bool(hold)
-        if latency not in (2, 3) or (latency == 3 and hold):
-            raise ValueError(f"SegmentBuffer latency must be 2, or 3 with hold=False, not "
+        if latency not in (2, 3, 4, 5) or (latency > 2 and hold):
+            raise ValueError(f"SegmentBuffer latency must be 2, or 3 to 5 with hold=False, not "
                              f"{latency!r} (hold={hold!r})")
         self._latency = latency
-        if write_latency not in (1, 2):
-            raise ValueError(f"SegmentBuffer write_latency must be 1 or 2, not "
+        if write_latency not in (1, 2, 3):
+            raise ValueError(f"SegmentBuffer write_latency must be 1, 2 or 3, not "
                              f"{write_latency!r}")
         self._write_latency = write_latency
         self._select_init = select_init % banks
@@ -150,10 +158,24 @@ class SegmentBuffer(wiring.Component):
         bdepth = self._depth // nb
         ibits = max(1, _log2(bdepth))
 
-        w = self.w.payload
+        # registers of the buffer's own start at all ones in a buffer whose lane selects do
+        # (``select_init``), so that yosys keeps two buffers' copies of a signal apart
+        def own(value, name):
+            reg = Signal(len(value), name=name,
+                         init=(1 << len(value)) - 1 if self._select_init else 0)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        w_valid, w = self.w.valid, self.w.payload
+        if self._write_latency == 3:
+            # the write as it comes in, registered before the rotation and the banks' adds
+            w_valid = own(w_valid, "w_valid_q")
+            w = w.shape()(own(w.as_value(), "w_q"))
         wlo = w.addr[:lb]
         whi = w.addr[lb:]
         req = self.r_req
+        if self._latency >= 4:
+            req = req.shape()(own(req.as_value(), "req_q"))
         lo = req.addr[:lb]
         hi = req.addr[lb:]
         lo_q = Signal(lb)
@@ -171,11 +193,11 @@ class SegmentBuffer(wiring.Component):
         # registered before it and its word after it; a block RAM registers the address itself,
         # and its word is registered after it (b24: the address's add and a LUT RAM read in
         # one cycle after the sequencer's register)
-        lutram = self._latency == 3 and bdepth <= LUTRAM_MAX_DEPTH
+        lutram = self._latency >= 3 and bdepth <= LUTRAM_MAX_DEPTH
         for b in range(nb):
             mem = memory.Memory(shape=signed(self._width), depth=bdepth, init=[],
                                 attrs={"no_rw_check": 1}
-                                if self._latency == 3 and not lutram else None)
+                                if self._latency >= 3 and not lutram else None)
             m.submodules[f"bank{b}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(domain="comb" if lutram else "sync")
@@ -187,7 +209,7 @@ class SegmentBuffer(wiring.Component):
                 wp.addr.eq((whi + _after(b, wlo, nb))[:ibits] if bdepth > 1 else 0),
                 wp.data.eq(w.data[wsel[: (self._wlanes - 1).bit_length() or 1]]
                            if self._wlanes > 1 else w.data[0]),
-                wp.en.eq(self.w.valid & (wsel < w.count)),
+                wp.en.eq(w_valid & (wsel < w.count)),
             ]
             raddr = (hi + _after(b, lo, nb))[:ibits] if bdepth > 1 else 0
             if lutram:
@@ -196,22 +218,31 @@ class SegmentBuffer(wiring.Component):
                 m.d.comb += rp.addr.eq(raddr_q)
             else:
                 m.d.comb += [rp.addr.eq(raddr), rp.en.eq(r_en)]
-            if self._latency == 3:
-                word = Signal.like(rp.data, name=f"word{b}", reset_less=True)
-                m.d.sync += word.eq(rp.data)
-                rdata.append(word)
-            else:
-                rdata.append(rp.data)
-        if self._latency == 3:
-            # the rotation and the mask a cycle later, with the words; each lane's bank
-            # select a register of its own (b45: one register, then the add for every lane,
-            # fanned out to all lanes' multiplexers of both buffers, 7.7 ns of routing)
-            mask_q2 = Signal.like(mask_q)
-            m.d.sync += [mask_q2.eq(mask_q)]
-            mask_q = mask_q2
+            word = rp.data
+            # latency 3 and 4: a register after the RAM; 5: a second one, in the fabric
+            for k in range(1 if self._latency in (3, 4) else 2 if self._latency == 5 else 0):
+                reg = Signal.like(rp.data, name=f"word{b}" + "_f" * k, reset_less=True)
+                m.d.sync += reg.eq(word)
+                word = reg
+            rdata.append(word)
+        if self._latency >= 3:
+            # the rotation and the mask with the words (``latency - 2`` cycles after the
+            # request that reaches the banks, which is a cycle late with ``latency`` 4 and 5);
+            # each lane's bank select a register of its own (b45: one register, then the add
+            # for every lane, fanned out to all lanes' multiplexers of both buffers, 7.7 ns of
+            # routing)
+            late = 1 if self._latency >= 4 else 0
+            for k in range(self._latency - 2 - late):
+                mask_d = Signal.like(mask_q, name=f"mask_d{k}")
+                m.d.sync += mask_d.eq(mask_q)
+                mask_q = mask_d
+            for k in range(self._latency - 3 - late):
+                lo_d = Signal.like(lo_q, name=f"lo_d{k}")
+                m.d.sync += lo_d.eq(lo_q)
+                lo_q = lo_d
         sels = [Signal(lb, name=f"rsel{lane}", init=self._select_init)
                 for lane in range(self._lanes)]
-        sel_domain = m.d.sync if self._latency == 3 else m.d.comb
+        sel_domain = m.d.sync if self._latency >= 3 else m.d.comb
         sel_domain += [sel.eq(lo_q + lane) for lane, sel in enumerate(sels)]
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage

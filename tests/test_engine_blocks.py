@@ -73,15 +73,19 @@ def test_segment_buffer_reads_masked_segments(seed):
         assert got == expect
 
 
-@pytest.mark.parametrize("latency,depth", [(2, 64), (3, 64), (3, 16 * (LUTRAM_MAX_DEPTH * 2))])
-def test_segment_buffer_without_hold_reads_every_cycle(latency, depth):
+@pytest.mark.parametrize("latency,depth,select_init", [
+    (2, 64, 0), (3, 64, 0), (3, 16 * (LUTRAM_MAX_DEPTH * 2), 0),
+    (4, 64, 0), (4, 16 * (LUTRAM_MAX_DEPTH * 2), 15),
+    (5, 64, 15), (5, 16 * (LUTRAM_MAX_DEPTH * 2), 0)])
+def test_segment_buffer_without_hold_reads_every_cycle(latency, depth, select_init):
     """``hold=False`` (the engine's fast pipeline): a request every cycle, ``r_en`` low, and
-    ``r_data`` gives each request's masked lanes exactly ``latency`` cycles later (latency 3:
-    banks small enough for LUT RAM, and block RAM banks)."""
+    ``r_data`` gives each request's masked lanes exactly ``latency`` cycles later (latency 3 to
+    5: banks small enough for LUT RAM, and block RAM banks; the registers of the buffer's own
+    starting at 0 or at all ones)."""
     rng = random.Random(3)
     banks, lanes, wlanes = 16, 9, 6
     dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
-                        row_bits=12, hold=False, latency=latency)
+                        row_bits=12, hold=False, latency=latency, select_init=select_init)
     model = [rng.randint(-256, 255) for _ in range(depth)]
     got, want = [], []
 
@@ -109,22 +113,24 @@ def test_segment_buffer_without_hold_reads_every_cycle(latency, depth):
 
 
 @pytest.mark.parametrize("depth", [64, 16 * (LUTRAM_MAX_DEPTH * 2)])
-def test_segment_buffer_write_latency_two_lands_a_cycle_later(depth):
-    """``write_latency=2`` (the engine's window buffer): each write is registered before the
-    banks, so a request two cycles after a write reads its values (LUT RAM banks and block
-    RAM banks); the slots it did not write keep theirs."""
+@pytest.mark.parametrize("write_latency,latency", [(2, 3), (3, 3), (3, 5)])
+def test_segment_buffer_write_latency_lands_that_much_later(depth, write_latency, latency):
+    """``write_latency=2`` or 3 (the engine's buffers): each write is registered once or twice
+    before the banks, so a request ``write_latency`` cycles after a write reads its values,
+    with the read's ``latency`` 3 or 5 (LUT RAM banks and block RAM banks); the slots it did
+    not write keep theirs."""
     rng = random.Random(5)
     banks, lanes, wlanes = 16, 9, 6
     dut = SegmentBuffer(depth=depth, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
-                        row_bits=12, hold=False, latency=3, write_latency=2)
+                        row_bits=12, hold=False, latency=latency, write_latency=write_latency)
     model = [0] * depth
     got, want = [], []
 
     async def bench(ctx):
         ctx.set(dut.r_en, 0)
         for _ in range(60):
-            # a write of 1..wlanes values at a random place, then a request two cycles later
-            # around it: the lanes it wrote and the ones next to it
+            # a write of 1..wlanes values at a random place, then a request write_latency
+            # cycles later around it: the lanes it wrote and the ones next to it
             addr, n = rng.randrange(depth), rng.randint(1, wlanes)
             vals = [rng.randint(-256, 255) for _ in range(n)]
             ctx.set(dut.w.payload, {"addr": addr, "data": vals + [0] * (wlanes - n),
@@ -132,14 +138,15 @@ def test_segment_buffer_write_latency_two_lands_a_cycle_later(depth):
             ctx.set(dut.w.valid, 1)
             await ctx.tick()
             ctx.set(dut.w.valid, 0)
-            await ctx.tick()
+            for _ in range(write_latency - 1):
+                await ctx.tick()
             for i, v in enumerate(vals):
                 model[(addr + i) % depth] = v
             start = (addr - rng.randint(0, lanes - n)) % depth
             ctx.set(dut.r_req, {"addr": start, "off": 0, "row_len": lanes, "row_ok": 1,
                                 "nomask": 1})
             want.append([model[(start + i) % depth] for i in range(lanes)])
-            for _ in range(3):
+            for _ in range(latency):
                 await ctx.tick()
             got.append([ctx.get(dut.r_data[i]) for i in range(lanes)])
 
@@ -147,15 +154,17 @@ def test_segment_buffer_write_latency_two_lands_a_cycle_later(depth):
     assert len(got) == 60 and got == want
 
 
-def test_segment_buffer_write_latency_is_one_or_two():
-    with pytest.raises(ValueError, match="write_latency must be 1 or 2, not 3"):
+def test_segment_buffer_write_latency_is_one_to_three():
+    with pytest.raises(ValueError, match="write_latency must be 1, 2 or 3, not 4"):
         SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12,
-                      write_latency=3)
+                      write_latency=4)
 
 
-def test_segment_buffer_latency_three_needs_no_hold():
-    with pytest.raises(ValueError, match="latency must be 2, or 3 with hold=False"):
-        SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12, latency=3)
+@pytest.mark.parametrize("latency,hold", [(3, True), (5, True), (6, False), (1, False)])
+def test_segment_buffer_latency_above_two_needs_no_hold(latency, hold):
+    with pytest.raises(ValueError, match="latency must be 2, or 3 to 5 with hold=False"):
+        SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12,
+                      latency=latency, hold=hold)
 
 
 @pytest.mark.parametrize("fast", [True, False])
