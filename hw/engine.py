@@ -851,7 +851,7 @@ class Engine(wiring.Component):
             issue, ps = seq.issue, seq.pass_
         # the weights come at t(w_lat): 2 from the dense reader, 4 from the stream reader after
         # the sequencer's issue (it pops its row a cycle after it), so 3 after t0: with the
-        # buffers' 3 (fast_pipeline) no register between the stream reader and the array
+        # buffers' 5 (fast_pipeline) two registers between the stream reader and the array
         w_lat = weights.latency
         if cfg.weight_streams:
             # the step's context (0 the squeeze, stage A; 1 the expands or a plain
