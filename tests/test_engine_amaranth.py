@@ -4,6 +4,7 @@ Every stream (load, command, input, output) sees random valid/ready back-pressur
 """
 
 import dataclasses
+import gc
 import random
 
 import numpy as np
@@ -23,7 +24,13 @@ CFG = AccelConfig(weight_depth=256, param_depth=32, window_buffer_depth=1024,
                   in_buffer_depth=256, max_channels=128, pool_row_depth=1024, max_dim=32)
 
 
-def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2, watch=None):
+#: cycles a layer of these tests may take before :func:`run_sim` calls it a hang (every test
+#: here passes with a tenth of it)
+MAX_CYCLES = 200_000
+
+
+def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2, watch=None,
+            max_cycles=MAX_CYCLES):
     prog = layer_program(cfg, layer, x.shape, pool=pool, wbase=wbase, pbase=pbase)
     dut = Engine(cfg, weight_depth=cfg.weight_depth, param_depth=cfg.param_depth)
     got = []
@@ -48,15 +55,27 @@ def run_sim(cfg, layer, x, *, pool=None, seed=0, stall=0.3, wbase=3, pbase=2, wa
         async for _clk, _rst, busy, ready in ctx.tick().sample(dut.busy, dut.i.ready):
             assert busy or not ready, "the engine is ready for input while idle"
 
+    hung = []
+
+    async def deadlock(ctx):
+        # a layer that never ends (a deadlock) fails below instead of hanging the test run
+        for _ in range(max_cycles):
+            await ctx.tick()
+        hung.append(True)
+
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(control)
     sim.add_testbench(feed)
     sim.add_testbench(drain)
     sim.add_process(idle_takes_nothing)
+    sim.add_process(deadlock)
     if watch is not None:
         sim.add_process(watch)
-    sim.run()
+    while sim.advance():
+        if hung:
+            raise AssertionError(f"the engine has not finished the layer after {max_cycles} "
+                                 f"cycles")
     return prog.output_from_stream(values_of(got))
 
 
@@ -66,6 +85,20 @@ def test_small_fire_bit_exact(seed):
     fire = random_fire(rng, "fire", 10, 5, 7, 18)
     x = random_input(rng, (10, 4, 5))
     assert np.array_equal(run_sim(CFG, fire, x, seed=seed), fire(x))
+
+
+# the simulation is abandoned with its testbenches waiting, and their coroutines complain as
+# they are collected
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_layer_that_does_not_end_fails_instead_of_hanging():
+    """``run_sim``'s cycle limit: a layer still running after ``max_cycles`` is a failure (a
+    deadlocked engine would otherwise hang the test run)."""
+    rng = np.random.default_rng(0)
+    fire = random_fire(rng, "fire", 10, 5, 7, 18)
+    x = random_input(rng, (10, 4, 5))
+    with pytest.raises(AssertionError, match="has not finished the layer after 100 cycles"):
+        run_sim(CFG, fire, x, max_cycles=100)
+    gc.collect()    # here, under the filter above
 
 
 def test_conv_3x3_stride2_signed_input():
