@@ -181,12 +181,26 @@ class SegmentBuffer(wiring.Component):
         lo_q = Signal(lb)
         mask_q = Signal(self._lanes)
         r_en = self.r_en if self._hold else Const(1)
+        # latency 5: the mask in two stages (the offset and its distance to the row's end
+        # registered, then compared with each lane's constant) and the rotation in two (below)
+        split = self._latency == 5
         with m.If(r_en):
             m.d.sync += lo_q.eq(lo)
             # lane l is inside its row when 0 <= off + l < row_len
-            m.d.sync += mask_q.eq(Cat(
-                req.nomask | (req.row_ok & (req.off + lane >= 0) & (req.off + lane < req.row_len))
-                for lane in range(self._lanes)))
+            if split:
+                off_a = Signal.like(req.off, name="off_a")
+                end_a = Signal(signed(len(req.off) + 2), name="end_a")  # off - row_len
+                ok_a, nomask_a = Signal(name="row_ok_a"), Signal(name="nomask_a")
+                m.d.sync += [off_a.eq(req.off), end_a.eq(req.off - req.row_len),
+                             ok_a.eq(req.row_ok), nomask_a.eq(req.nomask)]
+                m.d.sync += mask_q.eq(Cat(
+                    nomask_a | (ok_a & (off_a >= -lane) & (end_a < -lane))
+                    for lane in range(self._lanes)))
+            else:
+                m.d.sync += mask_q.eq(Cat(
+                    req.nomask | (req.row_ok & (req.off + lane >= 0) &
+                                  (req.off + lane < req.row_len))
+                    for lane in range(self._lanes)))
 
         rdata = []
         # latency 3: a bank small enough for LUT RAM (asynchronous reads) gets its row address
@@ -219,20 +233,18 @@ class SegmentBuffer(wiring.Component):
             else:
                 m.d.comb += [rp.addr.eq(raddr), rp.en.eq(r_en)]
             word = rp.data
-            # latency 3 and 4: a register after the RAM; 5: a second one, in the fabric
-            for k in range(1 if self._latency in (3, 4) else 2 if self._latency == 5 else 0):
-                reg = Signal.like(rp.data, name=f"word{b}" + "_f" * k, reset_less=True)
-                m.d.sync += reg.eq(word)
-                word = reg
+            # latency 3 to 5: a register after the RAM
+            if self._latency >= 3:
+                word = Signal.like(rp.data, name=f"word{b}", reset_less=True)
+                m.d.sync += word.eq(rp.data)
             rdata.append(word)
         if self._latency >= 3:
             # the rotation and the mask with the words (``latency - 2`` cycles after the
-            # request that reaches the banks, which is a cycle late with ``latency`` 4 and 5);
-            # each lane's bank select a register of its own (b45: one register, then the add
-            # for every lane, fanned out to all lanes' multiplexers of both buffers, 7.7 ns of
-            # routing)
+            # request that reaches the banks, which is a cycle late with ``latency`` 4 and 5,
+            # and the mask a cycle later again with 5)
             late = 1 if self._latency >= 4 else 0
-            for k in range(self._latency - 2 - late):
+            lo_bank = lo_q          # with the banks' words a cycle later (latency 5)
+            for k in range(self._latency - 2 - late - split):
                 mask_d = Signal.like(mask_q, name=f"mask_d{k}")
                 m.d.sync += mask_d.eq(mask_q)
                 mask_q = mask_d
@@ -240,16 +252,44 @@ class SegmentBuffer(wiring.Component):
                 lo_d = Signal.like(lo_q, name=f"lo_d{k}")
                 m.d.sync += lo_d.eq(lo_q)
                 lo_q = lo_d
+
+        load = Const(1)                 # hold=False: the lanes follow every read
+        if self._hold:
+            load = Signal(name="en_q")
+            m.d.sync += load.eq(self.r_en)
+        if split:
+            # latency 5: the banks rotated by the start bank's low bits into a register per bank
+            # (``mid[i]`` is bank ``i + lo_lo``), then by its high bits into the lanes (lane l
+            # is ``mid[l + lo_hi * 2**k1]``): two multiplexers of a few inputs a cycle each,
+            # where one of ``banks`` inputs took the logic and the routing of b61's 11.4 ns
+            # (the in-buffer's lanes). The selects are registers, a few copies each, told apart by
+            # their initial values so that yosys keeps them (each drives fewer multiplexers).
+            k1 = lb // 2
+            k2 = lb - k1
+            # selects: with the words (s1), and with ``mid`` a cycle later (s2)
+            s1 = [Signal(k1, name=f"rsel1_{c}", init=c) for c in range(1 << k1)]
+            s2 = [Signal(k2, name=f"rsel2_{c}", init=c) for c in range(1 << k2)]
+            m.d.sync += [sel.eq(lo_bank[:k1]) for sel in s1]
+            m.d.sync += [sel.eq(lo_q[k1:]) for sel in s2]
+            mid = [Signal(signed(self._width), name=f"mid{i}", reset_less=True)
+                   for i in range(nb)]
+            for i in range(nb):
+                options = Array(rdata[(i + d) % nb] for d in range(1 << k1))
+                m.d.sync += mid[i].eq(options[s1[i % len(s1)]])
+            for lane in range(self._lanes):
+                options = Array(mid[(lane + (d << k1)) % nb] for d in range(1 << k2))
+                m.d.sync += self.r_data[lane].eq(
+                    Mux(mask_q[lane], options[s2[lane % len(s2)]], 0))
+            return m
+
+        # each lane's bank select a register of its own (b45: one register, then the add for
+        # every lane, fanned out to all lanes' multiplexers of both buffers, 7.7 ns of routing)
         sels = [Signal(lb, name=f"rsel{lane}", init=self._select_init)
                 for lane in range(self._lanes)]
         sel_domain = m.d.sync if self._latency >= 3 else m.d.comb
         sel_domain += [sel.eq(lo_q + lane) for lane, sel in enumerate(sels)]
 
         # rotate the banks into lanes (lane l reads bank lo + l), then mask: one register stage
-        load = Const(1)                 # hold=False: the lanes follow every read
-        if self._hold:
-            load = Signal(name="en_q")
-            m.d.sync += load.eq(self.r_en)
         bank_data = Array(rdata)
         with m.If(load):
             for lane in range(self._lanes):
