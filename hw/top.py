@@ -409,13 +409,15 @@ class FmapWriter(wiring.Component):
         # -- write commands ------------------------------------------------------------------
         finished = Signal()
         length = Signal(range(burst + 1))
+        whole = Signal()                # a whole burst is in the FIFO
         m.d.comb += [
             finished.eq(ending & (level == 0)),
-            length.eq(Mux(uncommitted >= burst, burst, uncommitted)),
+            whole.eq(uncommitted >= burst),
+            length.eq(Mux(whole, burst, uncommitted)),
             self.cmd.payload.addr.eq(addr),
             self.cmd.payload.len.eq(length),
             self.cmd.payload.write.eq(1),
-            self.cmd.valid.eq((uncommitted >= burst) | (finished & (uncommitted != 0))),
+            self.cmd.valid.eq(whole | (finished & (uncommitted != 0))),
             self.wdata.valid.eq(buf.r_rdy),
             self.wdata.payload.data.eq(buf.r_data[:8 * p]),
             self.wdata.payload.mask.eq(buf.r_data[8 * p:]),
@@ -425,7 +427,14 @@ class FmapWriter(wiring.Component):
         m.d.comb += issued.eq(self.cmd.valid & self.cmd.ready)
         with m.If(issued):
             m.d.sync += addr.eq(addr + length)
-        m.d.sync += uncommitted.eq(uncommitted + emit - Mux(issued, length, 0))
+        # a burst shorter than a whole one goes out only once the tensor is finished (no word
+        # is emitted any more): it takes every word left. So the count only ever adds the word
+        # emitted and takes a whole burst, or is cleared (b61: the count through the burst's
+        # length into a subtraction and on into itself, 12.1 ns)
+        with m.If(issued & ~whole):
+            m.d.sync += uncommitted.eq(0)
+        with m.Else():
+            m.d.sync += uncommitted.eq(uncommitted + Mux(issued, emit - burst, emit))
 
         with m.If(active & finished & (uncommitted == 0) & ~buf.r_rdy):
             m.d.sync += active.eq(0)
@@ -575,10 +584,17 @@ class Accelerator(wiring.Component):
         # slice sees a register (board build b50: the beat's count, through the serializer's
         # ready, onto the enables of the engine's output registers, 12.3 ns)
         ser_i, ser_busy = ser.i, ser.busy
+        # and the writer's beats through one as well (b61: the engine's output beat across the
+        # chip, through the beat's byte selection and the shift into the writer's ``acc``,
+        # 13.1 ns)
+        wr_i, wr_busy = wr.i, wr.busy
         if cfg.fast_pipeline:
             m.submodules.score_slice = score_slice = RegisterSlice(ser.i.payload.shape())
             wiring.connect(m, score_slice.o, ser.i)
             ser_i, ser_busy = score_slice.i, ser.busy | (score_slice.level != 0)
+            m.submodules.wr_in_slice = wr_in_slice = RegisterSlice(wr.i.payload.shape())
+            wiring.connect(m, wr_in_slice.o, wr.i)
+            wr_i, wr_busy = wr_in_slice.i, wr.busy | (wr_in_slice.level != 0)
         layout = StepLayout(cfg)
         m.submodules.sched = sched = Memory(shape=unsigned(layout.size),
                                             depth=cfg.schedule_depth, init=self._sched_init)
@@ -639,7 +655,7 @@ class Accelerator(wiring.Component):
         # counts ahead of the state's enables), a cycle late: it only counts from the second
         # cycle of RUN, when the step's parts have taken their start
         idle = Signal()
-        everything_idle = ~eng.busy & ~rd.busy & ~wr.busy & ~ser_busy & ~eng.cmd.valid
+        everything_idle = ~eng.busy & ~rd.busy & ~wr_busy & ~ser_busy & ~eng.cmd.valid
         if cfg.fast_pipeline:
             m.d.sync += idle.eq(everything_idle & running)
         else:
@@ -678,8 +694,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [ser_i.valid.eq(eng.o.valid), ser_i.payload.eq(eng.o.payload),
                          eng.o.ready.eq(ser_i.ready)]
         with m.Else():
-            m.d.comb += [wr.i.valid.eq(eng.o.valid), wr.i.payload.eq(eng.o.payload),
-                         eng.o.ready.eq(wr.i.ready)]
+            m.d.comb += [wr_i.valid.eq(eng.o.valid), wr_i.payload.eq(eng.o.payload),
+                         eng.o.ready.eq(wr_i.ready)]
         wiring.connect(m, ser.o, wiring.flipped(self.o))
         m.d.comb += [self.tap_valid.eq(eng.o.valid & eng.o.ready), self.tap.eq(eng.o.payload)]
         return m
