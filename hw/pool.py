@@ -30,7 +30,7 @@ everything inside (an output FIFO with credits), so nothing inside ever stalls.
 
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth import Array, C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -65,6 +65,14 @@ def _advance_cursor(m, beat, c, w, c0, x, y):
             m.d.sync += x.eq(x + 1)
     with m.Else():
         m.d.sync += c0.eq(c0 + beat.count)
+
+
+def _gt(m, a, b):
+    """``a > b`` (unsigned, equal widths) as the borrow of ``b - a``: yosys maps it to one
+    carry chain (its ``$gt`` on the ECP5: a shorter chain and LUTs after it)."""
+    d = Signal(len(a) + 1)
+    m.d.comb += d.eq(b - a)
+    return d[-1]
 
 
 def _log2(n):
@@ -318,6 +326,181 @@ class _PipedRMW:
         return Array(self._er)[(self._lo3 + lane)[: self.lb]]
 
 
+class _PipedMax:
+    """The max pool's ``fast_pipeline`` read-modify-write of ``banks`` memories (as
+    :class:`_PipedRMW`: lane ``i`` of a beat touches index ``base + i``, bank
+    ``(base + i) % banks``), with at most one LUT level (or a compare's carry chain and one LUT
+    level) between registers.
+
+    ``advance`` runs a cycle before the beat's read (``P``); the beat then passes five cycles,
+    ``t0`` to ``t4``:
+
+    - P: the row addresses of the beat are registered from the base cursor (``hi`` or
+      ``hi + 1``, both registers, chosen by the bank's place against ``lo``), so the block RAMs'
+      address inputs come from flip-flops fed by one LUT; the cursor moves on by the beat's
+      ``count`` (or back to 0).
+    - t0: each bank reads its row; the row is compared with the rows of the beats in t1, t2
+      and t3 and with the last write (the results a read cannot see yet), registered.
+    - t1: the beat's lane values are rotated into bank order; of the results computed in the
+      cycle before and the one before that, the newer one that hits (``byp``).
+    - t2: the block RAMs' outputs registered (``raw``); the old value of each bank is the
+      newest of: the result computed in t1's cycle (``wq``), ``byp``, ``raw``, registered
+      (``old``): multiplexers only.
+    - t3 (``U``): the newest result (computed in the cycle before, ``wq``) if it hits, else
+      ``old``, against the new value: ``Cat(wq, flag) > Cat(new, 1)`` and
+      ``Cat(old, flag) > Cat(new, 1)`` (the flags say which of the two is the old value and
+      whether it counts at all: an even position keeps the new value), then one 3-way
+      multiplexer per bit into ``wq`` (the value to keep, written in t4) and ``er`` (the value
+      to emit). The loop through ``wq`` is one compare and one LUT.
+    - t4: ``value(lane)``: the emitted values rotated back into lane order; ``valid4``.
+    """
+
+    def __init__(self, m, name, *, banks, depth, width, lanes):
+        self.name, self.banks, self.lanes, self.width = name, banks, lanes, width
+        self.lb = lb = _log2(banks)
+        self.ibits = ib = max(1, _log2(depth // banks))
+        self.rps, self.wps = [], []
+        # the beat in t0: its rows, write enables, base bank, valid
+        self.ra = [Signal(ib, name=f"{name}_ra{b}") for b in range(banks)]
+        self.we0 = [Signal(name=f"{name}_we0_{b}") for b in range(banks)]
+        self.lo0 = Signal(lb, name=f"{name}_lo0")
+        self.v0 = Signal(name=f"{name}_v0")
+        # the base cursor of the next beat: index ``hi * banks + lo``, and ``hi + 1``
+        self.lo = Signal(lb, name=f"{name}_lo")
+        self.hi = Signal(ib, name=f"{name}_hi")
+        self.hi1 = Signal(ib, name=f"{name}_hi1", init=1 % (1 << ib))
+        for b in range(banks):
+            # ``no_rw_check``: a row read in the cycle it is written is the write of ``wq``,
+            # forwarded (``hitw``), so the word read then is never used; yosys leaves out the
+            # copy of the write and the multiplexer after the block RAM that would give it the
+            # old word (boards.ulx3s.ACCEL_SYNTH), and ``raw`` can move into the block RAM
+            mem = memory.Memory(shape=unsigned(width), depth=depth // banks, init=[],
+                                attrs={"no_rw_check": 1})
+            m.submodules[f"{name}{b}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync")
+            m.d.comb += rp.addr.eq(self.ra[b])
+            self.rps.append(rp)
+            self.wps.append(wp)
+
+    def advance(self, m, valid, count, zero):
+        """Stage P: the beat in it (``valid``, ``count`` values, ``zero``: the cursor goes back
+        to 0 after it), all three registers, goes on to t0 with its rows; the cursor moves."""
+        B, lb = self.banks, self.lb
+        lo, hi, hi1 = self.lo, self.hi, self.hi1
+        for b in range(B):
+            # bank_row: hi + 1 for the banks before the start bank lo
+            m.d.sync += self.ra[b].eq(Mux(lo > b, hi1, hi) if b < B - 1 else hi)
+            lane = Signal(lb, name=f"{self.name}_pl{b}")
+            m.d.comb += lane.eq(b - lo)
+            m.d.sync += self.we0[b].eq(valid & (lane < count))
+        m.d.sync += [self.lo0.eq(lo), self.v0.eq(valid)]
+        s = Signal(lb + 1, name=f"{self.name}_s")
+        m.d.comb += s.eq(lo + count)
+        with m.If(valid):
+            with m.If(zero):
+                m.d.sync += [lo.eq(0), hi.eq(0), hi1.eq(1)]
+            with m.Else():
+                m.d.sync += lo.eq(s[:lb])
+                with m.If(s[lb]):
+                    m.d.sync += [hi.eq(hi1), hi1.eq(hi1 + 1)]
+
+    def run(self, m, data, even, emit_a):
+        """The beat in t0: ``data`` (one value per lane); ``even`` and ``emit_a``
+        (:func:`_pool_axis`) are its flags in t2 (delayed there by the caller)."""
+        n, B, lb, w, lanes, ib = (self.name, self.banks, self.lb, self.width, self.lanes,
+                                  self.ibits)
+
+        def sigs(fmt, width=1, **kw):
+            return [Signal(width, name=fmt.format(b), **kw) for b in range(B)]
+
+        lane_bits = max(1, (lanes - 1).bit_length())
+        # t0 -> t1
+        v1, lo1 = Signal(name=f"{n}_v1"), Signal(lb, name=f"{n}_lo1")
+        d1 = [Signal(len(data[0]), name=f"{n}_d1_{i}") for i in range(lanes)]
+        we1, ra1 = sigs(n + "_we1_{}"), sigs(n + "_ra1_{}", ib)
+        # hits of the beat's rows, found in t0: on the beats in t1, t2, t3 (results of the
+        # cycles t3 + 2, t3 + 1, t3) and on the write from wq (result of cycle t3 - 1)
+        h_t1, h_t2, h_t3, h_wq = (sigs(n + "_hit1_{}"), sigs(n + "_hit2_{}"),
+                                  sigs(n + "_hit3_{}"), sigs(n + "_hitw_{}"))
+        # t1 -> t2
+        v2, lo2 = Signal(name=f"{n}_v2"), Signal(lb, name=f"{n}_lo2")
+        nb2, we2, ra2 = sigs(n + "_new{}", w), sigs(n + "_we2_{}"), sigs(n + "_ra2_{}", ib)
+        # no reset: the block RAMs' own output registers (boards.netlist)
+        raw = sigs(n + "_raw{}", w, reset_less=True)
+        byp, hb2 = sigs(n + "_byp{}", w), sigs(n + "_hitb{}")
+        hn2, hm2 = sigs(n + "_hitn2_{}"), sigs(n + "_hitm2_{}")
+        # t2 -> t3
+        v3, lo3 = Signal(name=f"{n}_v3"), Signal(lb, name=f"{n}_lo3")
+        nb3, we3, ra3 = sigs(n + "_new3_{}", w), sigs(n + "_we3_{}"), sigs(n + "_ra3_{}", ib)
+        old = sigs(n + "_old{}", w)
+        fk_w, fk_o, fe_w, fe_o = (sigs(n + "_fkw{}"), sigs(n + "_fko{}"), sigs(n + "_few{}"),
+                                  sigs(n + "_feo{}"))
+        # t3 -> t4
+        self.valid4 = v4 = Signal(name=f"{n}_v4")
+        lo4 = Signal(lb, name=f"{n}_lo4")
+        wq_d, wq_a, wq_en = sigs(n + "_wd{}", w), sigs(n + "_wa{}", ib), sigs(n + "_wen{}")
+        h1_d = sigs(n + "_h1d{}", w)
+        er = sigs(n + "_er{}", w)
+
+        m.d.sync += [v1.eq(self.v0), lo1.eq(self.lo0), v2.eq(v1), lo2.eq(lo1), v3.eq(v2),
+                     lo3.eq(lo2), v4.eq(v3), lo4.eq(lo3)]
+        m.d.sync += [q.eq(v) for q, v in zip(d1, data)]
+        keep_new = even                 # the value kept is the new one
+        emit_new = even & ~emit_a       # the value emitted is the new one
+        for b in range(B):
+            ra = self.ra[b]
+            # t0
+            m.d.sync += [
+                we1[b].eq(self.we0[b]), ra1[b].eq(ra),
+                h_t1[b].eq(we1[b] & (ra1[b] == ra)),
+                h_t2[b].eq(we2[b] & (ra2[b] == ra)),
+                h_t3[b].eq(we3[b] & (ra3[b] == ra)),
+                h_wq[b].eq(wq_en[b] & (wq_a[b] == ra)),
+            ]
+            # t1: wq holds the result of cycle t0 (h_t3), h1 the one before (h_wq)
+            lane = Signal(lb, name=f"{n}_lane{b}")
+            m.d.comb += lane.eq(b - lo1)
+            m.d.sync += [
+                nb2[b].eq(Array(d1)[lane[:lane_bits]] if lanes > 1 else d1[0]),
+                we2[b].eq(we1[b]), ra2[b].eq(ra1[b]),
+                raw[b].eq(self.rps[b].data),
+                byp[b].eq(Mux(h_t3[b], wq_d[b], h1_d[b])),
+                hb2[b].eq(h_t3[b] | h_wq[b]),
+                hn2[b].eq(h_t1[b]), hm2[b].eq(h_t2[b]),
+            ]
+            # t2: wq holds the result of cycle t1 (h_t2); the one of t2 is wq in t3 (h_t1)
+            m.d.sync += [
+                old[b].eq(Mux(hm2[b], wq_d[b], Mux(hb2[b], byp[b], raw[b]))),
+                nb3[b].eq(nb2[b]), we3[b].eq(we2[b]), ra3[b].eq(ra2[b]),
+                fk_w[b].eq(hn2[b] & ~keep_new), fk_o[b].eq(~hn2[b] & ~keep_new),
+                fe_w[b].eq(hn2[b] & ~emit_new), fe_o[b].eq(~hn2[b] & ~emit_new),
+            ]
+            # t3: the 17-bit compares are false when their flag is 0
+            one = C(1, 1)
+            kw, ko, ew, eo = (Signal(name=f"{n}_kw{b}"), Signal(name=f"{n}_ko{b}"),
+                              Signal(name=f"{n}_ew{b}"), Signal(name=f"{n}_eo{b}"))
+            m.d.comb += [
+                kw.eq(_gt(m, Cat(wq_d[b], fk_w[b]), Cat(nb3[b], one))),
+                ko.eq(_gt(m, Cat(old[b], fk_o[b]), Cat(nb3[b], one))),
+                ew.eq(_gt(m, Cat(wq_d[b], fe_w[b]), Cat(nb3[b], one))),
+                eo.eq(_gt(m, Cat(old[b], fe_o[b]), Cat(nb3[b], one))),
+            ]
+            m.d.sync += [
+                wq_d[b].eq(Mux(kw, wq_d[b], Mux(ko, old[b], nb3[b]))),
+                er[b].eq(Mux(ew, wq_d[b], Mux(eo, old[b], nb3[b]))),
+                wq_a[b].eq(ra3[b]), wq_en[b].eq(we3[b]), h1_d[b].eq(wq_d[b]),
+            ]
+            # t4
+            wp = self.wps[b]
+            m.d.comb += [wp.addr.eq(wq_a[b]), wp.data.eq(wq_d[b]), wp.en.eq(wq_en[b])]
+        self._er, self._lo4 = er, lo4
+
+    def value(self, lane):
+        """Emitted value of ``lane`` of the beat in t4."""
+        return Array(self._er)[(self._lo4 + lane)[: self.lb]]
+
+
 class _CreditCounter:
     """The output FIFO of a ``fast_pipeline`` pool and its credits as registers: ``free`` =
     ``depth - 1`` minus the beats taken that will produce an output beat and have not left the
@@ -333,14 +516,20 @@ class _CreditCounter:
     def ready(self, m, take, will):
         """Input ``ready``; ``take``: a beat is taken now, ``will``: it will produce an output
         (a taken beat holds a credit for one cycle until ``will`` is known, registered)."""
-        rd = Signal()
         drop = Signal(name="credit_drop")
+        m.d.sync += drop.eq(take & ~will)
+        return self.ready_drop(m, take, drop)
+
+    def ready_drop(self, m, take, drop):
+        """:meth:`ready` with the credit handed back by ``drop``: high for one cycle, a fixed
+        number of cycles after each taken beat that will not produce an output."""
+        rd = Signal()
         free = Signal(range(self.depth), init=self.depth - 1, name="credit_free")
         free_next = Signal.like(free, name="credit_free_next")
         ready = Signal(init=1, name="credit_ready")
         m.d.comb += [rd.eq(self.fifo.r_en & self.fifo.r_rdy),
                      free_next.eq(free - take + drop + rd)]
-        m.d.sync += [drop.eq(take & ~will), free.eq(free_next), ready.eq(free_next != 0)]
+        m.d.sync += [free.eq(free_next), ready.eq(free_next != 0)]
         return ready
 
 
@@ -458,72 +647,117 @@ class MaxPool(wiring.Component):
         return m
 
     def _elaborate_piped(self):
-        """``fast_pipeline``: both stages are :class:`_PipedRMW` (4 cycles each, one beat per
-        cycle); the emit decisions of both axes are known when a beat is taken (from its
-        position), so only beats that produce an output take a credit."""
+        """``fast_pipeline``: both stages are :class:`_PipedMax` (a cursor cycle and five
+        cycles each, one beat per cycle). Cycles after a beat is taken (T):
+
+        - T: the beat is registered with the end of its pixel (:func:`_group_end`).
+        - T+1: the pixel position moves on (:func:`_advance_xy`); both axes' emit flags of the
+          beat are registered; the horizontal stage's cursor cycle (P).
+        - T+2: the horizontal stage's t0; a beat that emits nothing hands its credit back
+          (registered); the end of the output column (the vertical cursor's group,
+          :func:`_group_end`), registered.
+        - T+3: the end of the output row, from comparisons registered the cycle before; the
+          vertical cursor's reset, registered.
+        - T+5: the vertical stage's cursor cycle; T+6: its t0, with the horizontal result (t4).
+        - T+10: the vertical stage's t4: the output FIFO is written.
+
+        The shape inputs are read through registers delayed by the cycles since the beat was
+        taken, so a stage sees the shape of the beat's layer (stable until its last beat is
+        taken)."""
         m = Module()
         cfg = self._cfg
         lanes, banks = cfg.requant_units, cfg.pool_banks
         beat = Beat(width=self._width, lanes=lanes)
         out = _CreditCounter(m, beat, cfg.out_fifo_depth)
-        hp = _PipedRMW(m, "hp", banks=banks, depth=cfg.max_channels, width=self._width,
+        hp = _PipedMax(m, "hp", banks=banks, depth=cfg.max_channels, width=self._width,
                        lanes=lanes)
-        vp = _PipedRMW(m, "vp", banks=banks, depth=cfg.pool_row_depth, width=self._width,
+        vp = _PipedMax(m, "vp", banks=banks, depth=cfg.pool_row_depth, width=self._width,
                        lanes=lanes)
         dim_bits = (cfg.max_dim + 1).bit_length()
+        payload = self.i.payload
+        cbits = len(payload.count)
 
-        # -- horizontal stage: taken at t0, result at t3 --------------------------------
+        def delays(sig, n, name):
+            out = [sig]
+            for i in range(n):
+                q = Signal(len(sig), name=f"{name}_d{i + 1}")
+                m.d.sync += q.eq(out[-1])
+                out.append(q)
+            return out
+
+        c_d = delays(self.c, 2, "c")
+        w_d, h_d = delays(self.w, 1, "w"), delays(self.h, 1, "h")
+        wo_d, ho_d = delays(self.wo, 2, "wo"), delays(self.ho, 1, "ho")
+
+        # -- T: take -------------------------------------------------------------------------
+        take = Signal()
+        drop = Signal(name="credit_drop")
+        m.d.comb += self.i.ready.eq(out.ready_drop(m, take, drop))
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        end = _group_end(m, take, payload.count, payload.last, c_d[0], "px")
+        v_a, last_a, end_a, zero_a = (Signal(name="a_valid"), Signal(name="a_last"),
+                                      Signal(name="a_end"), Signal(name="a_zero"))
+        count_a = Signal(cbits, name="a_count")
+        data_a = [Signal(self._width, name=f"a_data{lane}") for lane in range(lanes)]
+        m.d.sync += [v_a.eq(take), last_a.eq(payload.last), end_a.eq(end),
+                     zero_a.eq(end | payload.last), count_a.eq(payload.count)]
+        m.d.sync += [q.eq(payload.data[lane]) for lane, q in enumerate(data_a)]
+
+        # -- T+1: pixel position, emit flags; horizontal cursor --------------------------------
         x, y = Signal(dim_bits), Signal(dim_bits)
         x1, y1 = Signal(dim_bits, init=1), Signal(dim_bits, init=1)
-        take = Signal()
-        h_even, h_a, h_b = _axis_flags(m, x, self.w, self.wo, x1)
-        v_even, v_a, v_b = _axis_flags(m, y, self.h, self.ho, y1)
-        h_emit = Signal()
-        v_emit = Signal()
-        m.d.comb += [h_emit.eq(h_a | h_b), v_emit.eq(v_a | v_b)]
-        m.d.comb += self.i.ready.eq(out.ready(m, take, h_emit & v_emit))
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
-        payload = self.i.payload
-        end = _group_end(m, take, payload.count, payload.last, self.c, "px")
-        hp.advance(m, take, payload.count, end | payload.last)
-        _advance_xy(m, take, end, payload.last, self.w, x, y, x1, y1)
-        h_even2 = _delay(m, h_even, 2, "h_even")
-        h_a2 = _delay(m, h_a, 2, "h_a")
-        hp.run(m, take, hp.lo, [payload.data[lane] for lane in range(lanes)],
-               payload.count, lambda old, new, b: _axis_values(old, new, h_even2, h_a2))
-        h_valid = Signal()
-        count3 = _delay(m, payload.count, 3, "count")
-        last3 = _delay(m, payload.last, 3, "last")
-        m.d.comb += h_valid.eq(hp.valid3 & _delay(m, h_emit, 3, "h_emit"))
+        _advance_xy(m, v_a, end_a, last_a, w_d[1], x, y, x1, y1)
+        h_even, h_a, h_b = _axis_flags(m, x, w_d[1], wo_d[1], x1)
+        v_even, v_a_, v_b = _axis_flags(m, y, h_d[1], ho_d[1], y1)
+        hp.advance(m, v_a, count_a, zero_a)
+        v_2, hv_2 = Signal(name="b_valid"), Signal(name="b_hvalid")   # hv: enters vp
+        ve_2 = Signal(name="b_vemit")
+        he_2, ha_2, ve_even_2, va_2 = (Signal(name="b_heven"), Signal(name="b_ha"),
+                                       Signal(name="b_veven"), Signal(name="b_va"))
+        m.d.sync += [v_2.eq(v_a), hv_2.eq(v_a & (h_a | h_b)), ve_2.eq(v_a_ | v_b),
+                     he_2.eq(h_even), ha_2.eq(h_a), ve_even_2.eq(v_even), va_2.eq(v_a_)]
+        count_2 = _delay(m, count_a, 1, "b_count")
+        last_2 = _delay(m, last_a, 1, "b_last")
+        data_2 = [_delay(m, d, 1, f"b_data{lane}") for lane, d in enumerate(data_a)]
 
-        # -- vertical stage: taken at t3 (the horizontal result), result at t6 ------------
-        # the row memory's cursor (k * c + channel offset of the next horizontal beat) is vp's
+        # -- T+2: horizontal t0; credit; end of the output column ------------------------------
+        hp.run(m, data_2, _delay(m, he_2, 2, "h_even"), _delay(m, ha_2, 2, "h_a"))
+        m.d.sync += drop.eq(v_2 & ~(hv_2 & ve_2))
+        vend = _group_end(m, hv_2, count_2, last_2, c_d[2], "col")
+        hv_3, vend_3, last_3 = Signal(name="c_hvalid"), Signal(name="c_vend"), Signal(name="c_last")
+        m.d.sync += [hv_3.eq(hv_2), vend_3.eq(vend), last_3.eq(last_2)]
+        count_3 = _delay(m, count_2, 1, "c_count")
+
+        # -- T+3: end of the output row --------------------------------------------------------
+        # vk1 >= wo from comparisons registered the cycle before (for vk1 kept, moved on by
+        # one, or back to 1), with the shape of T+2's beat (wo_d[2] at T+2 is wo at its T)
         vk1 = Signal(dim_bits, init=1)     # output column + 1
-        vend = _group_end(m, h_valid, count3, last3, self.c, "col")
-        # the row's end, vk1 >= wo, from comparisons registered the cycle before (no compare on
-        # the path to the row addresses): for vk1 kept, moved on by one, or back to 1 (``wo``
-        # is stable from the layer's first beat, taken at least three cycles before this stage)
         ge_kept, ge_next, ge_one = Signal(), Signal(), Signal()
         moved = Signal(2)
-        m.d.sync += [ge_kept.eq(vk1 >= self.wo), ge_next.eq(vk1 + 1 >= self.wo),
-                     ge_one.eq(self.wo <= 1), moved.eq(0)]
+        m.d.sync += [ge_kept.eq(vk1 >= wo_d[2]), ge_next.eq(vk1 + 1 >= wo_d[2]),
+                     ge_one.eq(wo_d[2] <= 1), moved.eq(0)]
         row_end = Signal()
         m.d.comb += row_end.eq(Mux(moved[1], ge_one, Mux(moved[0], ge_next, ge_kept)))
-        with m.If(h_valid):
-            with m.If(last3):
+        with m.If(hv_3):
+            with m.If(last_3):
                 m.d.sync += [vk1.eq(1), moved.eq(2)]
-            with m.Elif(vend):
+            with m.Elif(vend_3):
                 m.d.sync += [vk1.eq(Mux(row_end, 1, vk1 + 1)), moved.eq(Mux(row_end, 2, 1))]
-        vp.advance(m, h_valid, count3, last3 | (vend & row_end))
-        v_even5 = _delay(m, v_even, 5, "v_even")
-        v_a5 = _delay(m, v_a, 5, "v_a")
-        vp.run(m, h_valid, vp.lo, [hp.value(lane) for lane in range(lanes)], count3,
-               lambda old, new, b: _axis_values(old, new, v_even5, v_a5))
+        vzero_4 = Signal(name="d_vzero")
+        m.d.sync += vzero_4.eq(last_3 | (vend_3 & row_end))
+
+        # -- T+5: vertical cursor; T+6: vertical t0 with the horizontal result ----------------
+        vp.advance(m, _delay(m, hv_3, 2, "e_hvalid"), _delay(m, count_3, 2, "e_count"),
+                   _delay(m, vzero_4, 1, "e_vzero"))
+        vp.run(m, [hp.value(lane) for lane in range(lanes)], _delay(m, ve_even_2, 6, "v_even"),
+               _delay(m, va_2, 6, "v_a"))
+
+        # -- T+10: the output FIFO --------------------------------------------------------------
         o_beat = Signal(beat)
-        m.d.comb += [o_beat.count.eq(_delay(m, count3, 3, "count_v")),
-                     o_beat.last.eq(_delay(m, last3, 3, "last_v"))]
+        m.d.comb += [o_beat.count.eq(_delay(m, count_3, 7, "count_v")),
+                     o_beat.last.eq(_delay(m, last_3, 7, "last_v"))]
         m.d.comb += [o_beat.data[lane].eq(vp.value(lane)) for lane in range(lanes)]
-        m.d.comb += [out.fifo.w_en.eq(vp.valid3 & _delay(m, v_emit, 6, "v_emit")),
+        m.d.comb += [out.fifo.w_en.eq(vp.valid4 & _delay(m, ve_2, 8, "v_emit")),
                      out.fifo.w_data.eq(o_beat)]
         r = data.View(beat, out.fifo.r_data)
         m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
