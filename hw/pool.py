@@ -30,7 +30,7 @@ everything inside (an output FIFO with credits), so nothing inside ever stalls.
 
 from __future__ import annotations
 
-from amaranth import Array, C, Cat, Module, Mux, Signal, unsigned
+from amaranth import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -68,9 +68,9 @@ def _advance_cursor(m, beat, c, w, c0, x, y):
 
 
 def _gt(m, a, b):
-    """``a > b`` (unsigned, equal widths) as the borrow of ``b - a``: yosys maps it to one
-    carry chain (its ``$gt`` on the ECP5: a shorter chain and LUTs after it)."""
-    d = Signal(len(a) + 1)
+    """``a > b`` (unsigned) as the borrow of ``b - a``: yosys maps it to one carry chain (its
+    ``$gt`` on the ECP5: a shorter chain and LUTs after it)."""
+    d = Signal(max(len(a), len(b)) + 1)
     m.d.comb += d.eq(b - a)
     return d[-1]
 
@@ -172,14 +172,39 @@ def _group_end(m, take, count, last, c, name):
     return end
 
 
-def _advance_xy(m, take, end, last, w, x, y, x1, y1):
+def _group_end_signed(m, take, count, last, c_early, name):
+    """:func:`_group_end` with the values still missing kept as ``r = rem - 2**k`` (``k``:
+    ``count``'s width), signed: ``rem < 2**k`` is ``r``'s sign bit and ``rem``'s low bits are
+    ``r``'s, so the update is a subtraction and a multiplexer with no zero test after it.
+    ``c_early``: the group size one cycle before it applies (``c - 2**k`` is registered)."""
+    k = len(count)
+    width = len(c_early) + 1
+    r = Signal(signed(width), name=f"{name}_r")
+    cm = Signal(signed(width), name=f"{name}_cm")
+    fresh = Signal(init=1, name=f"{name}_fresh")
+    end = Signal(name=f"{name}_end")
+    load = Signal(name=f"{name}_load")
+    m.d.sync += cm.eq(c_early - (1 << k))
+    m.d.comb += [end.eq(r[-1] & (r[:k] <= count)),
+                 load.eq(Mux(take, end | last, fresh))]
+    with m.If(load):
+        m.d.sync += r.eq(cm)
+    with m.Elif(take):
+        m.d.sync += r.eq(r - count)
+    with m.If(take):
+        m.d.sync += fresh.eq(end | last)
+    return end
+
+
+def _advance_xy(m, take, end, last, w, x, y, x1, y1, wrap=None):
     """:func:`_advance_cursor`'s pixel position, given the end of the pixel ``end``; ``x1`` and
-    ``y1`` are registers that hold ``x + 1`` and ``y + 1`` (no adder before a compare)."""
+    ``y1`` are registers that hold ``x + 1`` and ``y + 1`` (no adder before a compare);
+    ``wrap``: ``x1 >= w`` if the caller has it."""
     with m.If(take):
         with m.If(last):
             m.d.sync += [x.eq(0), y.eq(0), x1.eq(1), y1.eq(1)]
         with m.Elif(end):
-            with m.If(x1 >= w):
+            with m.If(x1 >= w if wrap is None else wrap):
                 m.d.sync += [x.eq(0), x1.eq(1), y.eq(y1), y1.eq(y1 + 1)]
             with m.Else():
                 m.d.sync += [x.eq(x1), x1.eq(x1 + 1)]
@@ -407,7 +432,7 @@ class _PipedMax:
 
     def run(self, m, data, even, emit_a):
         """The beat in t0: ``data`` (one value per lane); ``even`` and ``emit_a``
-        (:func:`_pool_axis`) are its flags in t2 (delayed there by the caller)."""
+        (:func:`_pool_axis`) are its flags in t1 (delayed there by the caller)."""
         n, B, lb, w, lanes, ib = (self.name, self.banks, self.lb, self.width, self.lanes,
                                   self.ibits)
 
@@ -428,14 +453,18 @@ class _PipedMax:
         nb2, we2, ra2 = sigs(n + "_new{}", w), sigs(n + "_we2_{}"), sigs(n + "_ra2_{}", ib)
         # no reset: the block RAMs' own output registers (boards.netlist)
         raw = sigs(n + "_raw{}", w, reset_less=True)
-        byp, hb2 = sigs(n + "_byp{}", w), sigs(n + "_hitb{}")
-        hn2, hm2 = sigs(n + "_hitn2_{}"), sigs(n + "_hitm2_{}")
+        byp = sigs(n + "_byp{}", w)
+        # the newest result (wq in t3) counts for the value kept, emitted; else the old value
+        fkw2, few2, fko2, feo2 = (sigs(n + "_fkw2_{}"), sigs(n + "_few2_{}"),
+                                  sigs(n + "_fko2_{}"), sigs(n + "_feo2_{}"))
+        # which of wq, byp, raw is the old value in t2
+        sw2, sb2, sr2 = sigs(n + "_selw{}"), sigs(n + "_selb{}"), sigs(n + "_selr{}")
         # t2 -> t3
         v3, lo3 = Signal(name=f"{n}_v3"), Signal(lb, name=f"{n}_lo3")
         nb3, we3, ra3 = sigs(n + "_new3_{}", w), sigs(n + "_we3_{}"), sigs(n + "_ra3_{}", ib)
         old = sigs(n + "_old{}", w)
-        fk_w, fk_o, fe_w, fe_o = (sigs(n + "_fkw{}"), sigs(n + "_fko{}"), sigs(n + "_few{}"),
-                                  sigs(n + "_feo{}"))
+        fk_w, fe_w = sigs(n + "_fkw{}"), sigs(n + "_few{}")
+        ko, eo = sigs(n + "_ko{}"), sigs(n + "_eo{}")     # old > new, and it counts
         # t3 -> t4
         self.valid4 = v4 = Signal(name=f"{n}_v4")
         lo4 = Signal(lb, name=f"{n}_lo4")
@@ -466,29 +495,34 @@ class _PipedMax:
                 we2[b].eq(we1[b]), ra2[b].eq(ra1[b]),
                 raw[b].eq(self.rps[b].data),
                 byp[b].eq(Mux(h_t3[b], wq_d[b], h1_d[b])),
-                hb2[b].eq(h_t3[b] | h_wq[b]),
-                hn2[b].eq(h_t1[b]), hm2[b].eq(h_t2[b]),
+                fkw2[b].eq(h_t1[b] & ~keep_new), few2[b].eq(h_t1[b] & ~emit_new),
+                fko2[b].eq(~h_t1[b] & ~keep_new), feo2[b].eq(~h_t1[b] & ~emit_new),
+                sw2[b].eq(h_t2[b]), sb2[b].eq(~h_t2[b] & (h_t3[b] | h_wq[b])),
+                sr2[b].eq(~h_t2[b] & ~h_t3[b] & ~h_wq[b]),
             ]
-            # t2: wq holds the result of cycle t1 (h_t2); the one of t2 is wq in t3 (h_t1)
-            m.d.sync += [
-                old[b].eq(Mux(hm2[b], wq_d[b], Mux(hb2[b], byp[b], raw[b]))),
-                nb3[b].eq(nb2[b]), we3[b].eq(we2[b]), ra3[b].eq(ra2[b]),
-                fk_w[b].eq(hn2[b] & ~keep_new), fk_o[b].eq(~hn2[b] & ~keep_new),
-                fe_w[b].eq(hn2[b] & ~emit_new), fe_o[b].eq(~hn2[b] & ~emit_new),
-            ]
-            # t3: the 17-bit compares are false when their flag is 0
+            # t2: wq holds the result of cycle t1 (sw2); the one of t2 is wq in t3 (h_t1).
+            # The old value is registered, and whether it beats the new one: a compare of each
+            # candidate, false unless it is the one (17 bits, the flag on top), ORed
             one = C(1, 1)
-            kw, ko, ew, eo = (Signal(name=f"{n}_kw{b}"), Signal(name=f"{n}_ko{b}"),
-                              Signal(name=f"{n}_ew{b}"), Signal(name=f"{n}_eo{b}"))
+            gt_old = Signal(name=f"{n}_gto{b}")
+            m.d.comb += gt_old.eq(_gt(m, Cat(wq_d[b], sw2[b]), Cat(nb2[b], one))
+                                  | _gt(m, Cat(byp[b], sb2[b]), Cat(nb2[b], one))
+                                  | _gt(m, Cat(raw[b], sr2[b]), Cat(nb2[b], one)))
+            m.d.sync += [
+                old[b].eq(Mux(sw2[b], wq_d[b], Mux(sb2[b], byp[b], raw[b]))),
+                nb3[b].eq(nb2[b]), we3[b].eq(we2[b]), ra3[b].eq(ra2[b]),
+                fk_w[b].eq(fkw2[b]), fe_w[b].eq(few2[b]),
+                ko[b].eq(fko2[b] & gt_old), eo[b].eq(feo2[b] & gt_old),
+            ]
+            # t3: the newest result, if it hits and counts (the flag), against the new value
+            kw, ew = Signal(name=f"{n}_kw{b}"), Signal(name=f"{n}_ew{b}")
             m.d.comb += [
                 kw.eq(_gt(m, Cat(wq_d[b], fk_w[b]), Cat(nb3[b], one))),
-                ko.eq(_gt(m, Cat(old[b], fk_o[b]), Cat(nb3[b], one))),
                 ew.eq(_gt(m, Cat(wq_d[b], fe_w[b]), Cat(nb3[b], one))),
-                eo.eq(_gt(m, Cat(old[b], fe_o[b]), Cat(nb3[b], one))),
             ]
             m.d.sync += [
-                wq_d[b].eq(Mux(kw, wq_d[b], Mux(ko, old[b], nb3[b]))),
-                er[b].eq(Mux(ew, wq_d[b], Mux(eo, old[b], nb3[b]))),
+                wq_d[b].eq(Mux(kw, wq_d[b], Mux(ko[b], old[b], nb3[b]))),
+                er[b].eq(Mux(ew, wq_d[b], Mux(eo[b], old[b], nb3[b]))),
                 wq_a[b].eq(ra3[b]), wq_en[b].eq(we3[b]), h1_d[b].eq(wq_d[b]),
             ]
             # t4
@@ -650,16 +684,16 @@ class MaxPool(wiring.Component):
         """``fast_pipeline``: both stages are :class:`_PipedMax` (a cursor cycle and five
         cycles each, one beat per cycle). Cycles after a beat is taken (T):
 
-        - T: the beat is registered with the end of its pixel (:func:`_group_end`).
-        - T+1: the pixel position moves on (:func:`_advance_xy`); both axes' emit flags of the
+        - T: the beat is registered (nothing else reads the input).
+        - T+1: the end of its pixel (:func:`_group_end_signed`), registered.
+        - T+2: the pixel position moves on (:func:`_advance_xy`); both axes' emit flags of the
           beat are registered; the horizontal stage's cursor cycle (P).
-        - T+2: the horizontal stage's t0; a beat that emits nothing hands its credit back
-          (registered); the end of the output column (the vertical cursor's group,
-          :func:`_group_end`), registered.
-        - T+3: the end of the output row, from comparisons registered the cycle before; the
+        - T+3: the horizontal stage's t0; a beat that emits nothing hands its credit back
+          (registered); the end of the output column (the vertical cursor's group), registered.
+        - T+4: the end of the output row, from comparisons registered the cycle before; the
           vertical cursor's reset, registered.
-        - T+5: the vertical stage's cursor cycle; T+6: its t0, with the horizontal result (t4).
-        - T+10: the vertical stage's t4: the output FIFO is written.
+        - T+6: the vertical stage's cursor cycle; T+7: its t0, with the horizontal result (t4).
+        - T+11: the vertical stage's t4: the output FIFO is written.
 
         The shape inputs are read through registers delayed by the cycles since the beat was
         taken, so a stage sees the shape of the beat's layer (stable until its last beat is
@@ -685,79 +719,85 @@ class MaxPool(wiring.Component):
                 out.append(q)
             return out
 
-        c_d = delays(self.c, 2, "c")
-        w_d, h_d = delays(self.w, 1, "w"), delays(self.h, 1, "h")
-        wo_d, ho_d = delays(self.wo, 2, "wo"), delays(self.ho, 1, "ho")
+        c_d = delays(self.c, 3, "c")
+        w_d, h_d = delays(self.w, 2, "w"), delays(self.h, 2, "h")
+        wo_d, ho_d = delays(self.wo, 3, "wo"), delays(self.ho, 2, "ho")
 
         # -- T: take -------------------------------------------------------------------------
         take = Signal()
         drop = Signal(name="credit_drop")
         m.d.comb += self.i.ready.eq(out.ready_drop(m, take, drop))
         m.d.comb += take.eq(self.i.valid & self.i.ready)
-        end = _group_end(m, take, payload.count, payload.last, c_d[0], "px")
-        v_a, last_a, end_a, zero_a = (Signal(name="a_valid"), Signal(name="a_last"),
-                                      Signal(name="a_end"), Signal(name="a_zero"))
+        v_a, last_a = Signal(name="a_valid"), Signal(name="a_last")
         count_a = Signal(cbits, name="a_count")
         data_a = [Signal(self._width, name=f"a_data{lane}") for lane in range(lanes)]
-        m.d.sync += [v_a.eq(take), last_a.eq(payload.last), end_a.eq(end),
-                     zero_a.eq(end | payload.last), count_a.eq(payload.count)]
+        m.d.sync += [v_a.eq(take), last_a.eq(payload.last), count_a.eq(payload.count)]
         m.d.sync += [q.eq(payload.data[lane]) for lane, q in enumerate(data_a)]
 
-        # -- T+1: pixel position, emit flags; horizontal cursor --------------------------------
+        # -- T+1: end of the pixel -----------------------------------------------------------
+        end = _group_end_signed(m, v_a, count_a, last_a, c_d[0], "px")
+        v_b, last_b, end_b, zero_b = (Signal(name="b_valid"), Signal(name="b_last"),
+                                      Signal(name="b_end"), Signal(name="b_zero"))
+        m.d.sync += [v_b.eq(v_a), last_b.eq(last_a), end_b.eq(end), zero_b.eq(end | last_a)]
+        count_b = _delay(m, count_a, 1, "b_count")
+        data_b = [_delay(m, d, 1, f"b_data{lane}") for lane, d in enumerate(data_a)]
+
+        # -- T+2: pixel position, emit flags; horizontal cursor --------------------------------
         x, y = Signal(dim_bits), Signal(dim_bits)
         x1, y1 = Signal(dim_bits, init=1), Signal(dim_bits, init=1)
-        _advance_xy(m, v_a, end_a, last_a, w_d[1], x, y, x1, y1)
-        h_even, h_a, h_b = _axis_flags(m, x, w_d[1], wo_d[1], x1)
-        v_even, v_a_, v_b = _axis_flags(m, y, h_d[1], ho_d[1], y1)
-        hp.advance(m, v_a, count_a, zero_a)
-        v_2, hv_2 = Signal(name="b_valid"), Signal(name="b_hvalid")   # hv: enters vp
-        ve_2 = Signal(name="b_vemit")
-        he_2, ha_2, ve_even_2, va_2 = (Signal(name="b_heven"), Signal(name="b_ha"),
-                                       Signal(name="b_veven"), Signal(name="b_va"))
-        m.d.sync += [v_2.eq(v_a), hv_2.eq(v_a & (h_a | h_b)), ve_2.eq(v_a_ | v_b),
-                     he_2.eq(h_even), ha_2.eq(h_a), ve_even_2.eq(v_even), va_2.eq(v_a_)]
-        count_2 = _delay(m, count_a, 1, "b_count")
-        last_2 = _delay(m, last_a, 1, "b_last")
-        data_2 = [_delay(m, d, 1, f"b_data{lane}") for lane, d in enumerate(data_a)]
+        _advance_xy(m, v_b, end_b, last_b, w_d[2], x, y, x1, y1, wrap=~_gt(m, w_d[2], x1))
+        h_even, h_a, h_b = _axis_flags(m, x, w_d[2], wo_d[2], x1, chains=True)
+        v_even, v_a_, v_b_ = _axis_flags(m, y, h_d[2], ho_d[2], y1, chains=True)
+        hp.advance(m, v_b, count_b, zero_b)
+        v_c, hv_c = Signal(name="c_valid"), Signal(name="c_hvalid")   # hv: enters vp
+        ve_c = Signal(name="c_vemit")
+        he_c, ha_c, vev_c, va_c = (Signal(name="c_heven"), Signal(name="c_ha"),
+                                   Signal(name="c_veven"), Signal(name="c_va"))
+        m.d.sync += [v_c.eq(v_b), hv_c.eq(v_b & (h_a | h_b)), ve_c.eq(v_a_ | v_b_),
+                     he_c.eq(h_even), ha_c.eq(h_a), vev_c.eq(v_even), va_c.eq(v_a_)]
+        count_c = _delay(m, count_b, 1, "c_count")
+        last_c = _delay(m, last_b, 1, "c_last")
+        data_c = [_delay(m, d, 1, f"c_data{lane}") for lane, d in enumerate(data_b)]
 
-        # -- T+2: horizontal t0; credit; end of the output column ------------------------------
-        hp.run(m, data_2, _delay(m, he_2, 2, "h_even"), _delay(m, ha_2, 2, "h_a"))
-        m.d.sync += drop.eq(v_2 & ~(hv_2 & ve_2))
-        vend = _group_end(m, hv_2, count_2, last_2, c_d[2], "col")
-        hv_3, vend_3, last_3 = Signal(name="c_hvalid"), Signal(name="c_vend"), Signal(name="c_last")
-        m.d.sync += [hv_3.eq(hv_2), vend_3.eq(vend), last_3.eq(last_2)]
-        count_3 = _delay(m, count_2, 1, "c_count")
+        # -- T+3: horizontal t0; credit; end of the output column ------------------------------
+        hp.run(m, data_c, _delay(m, he_c, 1, "h_even"), _delay(m, ha_c, 1, "h_a"))
+        m.d.sync += drop.eq(v_c & ~(hv_c & ve_c))
+        vend = _group_end_signed(m, hv_c, count_c, last_c, c_d[2], "col")
+        hv_d, vend_d, last_d = (Signal(name="d_hvalid"), Signal(name="d_vend"),
+                                Signal(name="d_last"))
+        m.d.sync += [hv_d.eq(hv_c), vend_d.eq(vend), last_d.eq(last_c)]
+        count_d = _delay(m, count_c, 1, "d_count")
 
-        # -- T+3: end of the output row --------------------------------------------------------
+        # -- T+4: end of the output row --------------------------------------------------------
         # vk1 >= wo from comparisons registered the cycle before (for vk1 kept, moved on by
-        # one, or back to 1), with the shape of T+2's beat (wo_d[2] at T+2 is wo at its T)
+        # one, or back to 1), with the shape of T+3's beat (wo_d[3] at T+3 is wo at its T)
         vk1 = Signal(dim_bits, init=1)     # output column + 1
         ge_kept, ge_next, ge_one = Signal(), Signal(), Signal()
         moved = Signal(2)
-        m.d.sync += [ge_kept.eq(vk1 >= wo_d[2]), ge_next.eq(vk1 + 1 >= wo_d[2]),
-                     ge_one.eq(wo_d[2] <= 1), moved.eq(0)]
+        m.d.sync += [ge_kept.eq(~_gt(m, wo_d[3], vk1)), ge_next.eq(~_gt(m, wo_d[3], vk1 + 1)),
+                     ge_one.eq(wo_d[3] <= 1), moved.eq(0)]
         row_end = Signal()
         m.d.comb += row_end.eq(Mux(moved[1], ge_one, Mux(moved[0], ge_next, ge_kept)))
-        with m.If(hv_3):
-            with m.If(last_3):
+        with m.If(hv_d):
+            with m.If(last_d):
                 m.d.sync += [vk1.eq(1), moved.eq(2)]
-            with m.Elif(vend_3):
+            with m.Elif(vend_d):
                 m.d.sync += [vk1.eq(Mux(row_end, 1, vk1 + 1)), moved.eq(Mux(row_end, 2, 1))]
-        vzero_4 = Signal(name="d_vzero")
-        m.d.sync += vzero_4.eq(last_3 | (vend_3 & row_end))
+        vzero_e = Signal(name="e_vzero")
+        m.d.sync += vzero_e.eq(last_d | (vend_d & row_end))
 
-        # -- T+5: vertical cursor; T+6: vertical t0 with the horizontal result ----------------
-        vp.advance(m, _delay(m, hv_3, 2, "e_hvalid"), _delay(m, count_3, 2, "e_count"),
-                   _delay(m, vzero_4, 1, "e_vzero"))
-        vp.run(m, [hp.value(lane) for lane in range(lanes)], _delay(m, ve_even_2, 6, "v_even"),
-               _delay(m, va_2, 6, "v_a"))
+        # -- T+6: vertical cursor; T+7: vertical t0 with the horizontal result ----------------
+        vp.advance(m, _delay(m, hv_d, 2, "f_hvalid"), _delay(m, count_d, 2, "f_count"),
+                   _delay(m, vzero_e, 1, "f_vzero"))
+        vp.run(m, [hp.value(lane) for lane in range(lanes)], _delay(m, vev_c, 5, "v_even"),
+               _delay(m, va_c, 5, "v_a"))
 
-        # -- T+10: the output FIFO --------------------------------------------------------------
+        # -- T+11: the output FIFO --------------------------------------------------------------
         o_beat = Signal(beat)
-        m.d.comb += [o_beat.count.eq(_delay(m, count_3, 7, "count_v")),
-                     o_beat.last.eq(_delay(m, last_3, 7, "last_v"))]
+        m.d.comb += [o_beat.count.eq(_delay(m, count_d, 7, "count_v")),
+                     o_beat.last.eq(_delay(m, last_d, 7, "last_v"))]
         m.d.comb += [o_beat.data[lane].eq(vp.value(lane)) for lane in range(lanes)]
-        m.d.comb += [out.fifo.w_en.eq(vp.valid4 & _delay(m, ve_2, 8, "v_emit")),
+        m.d.comb += [out.fifo.w_en.eq(vp.valid4 & _delay(m, ve_c, 8, "v_emit")),
                      out.fifo.w_data.eq(o_beat)]
         r = data.View(beat, out.fifo.r_data)
         m.d.comb += [self.o.valid.eq(out.fifo.r_rdy), self.o.payload.eq(r),
@@ -783,17 +823,21 @@ def _pool_axis(m, pos, size, out_size, olds, news, lanes):
     return emit_a, emit_b, pos >> 1, kept, emitted
 
 
-def _axis_flags(m, pos, size, out_size, pos1=None):
+def _axis_flags(m, pos, size, out_size, pos1=None, chains=False):
     """``(even, emit_a, emit_b)`` of :func:`_pool_axis` for input position ``pos`` (``pos1``:
-    ``pos + 1`` if at hand)."""
+    ``pos + 1`` if at hand); ``chains``: the compares as :func:`_gt`."""
     even = ~pos[0]
     half = pos >> 1
     emit_a = Signal()
     emit_b = Signal()
+    if chains:
+        half_le, half_lt = ~_gt(m, half, out_size), _gt(m, out_size, half)
+    else:
+        half_le, half_lt = half <= out_size, half < out_size
     m.d.comb += [
         # half - 1 < out_size, for half >= 1, without the subtraction before the compare
-        emit_a.eq(even & (pos >= 2) & (half <= out_size)),
-        emit_b.eq(((pos + 1 if pos1 is None else pos1) == size) & (half < out_size) & ~emit_a),
+        emit_a.eq(even & (pos >= 2) & half_le),
+        emit_b.eq(((pos + 1 if pos1 is None else pos1) == size) & half_lt & ~emit_a),
     ]
     return even, emit_a, emit_b
 
