@@ -153,6 +153,7 @@ HAZARD_CASES = [
     (4, 5, 3, False, [3], 0.0),        # three
     (7, 4, 5, True, [0, 1, 0, 2, 3], 0.0),
     (3, 6, 5, False, [0], 0.7),        # the output stalls: the input waits for credits
+    (4, 5, 3, False, [4], 0.0),        # four: the fast max pool's first row read from memory
 ]
 
 
@@ -188,6 +189,63 @@ def test_global_sum_read_after_write_hazards(fast, case):
                      random.Random(w) if sizes else None)
     got = _run_gaps(dut, [(dut.c, c), (dut.h, h), (dut.w, w)], beats, gaps, out_stall, seed=c)
     assert np.array_equal(np.array(values_of(got)), golden.global_sum(x))
+
+
+def test_maxpool_shape_changes_after_last_beat():
+    """Layers back to back (``fast_pipeline``): the shape changes the cycle after a layer's
+    last beat is taken and the next layer starts a cycle later (the documented contract),
+    while the layer's beats are still in the pipeline, whose stages read the shape through
+    registers delayed with the beats. (The short pipeline reads it a cycle after the beat is
+    taken and fails this.)"""
+    cfg = dataclasses.replace(CFG, fast_pipeline=True)
+    dut = MaxPool(cfg)
+    layers = []
+    for seed, (c, h, w) in enumerate([(5, 7, 6), (3, 5, 9), (7, 3, 3)]):
+        x = np.random.default_rng(seed).integers(0, 1 << 16, size=(c, h, w))
+        ref = golden.maxpool(x, 3, 2, True)
+        beats = beats_of(x.transpose(1, 2, 0).ravel(), c, cfg.requant_units,
+                         random.Random(seed))
+        layers.append(((c, h, w) + ref.shape[1:], beats, ref))
+    got = [[] for _ in layers]
+    budget = 2_000     # cycles: a lost last beat shows as a short output, not as a hang
+
+    async def feed(ctx):
+        cycles = 0
+        for shape, beats, _ in layers:
+            for sig, v in zip((dut.c, dut.h, dut.w, dut.ho, dut.wo), shape):
+                ctx.set(sig, v)
+            await ctx.tick()        # the shape is set a cycle before the first beat
+            for b in beats:
+                ctx.set(dut.i.payload, b)
+                ctx.set(dut.i.valid, 1)
+                while cycles < budget:
+                    cycles += 1
+                    _, _, ready = await ctx.tick().sample(dut.i.ready)
+                    if ready:
+                        break
+                ctx.set(dut.i.valid, 0)
+            # the shape changes in the cycle after the last beat is taken
+
+    async def drain(ctx):
+        ctx.set(dut.o.ready, 1)
+        layer = 0
+        for _ in range(budget):
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                got[layer].append(payload)
+                layer += payload.last
+                if layer == len(layers):
+                    break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    for (_, _, ref), beats in zip(layers, got):
+        _, ho, wo = ref.shape
+        out = np.array(values_of(beats)).reshape(ho, wo, ref.shape[0]).transpose(2, 0, 1)
+        assert np.array_equal(out, ref)
 
 
 @pytest.mark.parametrize("fast", PIPELINES)
