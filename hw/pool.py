@@ -18,10 +18,14 @@ the same values:
 - ``False`` (small devices): :class:`_BankedRMW`, read-modify-write in consecutive cycles
   (transparent read ports): block-RAM output, lane rotation, compare or add, lane rotation and
   block-RAM input in one cycle (44 MHz max pool, 52 MHz global sum on the ECP5).
-- ``True``: :class:`_PipedRMW`, four cycles a stage: registered addresses, a register straight
-  after each block RAM, the update computed bank by bank (the lanes are rotated into bank order
-  before and back after it), a registered write, and forwarding of the three newer results a
-  read cannot see yet (``python -m boards.timing maxpool gsum``, docs/boards.md section 6).
+- ``True``: :class:`_PipedRMW` (global sum), four cycles a stage: registered addresses, a
+  register straight after each block RAM, the update computed bank by bank (the lanes are
+  rotated into bank order before and back after it), a registered write, and forwarding of the
+  three newer results a read cannot see yet (``python -m boards.timing maxpool gsum``,
+  docs/boards.md section 6). The max pool's stages are :class:`_PipedMax`: the same with a
+  cursor cycle before the read and one more cycle, so that at most a compare's carry chain and
+  one LUT sit between registers (four newer results forwarded); a result reaches the output
+  FIFO 11 cycles after its beat is taken.
 
 Both take their shape on plain input signals that must be stable while a layer runs, and reset
 their position after the beat flagged ``last``. Back-pressure: input ``ready`` promises room for
@@ -368,15 +372,17 @@ class _PipedMax:
       and t3 and with the last write (the results a read cannot see yet), registered.
     - t1: the beat's lane values are rotated into bank order; of the results computed in the
       cycle before and the one before that, the newer one that hits (``byp``).
-    - t2: the block RAMs' outputs registered (``raw``); the old value of each bank is the
-      newest of: the result computed in t1's cycle (``wq``), ``byp``, ``raw``, registered
-      (``old``): multiplexers only.
-    - t3 (``U``): the newest result (computed in the cycle before, ``wq``) if it hits, else
-      ``old``, against the new value: ``Cat(wq, flag) > Cat(new, 1)`` and
-      ``Cat(old, flag) > Cat(new, 1)`` (the flags say which of the two is the old value and
-      whether it counts at all: an even position keeps the new value), then one 3-way
-      multiplexer per bit into ``wq`` (the value to keep, written in t4) and ``er`` (the value
-      to emit). The loop through ``wq`` is one compare and one LUT.
+    - t2: the block RAMs' outputs registered (``raw``, in the block RAM's own output register
+      on the ULX3S); the old value of each bank is the newest of: the result computed in t1's
+      cycle (``wq``), ``byp``, ``raw``, registered (``old``), and whether it beats the new
+      value: each candidate compared as ``Cat(value, flag) > Cat(new, 1)`` (the flag: it is
+      the old value; a compare with a flag of 0 is false), ORed, with the flags of whether
+      the old value counts for the value kept and the one emitted (``ko``, ``eo``).
+    - t3: the newest result (computed in the cycle before, ``wq``), if it hits and counts,
+      against the new value (``Cat(wq, flag) > Cat(new, 1)``), then one 3-way multiplexer
+      per bit (``wq``, ``old`` if ``ko``, else the new value) into ``wq`` (the value to keep,
+      written in t4), the same into ``er`` (the value to emit). The loop through ``wq`` is
+      one compare and one LUT.
     - t4: ``value(lane)``: the emitted values rotated back into lane order; ``valid4``.
     """
 
