@@ -298,6 +298,9 @@ class ColumnStreamDecoder(wiring.Component):
         # after a restart)
         lbits = _bits(self.record_max)
         self._prod = []
+        #: (name, register, what it stands for): flags kept as registers for timing, checked
+        #: against their definitions in the tests
+        self._invariants = []
         for x in range(NX):
             ks = (self.k0[x], self.k1[x])
             prod = [[Signal(lbits, name=f"prod{x}_{sg}_{p}") for p in range(L + 1)]
@@ -523,35 +526,57 @@ class ColumnStreamDecoder(wiring.Component):
             mword = Signal(W, name="mword" + n)
             mleft = Signal(range(MPW + 1), name="mleft" + n)   # masks left in mword
             mok = Signal(name="mok" + n)                       # mleft != 0
-            mr = Signal(rbits, name="mr" + n)                  # the walker's row
-            mz = Signal(name="mz" + n)                         # mr == n - 1
-            mn0 = Signal(name="mn0" + n)                       # mr == n0 - 1
-            mseg = Signal(name="mseg" + n)                     # mr >= n0
+            # the walker's row r counted down twice (mod 2**rbits) instead of up and compared:
+            # a comparison with 1 of a register, not an add and a comparison of two values
+            mtz = Signal(rbits, name="mtz" + n)                # n - 1 - r
+            mtn = Signal(rbits, name="mtn" + n)                # n0 - 1 - r
+            mz = Signal(name="mz" + n)                         # r == n - 1
+            mn0 = Signal(name="mn0" + n)                       # r == n0 - 1
+            mseg = Signal(name="mseg" + n)                     # r >= n0
             mcredit = Signal(range(EF + 1), name="mcredit" + n)
             # the walker's row is dense (no MASK row): Mux(mseg, dense1, dense0), a register
             # set with mseg (the inputs' multiplexer began the longest path of a column on its
             # own, 10.1 ns: python -m boards.timing decoder)
             dense_row = Signal(name="mdense" + n)
-            last_mask = ~dense_row & (mz | (mn0 & dense1))     # no MASK row after this one
+            # ``take``'s and the mask word's conditions as registers, each set with the next
+            # value of what it stands for (board build b60: ``mcredit != 0`` and then
+            # ``mleft == 1`` or ``last_mask`` ahead of the mask word's load, 12.27 ns, the
+            # critical path of the chip): ``take`` is one gate from flip-flops, and so is the
+            # load of the mask word that steers its 72 bits
+            can = Signal(name="mcan" + n)                      # running & (mcredit != 0)
+            # the row walked now is the mask word's last (if it is a MASK row): mleft == 1,
+            # or no MASK row after it
+            wl = Signal(name="mwl" + n)
             take = Signal(name="take" + n)
             take_m = Signal(name="takem" + n)
+            ld = Signal(name="mld" + n)                        # the mask word loads
             # not gated by ``restart``: every register ``take`` steers is set by the restart
             # below or belongs to the mask FIFO it resets (its fan-out, board build b25)
-            comb += [take.eq(s["running"] & (mcredit != 0) & (dense_row | mok)),
-                     take_m.eq(take & ~dense_row)]
-            with m.If(~mok | (take_m & ((mleft == 1) | last_mask))):
+            comb += [take.eq(can & (dense_row | mok)),
+                     take_m.eq(can & mok & ~dense_row),
+                     ld.eq(~mok | (take_m & wl))]
+            with m.If(ld):
                 comb += mfifo.r_en.eq(1)
                 sync += [mword.eq(mfifo.r_data), mleft.eq(Mux(mfifo.r_rdy, MPW, 0)),
                          mok.eq(mfifo.r_rdy)]
             with m.Elif(take_m):
                 sync += [mword.eq(mword >> L), mleft.eq(mleft - 1), mok.eq(mleft != 1)]
+            # no MASK row after this one: at the pass's last row, or at segment 0's last when
+            # segment 1 is dense (this row's own mode is ``dense_row``)
+            last0 = (n_rows == 1) | ((n0 == 1) & dense1)             # ... after row 0
+            last_now = mz | (mn0 & dense1)
+            last_next = Mux(mz, last0, (mtz == 1) | ((mtn == 1) & dense1))
+            m1_next = Mux(ld, mfifo.r_rdy if MPW == 1 else 0,
+                          Mux(take_m, mleft == 2, mleft == 1))
+            sync += wl.eq(m1_next | Mux(take, last_next, last_now))
             with m.If(take):
                 with m.If(mz):
-                    sync += [mr.eq(0), mz.eq(n_rows == 1), mn0.eq(n0 == 1), mseg.eq(0),
-                             dense_row.eq(dense0)]
+                    sync += [mtz.eq(n_rows - 1), mtn.eq(n0 - 1), mz.eq(n_rows == 1),
+                             mn0.eq(n0 == 1), mseg.eq(0), dense_row.eq(dense0)]
                 with m.Else():
-                    sync += [mr.eq(mr + 1), mz.eq(mr + 2 == n_rows), mn0.eq(mr + 2 == n0),
-                             mseg.eq(mseg | mn0), dense_row.eq(Mux(mseg | mn0, dense1, dense0))]
+                    sync += [mtz.eq(mtz - 1), mtn.eq(mtn - 1), mz.eq(mtz == 1),
+                             mn0.eq(mtn == 1), mseg.eq(mseg | mn0),
+                             dense_row.eq(Mux(mseg | mn0, dense1, dense0))]
             a_v = Signal(name="av" + n)
             a = Signal(entry, name="a" + n)
             sync += [a_v.eq(take), a.mask.eq(Mux(dense_row, (1 << L) - 1, mword[:L])),
@@ -627,6 +652,16 @@ class ColumnStreamDecoder(wiring.Component):
             m_ret = Signal(range(EF + 2), name="mret" + n)
             comb += [m_keep.eq(mcredit - take), m_ret.eq(mcredit - take + 1)]
             sync += mcredit.eq(Mux(popped, m_ret, m_keep))
+            # mcredit - take != 0 (``take`` implies mcredit != 0), or a credit returns
+            keep_nz = (mcredit >= 2) | ((mcredit == 1) & ~take)
+            sync += can.eq(s["running"] & (popped | keep_nz))
+            # (from the first restart on)
+            self._invariants += [(name + n, reg, Mux(s["running"], what, reg)) for name, reg, what in [
+                ("mcan", can, mcredit != 0),
+                ("mwl", wl, (mleft == 1) | last_now),
+                ("mz", mz, mtz == 0), ("mn0", mn0, mtn == 0),
+                ("mok", mok, mleft != 0),
+            ]]
 
             # -- restart ---------------------------------------------------------------------
             # ``running`` is set by the first restart and never cleared, the same in every
@@ -644,8 +679,9 @@ class ColumnStreamDecoder(wiring.Component):
                     wants[x][0].eq(any_mask), urgent[x].eq(1),
                     fa_m.eq(self.end[x][c] + 1),
                     nm.eq(nm_c), rem.eq(nm_c), mleft.eq(0), mok.eq(0),
-                    mr.eq(0), mz.eq(n_rows == 1), mn0.eq(n0 == 1), mseg.eq(0),
-                    dense_row.eq(dense0), mcredit.eq(EF), a_v.eq(0), b_v.eq(0),
+                    mtz.eq(n_rows - 1), mtn.eq(n0 - 1), mz.eq(n_rows == 1),
+                    mn0.eq(n0 == 1), mseg.eq(0), dense_row.eq(dense0), mcredit.eq(EF),
+                    can.eq(1), wl.eq(last0), a_v.eq(0), b_v.eq(0),
                 ]
                 sync += [v.eq(0) for v in sv]
 

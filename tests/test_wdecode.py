@@ -183,6 +183,50 @@ def test_random_contexts_exact(seed, word_bits, kmax, specs, density, bank_depth
     check_rows(got, cfg)
 
 
+@pytest.mark.parametrize("word_bits,specs", [
+    (72, [(3, 5, MASK), (12, 3, DENSE)]),
+    (16, [(2, 4, DENSE), (11, 2, MASK)]),      # a mask per word
+    (24, [(9, 6, MASK), (1, 6, MASK)]),
+    (36, [(1, 7, MASK)]),
+])
+def test_registered_flags_hold_their_definitions(word_bits, specs):
+    """The flags the decoder keeps as registers for timing (the mask walker's ``running &
+    mcredit != 0``, its last row of a mask word, ...) equal what they stand for in every cycle,
+    across restarts and stalls."""
+    rng = np.random.default_rng(word_bits)
+    prng = random.Random(word_bits)
+    segs = make_segments(rng, 2, specs, 0.5)
+    lay = Layout([segs, segs], 2, word_bits, rng)
+    dut = decoder(lay, 7)
+    got = []
+
+    async def check(ctx):
+        names = [name for name, _, _ in dut._invariants]
+        values = [v for _, reg, definition in dut._invariants for v in (reg, definition)]
+        async for _, _, *got in ctx.tick().sample(*values):
+            for i, name in enumerate(names):
+                assert got[2 * i] == got[2 * i + 1], name
+
+    async def bench(ctx):
+        await start_both(ctx, dut, lay)
+        for step in range(6):
+            x = step % 2
+            ctx.set(dut.prio, x)
+            n = prng.randint(1, 3 * lay.cfg[x]["n_rows"])
+            rows, _ = await drain(ctx, dut, x, n, rng=prng, stall=0.4)
+            got.append((x, rows))
+            if step == 3:
+                await restart(ctx, dut, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(check)
+    sim.add_testbench(bench)
+    sim.run()
+    assert dut._invariants
+    check_rows(got[1][1], lay.cfg[1])
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 100_000))
 def test_random_geometry_exact(seed):
