@@ -581,8 +581,12 @@ class ColumnStreamDecoder(wiring.Component):
             last0 = (n_rows == 1) | ((n0 == 1) & dense1)             # ... after row 0
             last_now = mz | (mn0 & dense1)
             last_next = Mux(mz, last0, (mtz == 1) | ((mtn == 1) & dense1))
-            m1_next = Mux(ld, mfifo.r_rdy if MPW == 1 else 0,
-                          Mux(take_m, mleft == 2, mleft == 1))
+            # mleft == 1 next: without ``ld`` (a wide fan-out), as ``take_m`` on a row that is not
+            # the word's last leaves mleft - 1, and a load MPW or 0 (MPW > 1)
+            if MPW == 1:
+                m1_next = Mux(ld, mfifo.r_rdy, ~take_m & (mleft == 1))
+            else:
+                m1_next = Mux(take_m, ~wl & (mleft == 2), mleft == 1)
             sync += wl.eq(m1_next | Mux(take, last_next, last_now))
             with m.If(take):
                 with m.If(mz):
