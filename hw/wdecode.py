@@ -211,7 +211,8 @@ class ColumnStreamDecoder(wiring.Component):
       0, >= 1), ``k0[i]``, ``dense0[i]``, ``k1[i]``, ``dense1[i]``: held stable while the
       context runs; ``restart[i]``: a one-cycle strobe that takes the configuration, discards
       everything and begins at row 0 (a context is idle from reset until its first restart);
-    - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ...;
+    - ``rows[i]``: stream of :func:`row_layout` rows, 0 .. n-1, 0 .. n-1, ... (``valid`` is a
+      register);
     - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
       ``rows_ok2[i]``, ``rows_ok3[i]``: likewise, every column holds two (three) rows or
@@ -370,11 +371,17 @@ class ColumnStreamDecoder(wiring.Component):
                 early = [e & Mux(w, Mux(pops[x], _at_least(lv, k), _at_least(lv, k - 1)),
                                  Mux(pops[x], _at_least(lv, k + 1), _at_least(lv, k)))
                          for k, e in zip((1, 2, 3), early)]
-            m.d.comb += self.rows[x].valid.eq(ok)
             # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
             # and whether next cycle's level is 2, 3 or more
             for reg, e in zip((self.rows_ok, self.rows_ok2, self.rows_ok3), early):
                 m.d.sync += reg[x].eq(e & ~self.restart[x] & ~self.hold)
+            # ``valid`` itself as such a register (without ``hold``): the pop that every
+            # column's FIFO and credit take is a gate from it and ``ready``, not the AND of
+            # the columns' FIFO levels across the chip
+            valid = Signal(name=f"rows_valid{x}")
+            m.d.sync += valid.eq(early[0] & ~self.restart[x])
+            m.d.comb += self.rows[x].valid.eq(valid)
+            self._invariants.append((f"rows_valid{x}", valid, ok))
             m.d.comb += self.rows[x].payload.seg.eq(fifos[x][0].r_data[L * K])
             for c in range(C):
                 m.d.comb += [
