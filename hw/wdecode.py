@@ -321,6 +321,18 @@ class ColumnStreamDecoder(wiring.Component):
                     m.d.sync += prod[sg][p].eq(_times(Const(p, 4), ks[sg]))
             self._prod.append(prod)
 
+        # per context: its MASK rows (``nm``, below) at most a mask word, from the inputs in
+        # every cycle, for the cycle after a restart (the mask fetch's first wrap)
+        MPW, rbits = self.masks_per_word, _bits(self.max_rows)
+        self._first_le = []
+        for x in range(NX):
+            n_rows, n0, dense0, dense1 = self.n_rows[x], self.n0[x], self.dense0[x], self.dense1[x]
+            first_le = Signal(name=f"mremfirst{x}")
+            m.d.sync += first_le.eq(Mux(dense0, Mux(dense1, 1, _le_const((n_rows - n0)[:rbits],
+                                                                         MPW)),
+                                        Mux(dense1, _le_const(n0, MPW), _le_const(n_rows, MPW))))
+            self._first_le.append(first_le)
+
         fifos = [[None] * C for _ in range(NX)]
         for c in range(C):
             init = self.init[c] if self.init is not None and c < len(self.init) else []
@@ -528,17 +540,24 @@ class ColumnStreamDecoder(wiring.Component):
             m.submodules["mfifo" + n] = mfifo
             nm = Signal(rbits, name="nm" + n)            # MASK rows of a pass
             rem = Signal(rbits, name="mrem" + n)         # masks of the pass still to fetch
-            # rem <= MPW (the pass's last mask word is read next) as a register, its next value
-            # from comparisons of the registers (board build b58: mrem's comparison ahead of
-            # the fetch's enables, 12.19 ns)
+            # rem <= MPW (the pass's last mask word is read next) from registers (board build
+            # b58: mrem's comparison ahead of the fetch's enables, 12.19 ns): ``rlast``, set
+            # from comparisons of the registers, and in the cycle after a restart the context's
+            # ``nm <= MPW`` from the inputs (registered in every cycle: their comparison after
+            # n_rows - n0 is a path of its own, not one into every column's flag)
             rlast = Signal(name="mremlast" + n)
+            fresh = Signal(name="mfresh" + n)            # the cycle after a restart
+            last_w = Signal(name="mremlastw" + n)
+            sync += fresh.eq(restart)
+            comb += last_w.eq(Mux(fresh, self._first_le[x], rlast))
             fa_m = fas[x][0]
             mheld = self._fetch(m, s["running"] & (nm != 0), rdata, wants[x][0], fa_m,
-                                issues[x][0], self.end[x][c] + 1, rlast, s["mpend"],
+                                issues[x][0], self.end[x][c] + 1, last_w, s["mpend"],
                                 mfifo, restart, "m" + n)
+            sync += rlast.eq(Mux(issues[x][0], Mux(last_w, _le_const(nm, MPW),
+                                                   _le_const(rem, 2 * MPW)), last_w))
             with m.If(issues[x][0]):
-                sync += [rem.eq(Mux(rlast, nm, rem - MPW)),
-                         rlast.eq(Mux(rlast, _le_const(nm, MPW), _le_const(rem, 2 * MPW)))]
+                sync += rem.eq(Mux(last_w, nm, rem - MPW))
             # no mask word held or on its way (the restart below sets it)
             sync += urgent[x].eq((mheld == 0) & ~issues[x][0])
 
@@ -549,9 +568,10 @@ class ColumnStreamDecoder(wiring.Component):
             mleft = Signal(range(MPW + 1), name="mleft" + n)   # masks left in mword
             mok = Signal(name="mok" + n)                       # mleft != 0
             # the walker's row r counted down twice (mod 2**rbits) instead of up and compared:
-            # a comparison with 1 of a register, not an add and a comparison of two values
-            mtz = Signal(rbits, name="mtz" + n)                # n - 1 - r
-            mtn = Signal(rbits, name="mtn" + n)                # n0 - 1 - r
+            # a comparison of a register with a constant, not an add and a comparison of two
+            # values (and the inputs load as they are: no subtraction at a restart)
+            mtz = Signal(rbits, name="mtz" + n)                # n - r
+            mtn = Signal(rbits, name="mtn" + n)                # n0 - r
             mz = Signal(name="mz" + n)                         # r == n - 1
             mn0 = Signal(name="mn0" + n)                       # r == n0 - 1
             mseg = Signal(name="mseg" + n)                     # r >= n0
@@ -587,7 +607,7 @@ class ColumnStreamDecoder(wiring.Component):
             # segment 1 is dense (this row's own mode is ``dense_row``)
             last0 = (n_rows == 1) | ((n0 == 1) & dense1)             # ... after row 0
             last_now = mz | (mn0 & dense1)
-            last_next = Mux(mz, last0, (mtz == 1) | ((mtn == 1) & dense1))
+            last_next = Mux(mz, last0, (mtz == 2) | ((mtn == 2) & dense1))
             # mleft == 1 next: without ``ld`` (a wide fan-out), as ``take_m`` on a row that is not
             # the word's last leaves mleft - 1, and a load MPW or 0 (MPW > 1)
             if MPW == 1:
@@ -597,11 +617,11 @@ class ColumnStreamDecoder(wiring.Component):
             sync += wl.eq(m1_next | Mux(take, last_next, last_now))
             with m.If(take):
                 with m.If(mz):
-                    sync += [mtz.eq(n_rows - 1), mtn.eq(n0 - 1), mz.eq(n_rows == 1),
+                    sync += [mtz.eq(n_rows), mtn.eq(n0), mz.eq(n_rows == 1),
                              mn0.eq(n0 == 1), mseg.eq(0), dense_row.eq(dense0)]
                 with m.Else():
-                    sync += [mtz.eq(mtz - 1), mtn.eq(mtn - 1), mz.eq(mtz == 1),
-                             mn0.eq(mtn == 1), mseg.eq(mseg | mn0),
+                    sync += [mtz.eq(mtz - 1), mtn.eq(mtn - 1), mz.eq(mtz == 2),
+                             mn0.eq(mtn == 2), mseg.eq(mseg | mn0),
                              dense_row.eq(Mux(mseg | mn0, dense1, dense0))]
             a_v = Signal(name="av" + n)
             a = Signal(entry, name="a" + n)
@@ -682,8 +702,8 @@ class ColumnStreamDecoder(wiring.Component):
             keep_nz = (mcredit >= 2) | ((mcredit == 1) & ~take)
             sync += can.eq(s["running"] & (popped | keep_nz))
             flags = [("mcan", can, mcredit != 0), ("mwl", wl, (mleft == 1) | last_now),
-                     ("mz", mz, mtz == 0), ("mn0", mn0, mtn == 0), ("mok", mok, mleft != 0),
-                     ("mremlast", rlast, rem <= MPW)]
+                     ("mz", mz, mtz == 1), ("mn0", mn0, mtn == 1), ("mok", mok, mleft != 0),
+                     ("mremlast", last_w, rem <= MPW)]
             # (from the first restart on)
             self._invariants += [(name + n, reg, Mux(s["running"], what, reg))
                                  for name, reg, what in flags]
@@ -695,8 +715,7 @@ class ColumnStreamDecoder(wiring.Component):
             # own output in its input keeps each column's copy apart.
             sync += s["running"].eq(s["running"] | restart)
             with m.If(restart):
-                diff = (n_rows - n0)[:rbits]
-                nm_c = Mux(dense0, Mux(dense1, 0, diff), Mux(dense1, n0, n_rows))
+                nm_c = Mux(dense0, Mux(dense1, 0, n_rows - n0), Mux(dense1, n0, n_rows))
                 any_mask = ~dense0 | (~dense1 & (n_rows != n0))     # nm_c != 0 (n0 >= 1)
                 sync += [
                     *[v.eq(0) for v in s["pend"] + s["mpend"]],
@@ -705,10 +724,7 @@ class ColumnStreamDecoder(wiring.Component):
                     wants[x][0].eq(any_mask), urgent[x].eq(1),
                     fa_m.eq(self.end[x][c] + 1),
                     nm.eq(nm_c), rem.eq(nm_c), mleft.eq(0), mok.eq(0),
-                    # nm_c <= MPW, from the inputs' comparisons
-                    rlast.eq(Mux(dense0, Mux(dense1, 1, _le_const(diff, MPW)),
-                                 Mux(dense1, _le_const(n0, MPW), _le_const(n_rows, MPW)))),
-                    mtz.eq(n_rows - 1), mtn.eq(n0 - 1), mz.eq(n_rows == 1),
+                    mtz.eq(n_rows), mtn.eq(n0), mz.eq(n_rows == 1),
                     mn0.eq(n0 == 1), mseg.eq(0), dense_row.eq(dense0), mcredit.eq(EF),
                     can.eq(1), wl.eq(last0), a_v.eq(0), b_v.eq(0),
                 ]
