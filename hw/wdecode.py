@@ -227,6 +227,9 @@ class ColumnStreamDecoder(wiring.Component):
     any length up to ``lanes * kmax`` bits.
     """
 
+    #: copies of a banked column's read row, each for neighbouring banks (:meth:`_memory`)
+    ADDR_COPIES = 4
+
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
                  depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
@@ -359,7 +362,7 @@ class ColumnStreamDecoder(wiring.Component):
             raddr = Signal(abits, name=f"raddr_{c}")
             ren = Signal(name=f"ren_{c}")
             m.d.sync += [raddr.eq(addr), ren.eq(_any([g for gs in issues for g in gs]))]
-            rdata = self._memory(m, c, init, raddr, ren)
+            rdata = self._memory(m, c, init, raddr, ren, addr)
 
             for x in range(NX):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
@@ -402,7 +405,7 @@ class ColumnStreamDecoder(wiring.Component):
                 ]
         return m
 
-    def _memory(self, m, c, init, raddr, ren):
+    def _memory(self, m, c, init, raddr, ren, addr):
         """Column ``c``'s memory, written through ``w_*``, read at the registered ``raddr``:
         the word read, a cycle after ``raddr`` (one memory) or two (banks, each read into its own
         register, chosen by the address's bank bits registered twice; board build b40: a block
@@ -411,6 +414,16 @@ class ColumnStreamDecoder(wiring.Component):
         B, BD = self.banks, self.bank_depth
         bb = _bits(BD - 1) if B > 1 else len(raddr)
         outs = []
+        if B > 1:
+            # the row part of the read address in copies, each for a few neighbouring banks:
+            # one register drove the column's 40 block RAMs, spread over a row of the chip
+            # (b61, b62: 12.4-14.0 ns of routing and nothing else). The copies are registers of
+            # the same address, not a stage after it (cycles unchanged; a stage more lost a row
+            # in test_rate_one_row_per_cycle's wrap case), and start at distinct values so that
+            # yosys keeps them apart. The banks read every cycle: each word is taken exactly
+            # ``read_stages`` cycles after its read, so a read at an idle address is not used.
+            rows = [Signal(bb, name=f"row{g}_{c}", init=g) for g in range(self.ADDR_COPIES)]
+            m.d.sync += [row.eq(addr[:bb]) for row in rows]
         for k in range(B):
             words = init[k * BD:(k + 1) * BD]
             # ``no_rw_check``: a word read in the cycle it is written may be any word. Words
@@ -427,7 +440,11 @@ class ColumnStreamDecoder(wiring.Component):
             if B > 1:
                 sel = sel & (self.w_addr[bb:] == k)
             m.d.comb += [wp.en.eq(self.w_en & sel), wp.addr.eq(self.w_addr[:bb]),
-                         wp.data.eq(self.w_data), rp.addr.eq(raddr[:bb]), rp.en.eq(ren)]
+                         wp.data.eq(self.w_data)]
+            if B > 1:
+                m.d.comb += [rp.addr.eq(rows[k * len(rows) // B]), rp.en.eq(1)]
+            else:
+                m.d.comb += [rp.addr.eq(raddr[:bb]), rp.en.eq(ren)]
             outs.append(rp.data)
         if B == 1:
             return outs[0]
