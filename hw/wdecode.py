@@ -227,9 +227,6 @@ class ColumnStreamDecoder(wiring.Component):
     any length up to ``lanes * kmax`` bits.
     """
 
-    #: copies of a banked column's read row, each for neighbouring banks (:meth:`_memory`)
-    ADDR_COPIES = 4
-
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
                  depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
@@ -254,7 +251,7 @@ class ColumnStreamDecoder(wiring.Component):
         self.banks = 1 if bank_depth is None else -(-depth // bank_depth)
         self.bank_depth = depth if self.banks == 1 else bank_depth
         #: cycles from a read's grant to its word in the word FIFO
-        self.read_stages = 3 if self.banks == 1 else 4
+        self.read_stages = 3 if self.banks == 1 else 5
         #: the largest record: L codes of kmax bits
         self.record_max = lanes * kmax
         #: words of the window: offsets below 2 W plus a whole record
@@ -362,7 +359,7 @@ class ColumnStreamDecoder(wiring.Component):
             raddr = Signal(abits, name=f"raddr_{c}")
             ren = Signal(name=f"ren_{c}")
             m.d.sync += [raddr.eq(addr), ren.eq(_any([g for gs in issues for g in gs]))]
-            rdata = self._memory(m, c, init, raddr, ren, addr)
+            rdata = self._memory(m, c, init, raddr, ren)
 
             for x in range(NX):
                 fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
@@ -405,25 +402,24 @@ class ColumnStreamDecoder(wiring.Component):
                 ]
         return m
 
-    def _memory(self, m, c, init, raddr, ren, addr):
+    def _memory(self, m, c, init, raddr, ren):
         """Column ``c``'s memory, written through ``w_*``, read at the registered ``raddr``:
-        the word read, a cycle after ``raddr`` (one memory) or two (banks, each read into its own
-        register, chosen by the address's bank bits registered twice; board build b40: a block
-        RAM's 5.6 ns clock-to-out, 5.3 ns across the chip to the multiplexer over the column's
-        20 banks, then the word register)."""
+        the word read, a cycle after ``raddr`` (one memory) or three (banks: each bank's own
+        copy of the row, then each read into its own register, chosen by the address's bank bits
+        registered three times; board build b40: a block RAM's 5.6 ns clock-to-out, 5.3 ns
+        across the chip to the multiplexer over the column's 20 banks, then the word
+        register)."""
         B, BD = self.banks, self.bank_depth
         bb = _bits(BD - 1) if B > 1 else len(raddr)
         outs = []
         if B > 1:
-            # the row part of the read address in copies, each for a few neighbouring banks:
-            # one register drove the column's 40 block RAMs, spread over a row of the chip
-            # (b61, b62: 12.4-14.0 ns of routing and nothing else). The copies are registers of
-            # the same address, not a stage after it (cycles unchanged; a stage more lost a row
-            # in test_rate_one_row_per_cycle's wrap case), and start at distinct values so that
-            # yosys keeps them apart. The banks read every cycle: each word is taken exactly
+            # each bank's row registered once more, next to it (a cycle more per read): one
+            # register drove the column's 40 block RAMs, spread over a row of the chip (b61,
+            # b62: 12.4-14.0 ns of routing and no logic). The copies start at distinct values so
+            # that yosys keeps them apart. The banks read every cycle: each word is taken exactly
             # ``read_stages`` cycles after its read, so a read at an idle address is not used.
-            rows = [Signal(bb, name=f"row{g}_{c}", init=g) for g in range(self.ADDR_COPIES)]
-            m.d.sync += [row.eq(addr[:bb]) for row in rows]
+            rows = [Signal(bb, name=f"row{k}_{c}", init=k % (1 << bb)) for k in range(B)]
+            m.d.sync += [row.eq(raddr[:bb]) for row in rows]
         for k in range(B):
             words = init[k * BD:(k + 1) * BD]
             # ``no_rw_check``: a word read in the cycle it is written may be any word. Words
@@ -442,15 +438,15 @@ class ColumnStreamDecoder(wiring.Component):
             m.d.comb += [wp.en.eq(self.w_en & sel), wp.addr.eq(self.w_addr[:bb]),
                          wp.data.eq(self.w_data)]
             if B > 1:
-                m.d.comb += [rp.addr.eq(rows[k * len(rows) // B]), rp.en.eq(1)]
+                m.d.comb += [rp.addr.eq(rows[k]), rp.en.eq(1)]
             else:
                 m.d.comb += [rp.addr.eq(raddr[:bb]), rp.en.eq(ren)]
             outs.append(rp.data)
         if B == 1:
             return outs[0]
-        bank1 = Signal(len(raddr) - bb, name=f"bank1_{c}")
-        bank2 = Signal(len(raddr) - bb, name=f"bank2_{c}")
-        m.d.sync += [bank1.eq(raddr[bb:]), bank2.eq(bank1)]
+        # the bank bits, with the words: two cycles after the copies, three after ``raddr``
+        banks = [Signal(len(raddr) - bb, name=f"bank{i}_{c}") for i in (1, 2, 3)]
+        m.d.sync += [banks[0].eq(raddr[bb:]), banks[1].eq(banks[0]), banks[2].eq(banks[1])]
         regs = []
         for k, out in enumerate(outs):
             # without a reset: a plain flip-flop, which the ULX3S build moves into the block
@@ -458,13 +454,13 @@ class ColumnStreamDecoder(wiring.Component):
             q = Signal(self.word_bits, name=f"bankq{k}_{c}", reset_less=True)
             m.d.sync += q.eq(out)
             regs.append(q)
-        return Array(regs)[bank2]
+        return Array(regs)[banks[2]]
 
     def _fetch(self, m, run, rdata, want, fa, issue, first, wrap, pend, fifo, restart, name):
         """A word pointer: while ``run`` it asks to read at ``fa`` when ``fifo`` will have room
         (``want``, registered); an ``issue`` (granted) reads: the memory takes the registered
         address a cycle later, the word is registered after it and lands in ``fifo`` a cycle
-        after that, with banks two (``pend``: the reads 1 .. ``read_stages`` cycles old), and
+        after that, with banks three (``pend``: the reads 1 .. ``read_stages`` cycles old), and
         ``fa`` moves on, to ``first`` when ``wrap``. Returns the words held (``fifo.level +
         sum(pend)``, a register; 0 after ``restart``, which clears ``pend`` and ``fifo``)."""
         WD = self.word_fifo
@@ -575,8 +571,13 @@ class ColumnStreamDecoder(wiring.Component):
                                                    _le_const(rem, 2 * MPW)), last_w))
             with m.If(issues[x][0]):
                 sync += rem.eq(Mux(last_w, nm, rem - MPW))
-            # no mask word held or on its way (the restart below sets it)
-            sync += urgent[x].eq((mheld == 0) & ~issues[x][0])
+            # at most one mask word held or on its way, after this cycle's issue (the restart
+            # below sets it): the next word is asked for while the walker still has one, so a
+            # pass's first mask word is there when the walker wraps to it (with ``mheld == 0``,
+            # the fetch started only once the walker had taken the last word, and a read a
+            # cycle longer (``read_stages`` 5) then cost a row at the wrap:
+            # test_rate_one_row_per_cycle's wrap case)
+            sync += urgent[x].eq(Mux(issues[x][0], mheld == 0, mheld <= 1))
 
             # -- lengths: row walker -> popcount -> length -> entry FIFO ---------------------
             efifo = ResetInserter(restart)(SyncFIFO(width=entry.size, depth=EF))
