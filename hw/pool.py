@@ -214,6 +214,20 @@ def _advance_xy(m, take, end, last, w, x, y, x1, y1, wrap=None):
                 m.d.sync += [x.eq(x1), x1.eq(x1 + 1)]
 
 
+def _bank_memories(m, name, rows, depth, width, attrs=None):
+    """A memory of ``depth`` ``width``-bit rows per read address in ``rows`` (``name`` + its
+    index), read synchronously there; returns their read and write ports."""
+    rps, wps = [], []
+    for b, row in enumerate(rows):
+        mem = memory.Memory(shape=unsigned(width), depth=depth, init=[], attrs=attrs)
+        m.submodules[f"{name}{b}"] = mem
+        wps.append(mem.write_port())
+        rp = mem.read_port(domain="sync")
+        m.d.comb += rp.addr.eq(row)
+        rps.append(rp)
+    return rps, wps
+
+
 class _PipedRMW:
     """The ``fast_pipeline`` read-modify-write of ``banks`` memories (as :class:`_BankedRMW`:
     lane ``i`` of a beat touches index ``base + i``, bank ``(base + i) % banks``), with every
@@ -243,18 +257,10 @@ class _PipedRMW:
         self.name, self.banks, self.lanes, self.width = name, banks, lanes, width
         self.lb = _log2(banks)
         self.ibits = max(1, _log2(depth // banks))
-        self.rps, self.wps = [], []
         self.ra = [Signal(self.ibits, name=f"{name}_ra{b}") for b in range(banks)]
         self.lo = Signal(self.lb, name=f"{name}_lo")
         self.hi = Signal(self.ibits, name=f"{name}_hi")
-        for b in range(banks):
-            mem = memory.Memory(shape=unsigned(width), depth=depth // banks, init=[])
-            m.submodules[f"{name}{b}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync")
-            m.d.comb += rp.addr.eq(self.ra[b])
-            self.rps.append(rp)
-            self.wps.append(wp)
+        self.rps, self.wps = _bank_memories(m, name, self.ra, depth // banks, width)
 
     def advance(self, m, take, count, zero):
         """The base cursor (``lo``: its bank, the low bits): on ``take`` it moves on by
@@ -390,7 +396,6 @@ class _PipedMax:
         self.name, self.banks, self.lanes, self.width = name, banks, lanes, width
         self.lb = lb = _log2(banks)
         self.ibits = ib = max(1, _log2(depth // banks))
-        self.rps, self.wps = [], []
         # the beat in t0: its rows, write enables, base bank, valid
         self.ra = [Signal(ib, name=f"{name}_ra{b}") for b in range(banks)]
         self.we0 = [Signal(name=f"{name}_we0_{b}") for b in range(banks)]
@@ -400,19 +405,12 @@ class _PipedMax:
         self.lo = Signal(lb, name=f"{name}_lo")
         self.hi = Signal(ib, name=f"{name}_hi")
         self.hi1 = Signal(ib, name=f"{name}_hi1", init=1 % (1 << ib))
-        for b in range(banks):
-            # ``no_rw_check``: a row read in the cycle it is written is the write of ``wq``,
-            # forwarded (``hitw``), so the word read then is never used; yosys leaves out the
-            # copy of the write and the multiplexer after the block RAM that would give it the
-            # old word (boards.ulx3s.ACCEL_SYNTH), and ``raw`` can move into the block RAM
-            mem = memory.Memory(shape=unsigned(width), depth=depth // banks, init=[],
-                                attrs={"no_rw_check": 1})
-            m.submodules[f"{name}{b}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync")
-            m.d.comb += rp.addr.eq(self.ra[b])
-            self.rps.append(rp)
-            self.wps.append(wp)
+        # ``no_rw_check``: a row read in the cycle it is written is the write of ``wq``,
+        # forwarded (``hitw``), so the word read then is never used; yosys leaves out the copy of
+        # the write and the multiplexer after the block RAM that would give it the old word
+        # (boards.ulx3s.ACCEL_SYNTH), and ``raw`` can move into the block RAM
+        self.rps, self.wps = _bank_memories(m, name, self.ra, depth // banks, width,
+                                            attrs={"no_rw_check": 1})
 
     def advance(self, m, valid, count, zero):
         """Stage P: the beat in it (``valid``, ``count`` values, ``zero``: the cursor goes back
