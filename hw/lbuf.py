@@ -218,7 +218,7 @@ class SegmentBuffer(wiring.Component):
             # the write lane that lands in bank b, and its row inside the bank
             wsel = Signal(lb, name=f"wsel{b}")
             m.d.comb += wsel.eq(b - wlo)
-            wdom = m.d.sync if self._write_latency == 2 else m.d.comb
+            wdom = m.d.sync if self._write_latency >= 2 else m.d.comb
             wdom += [
                 wp.addr.eq((whi + _after(b, wlo, nb))[:ibits] if bdepth > 1 else 0),
                 wp.data.eq(w.data[wsel[: (self._wlanes - 1).bit_length() or 1]]

@@ -154,6 +154,32 @@ def test_segment_buffer_write_latency_lands_that_much_later(depth, write_latency
     assert len(got) == 60 and got == want
 
 
+@pytest.mark.parametrize("write_latency", [2, 3])
+def test_segment_buffer_write_is_not_seen_a_cycle_early(write_latency):
+    """A request ``write_latency - 2`` cycles after a write still reads the old value, one a
+    cycle later the new one (LUT RAM banks, latency 3): each registered stage of the write
+    really delays it (a ``write_latency=3`` whose second stage was not registered landed a
+    cycle early)."""
+    banks, lanes, wlanes = 16, 9, 6
+    dut = SegmentBuffer(depth=64, banks=banks, lanes=lanes, wlanes=wlanes, width=9,
+                        row_bits=12, hold=False, latency=3, write_latency=write_latency)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.r_en, 0)
+        ctx.set(dut.r_req, {"addr": 5, "off": 0, "row_len": lanes, "row_ok": 1, "nomask": 1})
+        ctx.set(dut.w.payload, {"addr": 5, "data": [77] + [0] * (wlanes - 1), "count": 1})
+        ctx.set(dut.w.valid, 1)             # the write in cycle 0, a request in every cycle
+        for cycle in range(write_latency + 4):
+            await ctx.tick()
+            ctx.set(dut.w.valid, 0)
+            # after tick cycle + 1: the lanes of the request of cycle cycle + 1 - 3
+            seen[cycle + 1 - 3] = ctx.get(dut.r_data[0])
+
+    simulate(dut, bench)
+    assert seen[write_latency - 2] == 0 and seen[write_latency - 1] == 77, seen
+
+
 def test_segment_buffer_write_latency_is_one_to_three():
     with pytest.raises(ValueError, match="write_latency must be 1, 2 or 3, not 4"):
         SegmentBuffer(depth=64, banks=16, lanes=9, wlanes=6, width=9, row_bits=12,
