@@ -79,8 +79,10 @@ class AccelConfig:
     #: requantisation units (each a acc_bits x requant_mult_bits multiply: 2 MULT18X18D)
     requant_units: int = 6
     #: finished column groups that may wait for requantisation: covers the pipeline latency
-    #: (6 cycles) plus the drain of a group, so 3-pass groups (conv1) never stall
-    result_banks: int = 4
+    #: (``issue_latency + pass_latency``, 12 cycles with ``fast_pipeline``) plus the drain of a
+    #: group, so that v1.1's 3-pass groups (conv1) do not wait: with 4 banks conv1 took 204,732
+    #: cycles after the buffers' two extra stages, with 6 153,660 (153,228 ideal)
+    result_banks: int = 6
     #: banks of every line buffer and pool memory (a power of two, at least pe_lanes)
     buffer_banks: int = 16
     #: values held by the squeeze-input buffer (power of two; at least two input pixels)
@@ -314,6 +316,9 @@ CONFIGS: dict[str, AccelConfig] = {
         fmap_port_bytes=2,
         fmap_read_latency=10,
         fmap_memory="sdram",
+        # the board builds b59-b64 were made with 4 (its 3-pass conv1 groups are few: 7x7
+        # kernels take 21 passes a group)
+        result_banks=4,
         # the compressor's codebook entries are 12-bit signed (compiler/compress.py); an ECP5
         # multiplier takes 18 x 18 bits, so they cost no more multipliers than int8
         weight_bits=12,
