@@ -247,9 +247,9 @@ class AccelConfig:
         block RAM, then the rotation into lanes; with ``fast_pipeline`` a register straight
         after the block RAMs too (their 5.8 ns clock-to-out, then the rotation: board build
         b23), each buffer's own register of the request before its banks (b59: the
-        sequencer's register through each bank's add into its address, 11.4 ns) and a second
-        register of the words, in the fabric (b60: a block RAM across the chip into a lane's
-        multiplexer, 12.0 ns)."""
+        sequencer's register through each bank's add into its address, 11.4 ns) and the
+        rotation into lanes in two registered steps (b60: a block RAM across the chip into a
+        lane's 16-to-1 multiplexer, 12.0 ns)."""
         return 5 if self.fast_pipeline else 2
 
     @property

@@ -93,9 +93,10 @@ class SegmentBuffer(wiring.Component):
       request first, in a register of the buffer's own (``select_init`` again keeps two
       buffers' copies apart), so that the add of each bank's row and the lane mask start from
       it and not from the requester's register across the chip (board build b59: 11.4 ns into
-      the banks' address registers); ``latency=5`` also registers the banks' words a second
-      time, in the fabric, before the rotation (b60: a block RAM's output register, across
-      the chip into a lane's 16-to-1 multiplexer, 12.0 ns).
+      the banks' address registers); ``latency=5`` also rotates the words in two steps, by the
+      start bank's low bits into a register per bank and then by its high bits into the
+      lanes, and forms the lane mask in two stages (b60: a block RAM's output register,
+      across the chip into a lane's 16-to-1 multiplexer, 12.0 ns).
 
     ``write_latency=2`` registers each bank's write (its row, value and enable, after the
     lane rotation) before the RAM: a write lands a cycle later, so a read sees it only when
