@@ -699,10 +699,15 @@ class Engine(wiring.Component):
         is_sum = Signal(name="pool_is_sum")
         if cfg.weight_streams:
             wdesc = Signal(len(cmd.wdesc), name="wdesc", init=(1 << len(cmd.wdesc)) - 1)
+        # and the input's own copy of ``fire``, starting at 1 where ``cmd`` starts at 0 so that
+        # yosys keeps it apart (b65: the command register's bit, 4.8 ns of routing away, then
+        # the subtraction into the input's ``room``, 13.7 ns, the critical path)
+        fire_in = Signal(init=1, name="fire_in")
         with m.If(self.cmd.valid & ~busy):
             m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1),
                          is_max.eq(self.cmd.payload.pool == POOL_MAX),
-                         is_sum.eq(self.cmd.payload.pool == POOL_SUM)]
+                         is_sum.eq(self.cmd.payload.pool == POOL_SUM),
+                         fire_in.eq(self.cmd.payload.fire)]
             if cfg.weight_streams:
                 m.d.sync += wdesc.eq(self.cmd.payload.wdesc)
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
@@ -774,13 +779,7 @@ class Engine(wiring.Component):
             win_lim = Signal(signed(ab + 2), name="win_lim")
             m.d.sync += [in_lim.eq(in_free_d[0] + (cfg.in_buffer_depth - cfg.in_lanes)),
                          win_lim.eq(win_free_d[0] + (cfg.window_buffer_depth - cfg.in_lanes))]
-            # chosen by a copy of the command's ``fire`` of the input's own, taken with the
-            # command, starting at 1 where ``cmd`` starts at 0 so that yosys keeps it apart (b65:
-            # the command register's bit, 4.8 ns of routing away, then the subtraction into
-            # ``room``, 13.7 ns, the critical path)
-            fire_in = Signal(init=1, name="fire_in")
-            with m.If(self.cmd.valid & ~busy):
-                m.d.sync += fire_in.eq(self.cmd.payload.fire)
+            # chosen by the input's own copy of the command's ``fire`` (``fire_in``, above)
             lim_next = Mux(fire_in, in_lim, win_lim)
             d_room = Signal(signed(ab + 3))
             d_more = Signal(signed(ab + 2))
