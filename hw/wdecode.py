@@ -59,12 +59,12 @@ from amaranth.hdl import (
     unsigned,
 )
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .config import AccelConfig
 from .fanout import fanout_tree, tree_depth
+from .fifo import CreditFIFO
 from .program import wdesc_bits, wdesc_fields
 
 __all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout", "row_ok"]
@@ -362,9 +362,16 @@ class ColumnStreamDecoder(wiring.Component):
             rdata = self._memory(m, c, init, raddr, ren)
 
             for x in range(NX):
-                fifo = ResetInserter(self.restart[x])(SyncFIFO(width=L * K + 1, depth=D))
+                # the credits keep a row from being written into a full FIFO, and a row is
+                # popped only while ``rows.valid`` says every column has one: neither the write
+                # nor the pop is checked (board build b66: ``SyncFIFO``'s ``level != depth`` into
+                # the write enable of the FIFO's LUT RAM and back into its level, 10.8 ns, the
+                # critical path of the chip)
+                fifo = ResetInserter(self.restart[x])(
+                    CreditFIFO(width=L * K + 1, depth=D, checked_reads=False))
                 m.submodules[f"fifo_{x}_{c}"] = fifo
                 fifos[x][c] = fifo
+                self._invariants.append((f"fifo_{x}_{c}_kept", fifo.overflow, Const(0)))
             # the word registered once more after the block RAMs (their 5.6 ns clock-to-out and
             # the multiplexer over a column's EBRs, then across the chip to the word FIFOs'
             # LUT RAM was the critical path of board build b22)
@@ -519,8 +526,9 @@ class ColumnStreamDecoder(wiring.Component):
             dense0, dense1 = self.dense0[x], self.dense1[x]
 
             # -- codes: memory -> word FIFO (LUT RAM) -> window registers ------------------
-            wfifo = ResetInserter(restart)(SyncFIFO(width=W, depth=WD))
+            wfifo = ResetInserter(restart)(CreditFIFO(width=W, depth=WD))
             m.submodules["wfifo" + n] = wfifo
+            self._invariants.append(("wfifo_kept" + n, wfifo.overflow, Const(0)))
             fa_c = fas[x][1]
             self._fetch(m, s["running"], rdata, wants[x][1], fa_c, issues[x][1],
                         self.start[x][c], fa_c == self.end[x][c], s["pend"], wfifo, restart,
@@ -549,8 +557,9 @@ class ColumnStreamDecoder(wiring.Component):
             sync += room.eq(Mux(restart, 0, room_next))
 
             # -- masks: memory -> word FIFO -> a shifting mask word --------------------------
-            mfifo = ResetInserter(restart)(SyncFIFO(width=W, depth=WD))
+            mfifo = ResetInserter(restart)(CreditFIFO(width=W, depth=WD))
             m.submodules["mfifo" + n] = mfifo
+            self._invariants.append(("mfifo_kept" + n, mfifo.overflow, Const(0)))
             nm = Signal(rbits, name="nm" + n)            # MASK rows of a pass
             rem = Signal(rbits, name="mrem" + n)         # masks of the pass still to fetch
             # rem <= MPW (the pass's last mask word is read next) from registers (board build
@@ -580,8 +589,9 @@ class ColumnStreamDecoder(wiring.Component):
             sync += urgent[x].eq(Mux(issues[x][0], mheld == 0, mheld <= 1))
 
             # -- lengths: row walker -> popcount -> length -> entry FIFO ---------------------
-            efifo = ResetInserter(restart)(SyncFIFO(width=entry.size, depth=EF))
+            efifo = ResetInserter(restart)(CreditFIFO(width=entry.size, depth=EF))
             m.submodules["efifo" + n] = efifo
+            self._invariants.append(("efifo_kept" + n, efifo.overflow, Const(0)))
             mword = Signal(W, name="mword" + n)
             mleft = Signal(range(MPW + 1), name="mleft" + n)   # masks left in mword
             mok = Signal(name="mok" + n)                       # mleft != 0
@@ -641,22 +651,27 @@ class ColumnStreamDecoder(wiring.Component):
                     sync += [mtz.eq(mtz - 1), mtn.eq(mtn - 1), mz.eq(mtz == 2),
                              mn0.eq(mtn == 2), mseg.eq(mseg | mn0),
                              dense_row.eq(Mux(mseg | mn0, dense1, dense0))]
+            # the row's popcount is taken from the mask word as the row is (stage a), its
+            # length looked up from it a cycle later (stage b), and the entry FIFO is written
+            # from stage b's registers (board build b66: the popcount's register, the lookup
+            # and the segment's choice into the entry FIFO's LUT RAM, 10.7 ns)
             a_v = Signal(name="av" + n)
             a = Signal(entry, name="a" + n)
+            a_pop = Signal(range(L + 1), name="apop" + n)
             sync += [a_v.eq(take), a.mask.eq(Mux(dense_row, (1 << L) - 1, mword[:L])),
-                     a.seg.eq(mseg), a.last.eq(mz)]
+                     a.seg.eq(mseg), a.last.eq(mz),
+                     a_pop.eq(Mux(dense_row, L, _popcount(mword[:L])))]
             b_v = Signal(name="bv" + n)
             b = Signal(entry, name="b" + n)
-            b_pop = Signal(range(L + 1), name="bpop" + n)
-            sync += [b_v.eq(a_v), b.eq(a), b_pop.eq(_popcount(a.mask))]
-            blen = Signal(lbits, name="blen" + n)
-            with m.Switch(b_pop):
+            alen = Signal(lbits, name="alen" + n)
+            with m.Switch(a_pop):
                 for p in range(L + 1):
                     with m.Case(p):
-                        comb += blen.eq(Mux(b.seg, self._prod[x][1][p], self._prod[x][0][p]))
+                        comb += alen.eq(Mux(a.seg, self._prod[x][1][p], self._prod[x][0][p]))
             wentry = Signal(entry, name="went" + n)
-            comb += [wentry.eq(b), wentry.len.eq(blen),
-                     efifo.w_en.eq(b_v), efifo.w_data.eq(wentry)]
+            comb += [wentry.eq(a), wentry.len.eq(alen)]
+            sync += [b_v.eq(a_v), b.eq(wentry)]
+            comb += [efifo.w_en.eq(b_v), efifo.w_data.eq(b)]
 
             # -- the cursor ------------------------------------------------------------------
             o, e, hv, head = s["o"], s["e"], s["hv"], s["head"]
@@ -830,6 +845,11 @@ class ColumnStreamDecoder(wiring.Component):
                        for lane in range(L)])
         x3v, x3 = stage("x3", {"x": x2["x"], "m": x2["m"], "seg": x2["seg"], "f": spread,
                                "p": prefix}, x2v)
+        # the write of each context's row FIFO a flip-flop of its own (not ``x3v`` and a compare
+        # of ``x3["x"]``): it drives the FIFO's LUT RAM and its level
+        x3w = [Signal(name=f"x3w{x}{n}") for x in range(NX)]
+        m.d.sync += [x3w[x].eq(x2v & (x2["x"] == x) & ~self.restart[x]) for x in range(NX)]
+        self._invariants += [(f"x3w{x}{n}", x3w[x], x3v & (x3["x"] == x)) for x in range(NX)]
         lanes_out = []
         for lane in range(L):
             p_l = x3["p"][lane * pbits: (lane + 1) * pbits]
@@ -839,7 +859,7 @@ class ColumnStreamDecoder(wiring.Component):
             lanes_out.append(Mux(x3["m"][lane], v, 0))
         row = Cat(*lanes_out, x3["seg"])
         for x in range(NX):
-            comb += [fifos[x].w_en.eq(x3v & (x3["x"] == x)), fifos[x].w_data.eq(row)]
+            comb += [fifos[x].w_en.eq(x3w[x]), fifos[x].w_data.eq(row)]
 
 
 class StreamWeightReader(wiring.Component):
