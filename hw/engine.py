@@ -131,9 +131,9 @@ class Sequencer(wiring.Component):
     oldest values still needed: writers may write index ``i`` only while
     ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
     With ``weight_streams`` it issues a pass only when the weight row of the step's context is
-    decoded: ``w_ok1``..``w_ok3`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok3``;
-    the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last two
-    issues (the reader pops a row a cycle after its issue); ``issued_b``: whether the pass
+    decoded: ``w_ok1``..``w_ok4`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok4``;
+    the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last three
+    issues (the reader pops a row two cycles after its issue); ``issued_b``: whether the pass
     issued a cycle before was stage B. With ``fast_pipeline`` the passes wait in a two-entry
     queue (:class:`~hw.skid.PointerQueue`) between the loops that generate them and ``issue``,
     which looks at the queue's head only, and the free counts follow the passes as they
@@ -167,6 +167,7 @@ class Sequencer(wiring.Component):
             ports["w_ok1"] = In(2)
             ports["w_ok2"] = In(2)
             ports["w_ok3"] = In(2)
+            ports["w_ok4"] = In(2)
             ports["issued_b"] = Out(1)
         super().__init__(ports)
 
@@ -457,21 +458,24 @@ class Sequencer(wiring.Component):
                          self.pass_q.eq(self.pass_)]
         w_ok = 1
         if cfg.weight_streams:
-            # the reader's flags registered once more here, and the issues of the last two
-            # cycles (a row leaves the reader's FIFO a cycle after its issue): ``issue`` is
+            # the reader's flags registered once more here, and the issues of the last three
+            # cycles (a row leaves the reader's FIFO two cycles after its issue): ``issue`` is
             # formed from the sequencer's own flip-flops only (board build b29: with the
             # reader's flags as inputs it was placed by the decoder, 4 ns from here).
-            oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3)]
-            m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3))]
-            no_pend2 = Signal(init=1)
-            # the stages of the last two issues, held as "was stage B" and starting at 1 (their
+            oks = [Signal(2, name=f"w_ok{k}_q") for k in (1, 2, 3, 4)]
+            m.d.sync += [q.eq(v) for q, v in zip(oks, (self.w_ok1, self.w_ok2, self.w_ok3,
+                                                       self.w_ok4))]
+            no_pend2, no_pend3 = Signal(init=1), Signal(init=1)
+            # the stages of the last three issues, held as "was stage B" and starting at 1 (their
             # value matters only after an issue): ``pass_q.stage_a`` is the same register of
             # the head's stage, the decoder's register of its priority (``ctx``) the same of
             # its inverse, and yosys merges flip-flops of the same input and initial value; a
             # merged one is pulled towards the buffers (b35) or the decoder (b36)
-            was_b1, was_b2 = Signal(init=1), Signal(init=1)
-            m.d.sync += [no_pend2.eq(no_pend1), was_b1.eq(~at_a), was_b2.eq(was_b1)]
-            w_ok = row_ok(~at_a, oks, [(~no_pend1, was_b1), (~no_pend2, was_b2)])
+            was_b1, was_b2, was_b3 = Signal(init=1), Signal(init=1), Signal(init=1)
+            m.d.sync += [no_pend2.eq(no_pend1), no_pend3.eq(no_pend2), was_b1.eq(~at_a),
+                         was_b2.eq(was_b1), was_b3.eq(was_b2)]
+            w_ok = row_ok(~at_a, oks, [(~no_pend1, was_b1), (~no_pend2, was_b2),
+                                       (~no_pend3, was_b3)])
             m.d.comb += self.issued_b.eq(was_b1)
         # a group's last pass needs a free result bank (reserved here, released by the drain):
         # the bank is written PIPELINE cycles later; with weight streams, also its decoded
@@ -855,15 +859,16 @@ class Engine(wiring.Component):
             issue, ps = seq.issued, seq.pass_q
         else:
             issue, ps = seq.issue, seq.pass_
-        # the weights come at t(w_lat): 2 from the dense reader, 4 from the stream reader after
-        # the sequencer's issue (it pops its row a cycle after it), so 3 after t0: with the
-        # buffers' 5 (fast_pipeline) two registers between the stream reader and the array
+        # the weights come at t(w_lat): 2 from the dense reader, 5 from the stream reader after
+        # the sequencer's issue (it pops its row two cycles after it), so 4 after t0: with the
+        # buffers' 5 (fast_pipeline) one register between the stream reader and the array
         w_lat = weights.latency
         if cfg.weight_streams:
             # the step's context (0 the squeeze, stage A; 1 the expands or a plain
             # convolution) of the queue's head: the decoder's priority
             wread = [weights.ctx.eq(~seq.pass_.stage_a), seq.w_ok1.eq(weights.ok1),
                      seq.w_ok2.eq(weights.ok2), seq.w_ok3.eq(weights.ok3),
+                     seq.w_ok4.eq(weights.ok4),
                      weights.issued.eq(seq.issued), weights.issued_ctx.eq(seq.issued_b)]
             w_lat -= 1
         else:

@@ -144,9 +144,10 @@ def _arbitrate_reads(m, prio, requests, name):
 
 
 def row_ok(ctx, oks, pends) -> Value:
-    """Whether context ``ctx``'s next weight row is ready to issue, for a consumer that pops a
-    cycle after it issues (:class:`StreamWeightReader`): ``oks[k]`` (a bit per context, such as
-    :attr:`StreamWeightReader.ok1`, ``ok2``, ``ok3``) says ``k + 1`` rows or more wait in the
+    """Whether context ``ctx``'s next weight row is ready to issue, for a consumer that pops
+    some cycles after it issues (:class:`StreamWeightReader`: two): ``oks[k]`` (a bit per
+    context, such as :attr:`StreamWeightReader.ok1` .. ``ok4``) says ``k + 1`` rows or more
+    wait in the
     FIFO, and each of ``pends``, ``(valid, context)``, a row issued since those flags were
     formed that may still be in it (at most ``len(oks) - 1`` of them)."""
     assert len(pends) < len(oks)
@@ -215,9 +216,10 @@ class ColumnStreamDecoder(wiring.Component):
       register);
     - ``rows_ok[i]``: ``rows[i].valid`` as a register (computed a cycle early from the FIFO
       levels, this cycle's pops and writes): a consumer's logic can start from a flip-flop;
-      ``rows_ok2[i]``, ``rows_ok3[i]``: likewise, every column holds two (three) rows or
-      more (a consumer that pops a cycle after it decides, :class:`StreamWeightReader`, may
-      take the second while the first is still in the FIFO); all are low the cycle after
+      ``rows_ok2[i]``, ``rows_ok3[i]``, ``rows_ok4[i]``: likewise, every column holds two
+      (three, four) rows or more (a consumer that pops two cycles after it decides,
+      :class:`StreamWeightReader`, may take the third while the first is still in the FIFO);
+      all are low the cycle after
       ``hold`` (a consumer's own reason not to take rows, folded into the registers);
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (registered as it enters: taken into account a
@@ -284,6 +286,7 @@ class ColumnStreamDecoder(wiring.Component):
             "rows_ok": Out(1).array(contexts),
             "rows_ok2": Out(1).array(contexts),
             "rows_ok3": Out(1).array(contexts),
+            "rows_ok4": Out(1).array(contexts),
         })
 
     def elaborate(self, platform):
@@ -382,17 +385,18 @@ class ColumnStreamDecoder(wiring.Component):
 
         for x in range(NX):
             ok = Const(1)
-            early = [Const(1)] * 3
+            early = [Const(1)] * 4
             for c in range(C):
                 ok = ok & fifos[x][c].r_rdy
                 lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
                 # next cycle's level is k or more: level + write - pop >= k
                 early = [e & Mux(w, Mux(pops[x], _at_least(lv, k), _at_least(lv, k - 1)),
                                  Mux(pops[x], _at_least(lv, k + 1), _at_least(lv, k)))
-                         for k, e in zip((1, 2, 3), early)]
+                         for k, e in zip((1, 2, 3, 4), early)]
             # next cycle's ``valid`` (level - pop + write != 0), a cycle early: a register;
-            # and whether next cycle's level is 2, 3 or more
-            for reg, e in zip((self.rows_ok, self.rows_ok2, self.rows_ok3), early):
+            # and whether next cycle's level is 2, 3, 4 or more
+            for reg, e in zip((self.rows_ok, self.rows_ok2, self.rows_ok3, self.rows_ok4),
+                              early):
                 m.d.sync += reg[x].eq(e & ~self.restart[x] & ~self.hold)
             # ``valid`` itself as such a register (without ``hold``): the pop that every
             # column's FIFO and credit take is a gate from it and ``ready``, not the AND of
@@ -896,16 +900,17 @@ class StreamWeightReader(wiring.Component):
 
     Per pass: ``ctx`` is the context of the step being issued (0 squeeze, 1 expands or a
     plain convolution; it is the decoder's ``prio``); ``ok`` says that context's next row is
-    decoded (and the tables are loaded): :func:`row_ok` of ``ok1``, ``ok2`` (registers, a bit
-    per context; ``ok3`` for a consumer that registers them once more) and the issue of the
-    cycle before. The consumer's issue (only with ``ok``) takes the row at t0 and reaches the
-    reader registered, at t1: ``issued`` with its context ``issued_ctx`` (the consumer's own
-    flip-flops: its issue, which steers the consumer's whole pass state, drives nothing out
-    here). At t1 the row leaves the decoder's FIFO and its codes and the base of its
-    (context, segment) codebook are registered; at t2 every lane registers its table address
-    ``base + code``, at t3 it reads its table there (asynchronously) and at t4 ``r_data``
-    holds the signed weights, until the next issue: :attr:`latency` 4, two cycles more than
-    the dense ``WeightReader`` (the engine registers the dense weights once more to meet the
+    decoded (and the tables are loaded): :func:`row_ok` of ``ok1``, ``ok2``, ``ok3``
+    (registers, a bit per context; ``ok4`` for a consumer that registers them once more) and
+    the issues of the two cycles before. The consumer's issue (only with ``ok``) takes the row
+    at t0 and reaches the reader registered, at t1: ``issued`` with its context ``issued_ctx``
+    (the consumer's own flip-flops: its issue, which steers the consumer's whole pass state,
+    drives nothing out here). The reader registers them once more, as a pop per context and
+    the context: at t2 the row leaves the decoder's FIFO and its codes and the base of its
+    (context, segment) codebook are registered; at t3 every lane registers its table address
+    ``base + code``, at t4 it reads its table there (asynchronously) and at t5 ``r_data``
+    holds the signed weights, until the next issue: :attr:`latency` 5, three cycles more than
+    the dense ``WeightReader`` (the engine registers the dense weights twice more to meet the
     lanes, so both reach the column array in the same cycle).
 
     ``init``: an object with ``words`` (per column), ``desc_rows`` and ``codebook`` (signed
@@ -913,7 +918,7 @@ class StreamWeightReader(wiring.Component):
     """
 
     #: cycles from the issue (``issued`` a cycle later) to the weights on ``r_data``
-    latency = 4
+    latency = 5
 
     def __init__(self, cfg: AccelConfig, *, init=None):
         if not isinstance(cfg, AccelConfig):
@@ -940,7 +945,7 @@ class StreamWeightReader(wiring.Component):
             "c_data": In(cfg.weight_bits),
             "layer": In(1), "desc": In(range(cfg.schedule_depth)), "fire": In(1),
             "ctx": In(1), "ok": Out(1), "issued": In(1), "issued_ctx": In(1),
-            "ok1": Out(2), "ok2": Out(2), "ok3": Out(2),
+            "ok1": Out(2), "ok2": Out(2), "ok3": Out(2), "ok4": Out(2),
             "r_data": Out(data.ArrayLayout(data.ArrayLayout(signed(cfg.weight_bits), lanes),
                                            cols)),
         })
@@ -953,10 +958,10 @@ class StreamWeightReader(wiring.Component):
         init = self._init
         dec = ColumnStreamDecoder(columns=cols, lanes=lanes, word_bits=cfg.wstream_word_bits,
                                   kmax=kmax, depth=cfg.wstream_depth, contexts=2,
-                                  # a row leaves a cycle after its issue, and the engine
-                                  # sees the flags a cycle late: three more slots than the
-                                  # decoder's 7 keep a row a cycle
-                                  fifo_depth=10,
+                                  # a row leaves two cycles after its issue, and the
+                                  # engine sees the flags a cycle late: four more slots than
+                                  # the decoder's 7 keep a row a cycle
+                                  fifo_depth=11,
                                   init=None if init is None else init.words,
                                   max_rows=cfg.weight_depth,
                                   bank_depth=cfg.wstream_bank_depth or None)
@@ -1032,15 +1037,21 @@ class StreamWeightReader(wiring.Component):
         loading = Signal()
         m.d.sync += loading.eq(copying | Cat(*lag).any())
 
-        # -- the rows: gate, pop (a cycle after the issue), look up ---------------------------
-        # the row is popped at t1, from the consumer's registers of its issue: the sequencer's
-        # pass decision does not run on across the chip into every column's FIFO (board
-        # build b26), nor is it a flip-flop's input here (b30: such a flip-flop, merged with the
-        # engine's first issue delay, pulled the issue logic away from the sequencer). Until
-        # then the issued row is still the FIFO's head: a second issue at t1 needs two rows,
-        # ``rows_ok2``.
+        # -- the rows: gate, pop (two cycles after the issue), look up ------------------------
+        # the row is popped at t2, from the reader's own registers of the consumer's registers
+        # of its issue: the sequencer's pass decision does not run on across the chip into
+        # every column's FIFO (board build b26), nor is it a flip-flop's input here (b30: such
+        # a flip-flop, merged with the engine's first issue delay, pulled the issue logic away
+        # from the sequencer), nor do the sequencer's registers of it drive the columns' pops,
+        # credits and flags and the codes' multiplexer (b67: its register of the stage, pulled
+        # towards the decoder, 5.9 ns from the issue logic it also feeds; 214 paths over
+        # 10 ns, the columns' flags and credits and 112 bits of the codes among them). Until
+        # then the issued rows are still in the FIFO: a third issue at t2 needs three rows,
+        # ``rows_ok3``.
         issue_q, ctx_q = self.issued, self.issued_ctx
-        # ``ok1``/``ok2``: the decoder's registers, low while the tables load; the engine's
+        pop0, pop1, ctx_2 = Signal(), Signal(), Signal()
+        m.d.sync += [pop0.eq(issue_q & ~ctx_q), pop1.eq(issue_q & ctx_q), ctx_2.eq(ctx_q)]
+        # ``ok1``..``ok3``: the decoder's registers, low while the tables load; the engine's
         # sequencer forms ``ok`` from them and its own registers (``row_ok``), next to its issue
         m.d.comb += [
             # the flags fall a cycle after ``loading`` (b31: ``layer``, the engine's start, into
@@ -1050,20 +1061,23 @@ class StreamWeightReader(wiring.Component):
             self.ok1.eq(Cat(dec.rows_ok[0], dec.rows_ok[1])),
             self.ok2.eq(Cat(dec.rows_ok2[0], dec.rows_ok2[1])),
             self.ok3.eq(Cat(dec.rows_ok3[0], dec.rows_ok3[1])),
+            self.ok4.eq(Cat(dec.rows_ok4[0], dec.rows_ok4[1])),
             dec.prio.eq(self.ctx),
-            self.ok.eq(row_ok(self.ctx, [self.ok1, self.ok2], [(issue_q, ctx_q)]) & ~loading),
-            dec.rows[0].ready.eq(issue_q & ~ctx_q),
-            dec.rows[1].ready.eq(issue_q & ctx_q),
+            self.ok.eq(row_ok(self.ctx, [self.ok1, self.ok2, self.ok3],
+                              [(issue_q, ctx_q), (pop0 | pop1, pop1)]) & ~loading),
+            dec.rows[0].ready.eq(pop0),
+            dec.rows[1].ready.eq(pop1),
         ]
-        head = Mux(ctx_q, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
+        head = Mux(ctx_2, dec.rows[1].payload.as_value(), dec.rows[0].payload.as_value())
         rowv = data.View(row_layout(cols, lanes, kmax), head)
-        base = Mux(ctx_q, Mux(rowv.seg, regs["c1_base1"], regs["c1_base0"]),
+        base = Mux(ctx_2, Mux(rowv.seg, regs["c1_base1"], regs["c1_base0"]),
                    Mux(rowv.seg, regs["c0_base1"], regs["c0_base0"]))
         codes_q = Signal(row_layout(cols, lanes, kmax))
         base_q = Signal(tbits)
-        look_a = Signal()           # the lanes' table addresses formed from codes_q (t2)
-        look = Signal()             # the lane tables read at those addresses (t3)
-        m.d.sync += [codes_q.eq(head), base_q.eq(base), look_a.eq(issue_q), look.eq(look_a)]
+        look_a = Signal()           # the lanes' table addresses formed from codes_q (t3)
+        look = Signal()             # the lane tables read at those addresses (t4)
+        m.d.sync += [codes_q.eq(head), base_q.eq(base), look_a.eq(pop0 | pop1),
+                     look.eq(look_a)]
         for c in range(cols):
             for lane in range(lanes):
                 # LUT RAM: yosys folds r_data into a synchronous read port and would rather

@@ -93,14 +93,15 @@ async def drain(ctx, dut, x, n, *, rng=None, stall=0.0, limit=100_000):
     while len(out) < n:
         ready = not (rng is not None and rng.random() < stall)
         ctx.set(stream.ready, ready)
-        _, _, valid, raw, ok, ok2, ok3 = await ctx.tick().sample(
+        _, _, valid, raw, ok, ok2, ok3, ok4 = await ctx.tick().sample(
             stream.valid, stream.payload.as_value(), dut.rows_ok[x], dut.rows_ok2[x],
-            dut.rows_ok3[x])
+            dut.rows_ok3[x], dut.rows_ok4[x])
         assert ok == valid, f"context {x}: rows_ok {ok} while valid {valid}"
-        assert ok >= ok2 >= ok3, f"context {x}: rows_ok {ok}, rows_ok2 {ok2}, rows_ok3 {ok3}"
+        assert ok >= ok2 >= ok3 >= ok4, \
+            f"context {x}: rows_ok {ok}, rows_ok2 {ok2}, rows_ok3 {ok3}, rows_ok4 {ok4}"
         # rows_okK promised K rows: after the pops since, the rest are still there
         assert not promised or valid, f"context {x}: {promised} rows promised, none valid"
-        promised = max(promised, ok + ok2 + ok3) - (valid and ready)
+        promised = max(promised, ok + ok2 + ok3 + ok4) - (valid and ready)
         cycles += 1
         if valid and ready:
             out.append(unpack(raw, dut.columns, dut.kmax))

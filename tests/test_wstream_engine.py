@@ -207,7 +207,7 @@ def test_reader_looks_up_only_copied_entries():
     layer's block is in the lane tables (``cb_len + 2`` cycles after the command plus the depth
     of the registers that copy the writes to every column, ``hw.fanout.tree_depth``), every row
     of both contexts, issued whenever ``ok``, gives exactly ``decode_layer_rows``'s weights
-    ``latency`` (3) cycles later, held until the next issue (the previous layer's last row
+    ``latency`` (5) cycles later, held until the next issue (the previous layer's last row
     too, while the next layer's copy overwrites the tables). A Fire module's expands go first: their
     codebooks are at the end of the block, so a lookup before the copy ends reads stale
     entries."""
@@ -259,7 +259,7 @@ def test_reader_looks_up_only_copied_entries():
                         seen = True
                     due.append((cycle + dut.latency, rows[r]))
                     await tick(issue=True, x=x)
-        for _ in range(3):
+        for _ in range(dut.latency):
             await tick()
         assert not due
         for la, t in zip(img.layers, first_ok):
