@@ -584,6 +584,12 @@ class LinkBridge(wiring.Component):
             encoder.i.payload.eq(held_byte),
             body.ready.eq(~held),
         ]
+        if self._pipelined:
+            # ... and with `pipelined` not in the two cycles after each byte: the ROMs' words
+            # are registered once more (_elaborate_transmit)
+            cool1, cool2 = Signal(), Signal()
+            m.d.sync += [cool1.eq(body.valid & body.ready), cool2.eq(cool1)]
+            m.d.comb += body.ready.eq(~held & ~cool1 & ~cool2)
         with m.If(encoder.i.ready):
             m.d.sync += held.eq(0)
         with m.If(body.valid & body.ready):
@@ -791,7 +797,10 @@ class LinkBridge(wiring.Component):
 
         # Both ROMs are read synchronously at the registered index; ``body`` is not ready in the
         # cycle after each byte (elaborate), so their data belongs to the current index when it
-        # is taken (and they can be block RAM, not logic).
+        # is taken (and they can be block RAM, not logic). With `pipelined` their words are
+        # registered once more and ``body`` is not ready in the two cycles after each byte
+        # (board build b67: a block RAM's clock-to-out through the byte multiplexer into the
+        # byte register, 11.7 ns).
         m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(self._info),
                                                   init=list(self._info))
         info_rd = info_rom.read_port()
@@ -879,7 +888,8 @@ class LinkBridge(wiring.Component):
             fixed = Signal(8)
             source = Signal(2)  # 0: fixed, 1: info ROM, 2: reason ROM, 3: score
             m.d.comb += body.payload.data.eq(
-                Array([settled(fixed), info_rd.data, reason_rd.data, score_byte])[source])
+                Array([settled(fixed), settled(info_rd.data), settled(reason_rd.data),
+                       score_byte])[source])
 
         def put(value, live=0):
             if not self._pipelined:
