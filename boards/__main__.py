@@ -158,11 +158,15 @@ def _build(args) -> int:
     config = top.config
     print(f"Building {board.description}: {type(top.design).__name__} at "
           f"{config.clk_hz / 1e6:g} MHz (configuration {config.name!r}) in {build_dir}")
+    opts = _build_opts(board, design)
+    if args.seed is not None:
+        opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --seed {args.seed}".strip()
+        carried["seed"] = args.seed
     try:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
                            resources=board.resources, bitstream_ext=board.bitstream_ext,
-                           **_build_opts(board, design))
+                           **opts)
     except BuildError as exc:
         print(f"BUILD FAILED: {exc}", file=sys.stderr)
         if args.json:
@@ -246,6 +250,9 @@ def main(argv=None) -> int:
     build.add_argument("--clock-mhz", type=float, default=None,
                        help="system clock in MHz instead of the configuration's (the timing "
                             "target; the PLL, UART divisor and SDRAM timings follow)")
+    build.add_argument("--seed", type=int, default=None,
+                       help="nextpnr's seed for placement and routing (default: nextpnr's "
+                            "own); a build is reproducible for a given tree, clock and seed")
     build.add_argument("--program", action="store_true",
                        help="load the bitstream with openFPGALoader (or iceprog)")
     memtest = sub.add_parser("memtest", help="run the bring-up memory test on a board")

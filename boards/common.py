@@ -507,6 +507,8 @@ class BuildReport:
     weight_bytes: int = 0
     #: the model the design carries (None: the memory test)
     model: str | None = None
+    #: nextpnr's seed (``--seed``; None: nextpnr's own)
+    seed: int | None = None
     steps: dict = dataclasses.field(default_factory=dict)
     utilization: dict = dataclasses.field(default_factory=dict)
     clocks: dict = dataclasses.field(default_factory=dict)

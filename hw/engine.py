@@ -482,7 +482,13 @@ class Sequencer(wiring.Component):
         # weight row
         m.d.comb += self.issue.eq(at_valid & (~at_last | has_credit) & w_ok)
         credits_next = Signal.like(credits)
-        m.d.comb += credits_next.eq(credits - (self.issue & at_last) + self.release)
+        release = self.release
+        if staged:
+            # a bank released is counted a cycle later, from a register (b68: the drain's head
+            # entry through its chunk count into ``release``, across to the credits, 12.7 ns)
+            release = Signal(name="release_q")
+            m.d.sync += release.eq(self.release)
+        m.d.comb += credits_next.eq(credits - (self.issue & at_last) + release)
         m.d.sync += [credits.eq(credits_next), credits_nz.eq(credits_next != 0)]
 
         # loading a step or a branch sets the whole pass state

@@ -790,8 +790,11 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
         assert main(["build", "ulx3s-85f", "--design", design,
                      "--build-dir", str(tmp_path / design)]) == 1
         assert "ERROR: stand-in" in capsys.readouterr().err
+    assert main(["build", "ulx3s-85f", "--seed", "7", "--build-dir", str(tmp_path / "s")]) == 1
     accel_ys, memtest_ys = (seen / "ys").read_text().split("----\n")[:2]
-    accel_sh, memtest_sh = (seen / "sh").read_text().split("----\n")[:2]
+    accel_sh, memtest_sh, seeded_sh = (seen / "sh").read_text().split("----\n")[:3]
+    assert "--seed" not in accel_sh and "--seed 7" in seeded_sh
+    assert "--router router2" in seeded_sh
     steps = ["synth_ecp5 -run :map_ram -top top",
              "setparam -set RD_COLLISION_X_MASK 1'b1 t:$mem_v2 a:no_rw_check %i",
              "synth_ecp5 -top top -run map_ram:map_luts", "abc -lut 4",
