@@ -426,11 +426,17 @@ class ColumnStreamDecoder(wiring.Component):
         if B > 1:
             # each bank's row registered once more, next to it (a cycle more per read): one
             # register drove the column's 40 block RAMs, spread over a row of the chip (b61,
-            # b62: 12.4-14.0 ns of routing and no logic). The copies start at distinct values so
-            # that yosys keeps them apart. The banks read every cycle: each word is taken exactly
-            # ``read_stages`` cycles after its read, so a read at an idle address is not used.
-            rows = [Signal(bb, name=f"row{k}_{c}", init=k % (1 << bb)) for k in range(B)]
-            m.d.sync += [row.eq(raddr[:bb]) for row in rows]
+            # b62: 12.4-14.0 ns of routing and no logic). A copy loads only when the read is in
+            # its bank: each has an enable of its own, so yosys keeps every bit of every copy
+            # apart (distinct initial values did not: yosys merges the copies bit by bit, and a
+            # bit whose initial value was the same in many copies drove all their banks; b69:
+            # bank 4's row register into bank 1's block RAM, 10.9 ns, the critical path). The
+            # banks read every cycle: each word is taken exactly ``read_stages`` cycles after
+            # its read, and only from the bank it was read in.
+            rows = [Signal(bb, name=f"row{k}_{c}") for k in range(B)]
+            for k, row in enumerate(rows):
+                with m.If(raddr[bb:] == k):
+                    m.d.sync += row.eq(raddr[:bb])
         for k in range(B):
             words = init[k * BD:(k + 1) * BD]
             # ``no_rw_check``: a word read in the cycle it is written may be any word. Words
