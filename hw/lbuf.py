@@ -264,7 +264,9 @@ class SegmentBuffer(wiring.Component):
             # is ``mid[l + lo_hi * 2**k1]``): two multiplexers of a few inputs a cycle each,
             # where one of ``banks`` inputs took the logic and the routing of b61's 11.4 ns
             # (the in-buffer's lanes). The selects are registers, a few copies each, told apart by
-            # their initial values so that yosys keeps them (each drives fewer multiplexers).
+            # their initial values (each drives fewer multiplexers). yosys merges flip-flops bit
+            # by bit, so of each bit two copies remain, initial 0 and initial 1 (the decoder's
+            # row copies, 1e0d62f): each drives half of the multiplexers.
             k1 = lb // 2
             k2 = lb - k1
             # selects: with the words (s1), and with ``mid`` a cycle later (s2)
