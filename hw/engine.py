@@ -41,7 +41,7 @@ from .program import (
 )
 from .requant import DrainMeta, Requantizer, ResultDrain
 from .skid import PointerQueue, RegisterSlice
-from .wdecode import StreamWeightReader, row_ok
+from .wdecode import StreamWeightReader, pending_counts, row_ok_counted
 
 __all__ = ["LayerCmd", "LoadBeat", "InBeat", "PassLayout", "Sequencer", "Engine",
            "LOAD_WEIGHTS", "LOAD_BIAS", "LOAD_REQUANT", "LOAD_WSTREAM", "LOAD_WDESC",
@@ -474,8 +474,14 @@ class Sequencer(wiring.Component):
             was_b1, was_b2, was_b3 = Signal(init=1), Signal(init=1), Signal(init=1)
             m.d.sync += [no_pend2.eq(no_pend1), no_pend3.eq(no_pend2), was_b1.eq(~at_a),
                          was_b2.eq(was_b1), was_b3.eq(was_b2)]
-            w_ok = row_ok(~at_a, oks, [(~no_pend1, was_b1), (~no_pend2, was_b2),
-                                       (~no_pend3, was_b3)])
+            # ``hw.wdecode.row_ok`` of those issues, with the issues of each context among them
+            # counted in a register (``pend_n``, kept as the issues come and go) instead of
+            # added up from the three in front of ``issue`` (b70: 10.9 ns into the credits and
+            # the queue's flags)
+            pend_n = pending_counts(m, self.issue, ~at_a, [(~no_pend1, was_b1),
+                                                           (~no_pend2, was_b2),
+                                                           (~no_pend3, was_b3)], "pend_n")
+            w_ok = row_ok_counted(~at_a, oks, pend_n)
             m.d.comb += self.issued_b.eq(was_b1)
         # a group's last pass needs a free result bank (reserved here, released by the drain):
         # the bank is written PIPELINE cycles later; with weight streams, also its decoded

@@ -157,6 +157,29 @@ def row_ok(ctx, oks, pends) -> Value:
     return Mux(ctx, f[1], f[0])
 
 
+def pending_counts(m, issue, ctx, pends, name: str) -> list[Signal]:
+    """Per context (0, 1), how many of ``pends`` (``(valid, context)``: a delay line of
+    ``(issue, ctx)``, newest first, one register a cycle) are that context's: registers counting
+    each issue in as it is made and out as it leaves the line's end, equal in every cycle to
+    the sum :func:`row_ok` forms from ``pends`` (a few LUTs fewer in front of the issue)."""
+    counts = []
+    last_valid, last_ctx = pends[-1]
+    for x in (0, 1):
+        n = Signal(range(len(pends) + 1), name=f"{name}{x}")
+        into = issue & (ctx if x else ~ctx)
+        out = last_valid & (last_ctx if x else ~last_ctx)
+        m.d.sync += n.eq(n + into - out)
+        counts.append(n)
+    return counts
+
+
+def row_ok_counted(ctx, oks, counts) -> Value:
+    """:func:`row_ok` with the pending rows of each context already counted
+    (:func:`pending_counts` of at most ``len(oks) - 1`` pending rows)."""
+    f = [Array(ok[x] for ok in oks)[counts[x]] for x in (0, 1)]
+    return Mux(ctx, f[1], f[0])
+
+
 def _at_least(value, n) -> Value:
     """``value >= n``, a constant 1 for ``n <= 0`` (Verilator's lint rejects a constant
     comparison)."""

@@ -481,3 +481,45 @@ def test_banks_keep_their_own_row_copies(tmp_path):
         assert all(isinstance(b, int) for r in rows for b in r), rows   # not constants
         for bit in range(len(rows[0])):
             assert len({r[bit] for r in rows}) == 4, f"column {c}, bit {bit}: {rows}"
+
+
+def test_pending_counts_equal_the_sum_row_ok_forms():
+    """The sequencer's counts of the rows issued in the last three cycles per context
+    (``pending_counts``, registers kept as issues come and go) equal the sum ``row_ok`` forms
+    from the delay line in every cycle, and ``row_ok_counted`` gives ``row_ok``'s answer."""
+    from amaranth import Module, Signal
+
+    from hw.wdecode import pending_counts, row_ok, row_ok_counted
+
+    m = Module()
+    issue, ctx = Signal(), Signal()
+    oks = [Signal(2, name=f"ok{k}") for k in range(4)]
+    pends = [(Signal(name=f"v{k}"), Signal(name=f"c{k}")) for k in range(3)]
+    m.d.sync += [pends[0][0].eq(issue), pends[0][1].eq(ctx)]
+    for (v, c), (pv, pc) in zip(pends[1:], pends):
+        m.d.sync += [v.eq(pv), c.eq(pc)]
+    counts = pending_counts(m, issue, ctx, pends, "n")
+    want, got = Signal(), Signal()
+    m.d.comb += [want.eq(row_ok(ctx, oks, pends)), got.eq(row_ok_counted(ctx, oks, counts))]
+    rng = random.Random(7)
+
+    async def bench(ctx_):
+        seen = set()
+        for _ in range(2000):
+            ctx_.set(issue, rng.random() < 0.7)
+            ctx_.set(ctx, rng.random() < 0.5)
+            for ok in oks:
+                ctx_.set(ok, rng.randrange(4))
+            await ctx_.delay(1e-9)
+            for x in (0, 1):
+                total = sum(ctx_.get(v) and ctx_.get(c) == x for v, c in pends)
+                assert ctx_.get(counts[x]) == total, (x, ctx_.get(counts[x]), total)
+                seen.add(total)
+            assert ctx_.get(got) == ctx_.get(want)
+            await ctx_.tick()
+        assert seen == {0, 1, 2, 3}
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()

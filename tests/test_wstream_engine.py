@@ -54,9 +54,11 @@ def stream_image(cfg, qm):
     return progs, wsi.build_stream_image(cfg, progs, wsi.codes_of_model(qm, cfg.wstream_kmax))
 
 
-@pytest.mark.parametrize("seed,stall", [(0, 0.2), (3, 0.0)])
-def test_tiny_network_bit_exact_through_streams(seed, stall):
-    cfg = SCFG
+@pytest.mark.parametrize("seed,stall,word_bits", [(0, 0.2, 24), (3, 0.0, 24), (4, 0.0, 12)])
+def test_tiny_network_bit_exact_through_streams(seed, stall, word_bits):
+    """Bit-exact through the stream decoder; with 12-bit words a row's record spans words and
+    the decoder falls behind the sequencer, which must wait for each row (``w_ok1``..``4``)."""
+    cfg = dataclasses.replace(SCFG, wstream_word_bits=word_bits)
     qm = shared_weights(tiny_model(cfg), seed)
     progs, streams = stream_image(cfg, qm)
     modes = {s.mode for la in streams.layers for c in la.contexts.values() for s in c.segments}
