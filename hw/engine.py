@@ -787,7 +787,11 @@ class Engine(wiring.Component):
             # of ``d_room``; an inverted copy, so that yosys does not merge it back)
             nstart = Signal(init=1, name="nstart_in")
             m.d.sync += nstart.eq(~(self.cmd.valid & ~busy))
-            base = Mux(nstart, in_w, 0)
+            # in the cycle after a start (``nstart`` low) the counts still hold the last layer's
+            # (``seq.start`` clears them a cycle later): both flags are cleared then too, a
+            # cycle more per layer, so that the differences read the counts as they are (b70:
+            # ``nstart`` choosing 0 in front of the subtraction into ``room``, 12.0 ns)
+            base = in_w
             # (the two sums registers: each formed a cycle earlier from the count a cycle
             # younger, the same values; b57: the add into the subtraction below into ``room``,
             # 13.1 ns)
@@ -803,7 +807,7 @@ class Engine(wiring.Component):
             # own, so that ``more`` compares a register, not a subtraction (b56: in_w through
             # the carry chain of in_total - in_w into ``more``, 13.1 ns)
             in_left = Signal(signed(ab + 2), name="in_left")
-            m.d.comb += [d_room.eq(lim_next - base), d_more.eq(Mux(nstart, in_left, cmd.in_total))]
+            m.d.comb += [d_room.eq(lim_next - base), d_more.eq(in_left)]
             count = self.i.payload.count
             cb = len(count)
 
@@ -821,9 +825,10 @@ class Engine(wiring.Component):
             with m.Elif(take):
                 m.d.sync += [in_w.eq(in_w + count), in_left.eq(in_left - count)]
             m.d.sync += [
-                room.eq(~starting & Mux(take, at_least(d_room, count, False), ~d_room[-1])),
-                more.eq(~starting & Mux(take, at_least(d_more, count, True),
-                                        at_least(d_more, 0, True))),
+                room.eq(nstart & ~starting & Mux(take, at_least(d_room, count, False),
+                                                 ~d_room[-1])),
+                more.eq(nstart & ~starting & Mux(take, at_least(d_more, count, True),
+                                                 at_least(d_more, 0, True))),
             ]
         else:
             in_end = Signal(ab + 1)
