@@ -399,11 +399,11 @@ class FmapWriter(wiring.Component):
             # of routing). A copy's first cycle only moves ``acc``, which ``start`` clears.
             full_d, partial_d, room_d = (Signal(init=1, name=f"{k}_d")
                                          for k in ("full", "partial", "room"))
-            lvl_d = Signal(max(ob, 1), init=(1 << max(ob, 1)) - 1, name="level_lo_d")
-            lmp_d = Signal(max(ob, 1), init=(1 << max(ob, 1)) - 1, name="level_mp_lo_d")
+            lob = max(ob, 1)
+            lvl_d = Signal(lob, init=(1 << lob) - 1, name="level_lo_d")
+            lmp_d = Signal(lob, init=(1 << lob) - 1, name="level_mp_lo_d")
             m.d.sync += [full_d.eq(full_n), partial_d.eq(partial_n), room_d.eq(room2),
-                         lvl_d.eq(level_next[:max(ob, 1)]),
-                         lmp_d.eq((level_next - p)[:max(ob, 1)])]
+                         lvl_d.eq(level_next[:lob]), lmp_d.eq((level_next - p)[:lob])]
         else:
             room = buf.w_rdy
             m.d.comb += [full.eq(level >= p), partial.eq(ending & (level != 0) & (level < p)),
