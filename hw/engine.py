@@ -132,8 +132,9 @@ class Sequencer(wiring.Component):
     ``i < free + depth``. After the final pass, ``issued_all`` is set until the next ``start``.
     With ``weight_streams`` it issues a pass only when the weight row of the step's context is
     decoded: ``w_ok1``..``w_ok4`` are ``hw.wdecode.StreamWeightReader``'s ``ok1``..``ok4``;
-    the sequencer registers them and forms ``hw.wdecode.row_ok`` from those and its last three
-    issues (the reader pops a row two cycles after its issue); ``issued_b``: whether the pass
+    the sequencer registers them and forms ``hw.wdecode.row_ok_counted`` from those and its
+    counts of its last three issues per context (``hw.wdecode.pending_counts``; the reader pops
+    a row two cycles after its issue); ``issued_b``: whether the pass
     issued a cycle before was stage B. With ``fast_pipeline`` the passes wait in a two-entry
     queue (:class:`~hw.skid.PointerQueue`) between the loops that generate them and ``issue``,
     which looks at the queue's head only, and the free counts follow the passes as they
