@@ -67,7 +67,8 @@ from .fanout import fanout_tree, tree_depth
 from .fifo import CreditFIFO
 from .program import wdesc_bits, wdesc_fields
 
-__all__ = ["ColumnStreamDecoder", "StreamWeightReader", "row_layout", "row_ok"]
+__all__ = ["ColumnStreamDecoder", "StreamWeightReader", "pending_counts", "row_layout",
+           "row_ok", "row_ok_counted"]
 
 
 def _bits(n: int) -> int:
@@ -147,9 +148,8 @@ def row_ok(ctx, oks, pends) -> Value:
     """Whether context ``ctx``'s next weight row is ready to issue, for a consumer that pops
     some cycles after it issues (:class:`StreamWeightReader`: two): ``oks[k]`` (a bit per
     context, such as :attr:`StreamWeightReader.ok1` .. ``ok4``) says ``k + 1`` rows or more
-    wait in the
-    FIFO, and each of ``pends``, ``(valid, context)``, a row issued since those flags were
-    formed that may still be in it (at most ``len(oks) - 1`` of them)."""
+    wait in the FIFO, and each of ``pends``, ``(valid, context)``, a row issued since those
+    flags were formed that may still be in it (at most ``len(oks) - 1`` of them)."""
     assert len(pends) < len(oks)
     # per context, the flag of 1 + (the pending rows of that context)
     f = [Array(ok[x] for ok in oks)[sum(valid & (pctx == x) for valid, pctx in pends)]
@@ -242,8 +242,8 @@ class ColumnStreamDecoder(wiring.Component):
       ``rows_ok2[i]``, ``rows_ok3[i]``, ``rows_ok4[i]``: likewise, every column holds two
       (three, four) rows or more (a consumer that pops two cycles after it decides,
       :class:`StreamWeightReader`, may take the third while the first is still in the FIFO);
-      all are low the cycle after
-      ``hold`` (a consumer's own reason not to take rows, folded into the registers);
+      all are low the cycle after ``hold`` (a consumer's own reason not to take rows, folded
+      into the registers);
     - ``prio``: the context the consumer drains now: it wins a column memory's read and the
       extraction when both contexts want them (registered as it enters: taken into account a
       cycle later for the reads, two for the extraction).
