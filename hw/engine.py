@@ -774,13 +774,14 @@ class Engine(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready)
         if cfg.fast_pipeline:
-            # ready is an AND of two flip-flops, both comparisons made a cycle ahead on the
-            # write count the next cycle will have (0 after a start, plus the beat taken now):
-            # room, that count <= the limit it will have (the last value a beat may end on: the
-            # buffer's free count two cycles old plus its depth minus a beat), and more, that
-            # count < the layer's values. The differences to the count without this cycle's
-            # beat come from registers only; the beat taken (``take``, late) then only chooses
-            # between comparing them with 0 and with its few-bit count. A start next cycle
+            # ready is an AND of two flip-flops, both comparisons made a cycle ahead: room, that
+            # the write count without this cycle's beat is at most the limit less a beat (the
+            # limit: the last value a beat may end on, the buffer's free count two cycles old
+            # plus its depth minus a beat), so that next cycle's count is within the limit
+            # whatever this cycle's beat; and more, that next cycle's count (0 after a start,
+            # plus the beat taken now) < the layer's values. The differences come from
+            # registers only; for ``more`` the beat taken (``take``, late) then only chooses
+            # between comparing with 0 and with its few-bit count. A start next cycle
             # (cmd.valid & ~busy now) clears both: exactly the old ``busy & ~start & ...``, as
             # no beat is wanted while idle (every layer takes all its values before it ends).
             # ``start`` inverted, a register of this logic's own (b46: ``start``, which also
@@ -798,8 +799,14 @@ class Engine(wiring.Component):
             # 13.1 ns)
             in_lim = Signal(signed(ab + 2), name="in_lim")
             win_lim = Signal(signed(ab + 2), name="win_lim")
-            m.d.sync += [in_lim.eq(in_free_d[0] + (cfg.in_buffer_depth - cfg.in_lanes)),
-                         win_lim.eq(win_free_d[0] + (cfg.window_buffer_depth - cfg.in_lanes))]
+            # ``room`` asks for a whole beat more than the limit: a beat of any count fits
+            # after this cycle's, so ``take`` and the count are not in front of it, and the
+            # comparison is the sign of one subtraction (b77/b78: the subtraction, the OR of
+            # its high bits and ``take`` into ``room``, 10.5-11.2 ns); the buffer holds a beat
+            # less than it could
+            m.d.sync += [in_lim.eq(in_free_d[0] + (cfg.in_buffer_depth - 2 * cfg.in_lanes)),
+                         win_lim.eq(win_free_d[0]
+                                    + (cfg.window_buffer_depth - 2 * cfg.in_lanes))]
             # chosen by the input's own copy of the command's ``fire`` (``fire_in``, above)
             lim_next = Mux(fire_in, in_lim, win_lim)
             d_room = Signal(signed(ab + 3))
@@ -826,8 +833,7 @@ class Engine(wiring.Component):
             with m.Elif(take):
                 m.d.sync += [in_w.eq(in_w + count), in_left.eq(in_left - count)]
             m.d.sync += [
-                room.eq(nstart & ~starting & Mux(take, at_least(d_room, count, False),
-                                                 ~d_room[-1])),
+                room.eq(nstart & ~starting & ~d_room[-1]),
                 more.eq(nstart & ~starting & Mux(take, at_least(d_more, count, True),
                                                  at_least(d_more, 0, True))),
             ]
