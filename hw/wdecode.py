@@ -28,13 +28,13 @@ context three units, each a short pipeline with no data-dependent position in a 
 
 The contexts of a column share the extraction (X1 the window and ``o``; X1B and X2 the
 record's codes, a logarithmic shifter in two steps; X3 codes spread to ``kmax`` bits per field
-and the prefix popcounts of the mask; lane multiplexers: lane ``l`` takes field
+and the prefix popcounts of the mask; X4 the lane multiplexers: lane ``l`` takes field
 ``popcount(mask[:l])``, 0 where the mask bit is clear) and so one advance per cycle: the context
 that may advance is registered a cycle ahead (``prio`` if it may start a row, else another). A
 row starts only when its row-FIFO entry is certain (credits), so nothing stalls inside the
 pipeline.
 
-Timing: after ``restart`` the first row is valid 16 cycles later (the first mask word is
+Timing: after ``restart`` the first row is valid 17 cycles later (the first mask word is
 fetched, walked and measured first; a read's address is registered on its way to the column
 memory's block RAMs, and the word once more after them); then one row per cycle while every
 record of a column is at most ``word_bits`` bits and the memory keeps up, across the wrap too.
@@ -222,7 +222,7 @@ class ColumnStreamDecoder(wiring.Component):
 
     Parameters: ``columns`` C, ``lanes`` L, ``word_bits`` W (>= L), ``kmax`` (1..8, the code
     width of the output), ``depth`` (words per column memory), ``contexts``, ``fifo_depth`` (rows
-    decoded ahead per context; 7 keeps a row per cycle: the selection sees a row's credit a
+    decoded ahead per context; 8 keeps a row per cycle: the selection sees a row's credit a
     cycle after it leaves), ``init`` (initial words per column), ``max_rows`` (largest
     ``n_rows``), ``word_fifo`` (words fetched ahead per column, context and part, >= 3; the
     default, 6, or 7 with banks, keeps a word per cycle),
@@ -260,7 +260,7 @@ class ColumnStreamDecoder(wiring.Component):
     """
 
     def __init__(self, columns: int = 16, lanes: int = 9, word_bits: int = 72, kmax: int = 7,
-                 depth: int = 512, contexts: int = 2, fifo_depth: int = 7,
+                 depth: int = 512, contexts: int = 2, fifo_depth: int = 8,
                  init: list[list[int]] | None = None, max_rows: int = 4096,
                  word_fifo: int | None = None, entry_fifo: int = 5,
                  bank_depth: int | None = None):
@@ -418,7 +418,7 @@ class ColumnStreamDecoder(wiring.Component):
             early = [Const(1)] * 4
             for c in range(C):
                 ok = ok & fifos[x][c].r_rdy
-                lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X3 registers
+                lv, w = fifos[x][c].level, fifos[x][c].w_en     # w_en: from the X4 registers
                 # next cycle's level is k or more: level + write - pop >= k
                 early = [e & Mux(w, Mux(pops[x], _at_least(lv, k), _at_least(lv, k - 1)),
                                  Mux(pops[x], _at_least(lv, k + 1), _at_least(lv, k)))
@@ -856,7 +856,7 @@ class ColumnStreamDecoder(wiring.Component):
     def _extract(self, m, c, start, fifos):
         """The shared extraction of column ``c``: X1 (the window and the record's offset), X1B
         (the bits from the record's 16-bit step on), X2 (the record's codes), X3 (codes spread
-        to kmax bits per field, prefix popcounts of the mask), lane multiplexers -> the
+        to kmax bits per field, prefix popcounts of the mask), X4 (the lane multiplexers) -> the
         context's row FIFO."""
         L, K, NX = self.lanes, self.kmax, self.contexts
         pbits = _bits(L)
@@ -904,9 +904,14 @@ class ColumnStreamDecoder(wiring.Component):
             for p in range(1, lane + 1):
                 v = Mux(p_l == p, x3["f"][p * K: p * K + K], v)
             lanes_out.append(Mux(x3["m"][lane], v, 0))
-        row = Cat(*lanes_out, x3["seg"])
+        # X4: the lanes registered, and the FIFOs written from those registers (board builds
+        # b77-b79: the lane multiplexers into the row FIFOs' LUT-RAM data, 10.3-10.4 ns)
+        row = Signal(L * K + 1, name="x4row" + n)
+        m.d.sync += row.eq(Cat(*lanes_out, x3["seg"]))
+        x4w = [Signal(name=f"x4w{x}{n}") for x in range(NX)]
+        m.d.sync += [x4w[x].eq(x3w[x] & ~self.restart[x]) for x in range(NX)]
         for x in range(NX):
-            comb += [fifos[x].w_en.eq(x3w[x]), fifos[x].w_data.eq(row)]
+            comb += [fifos[x].w_en.eq(x4w[x]), fifos[x].w_data.eq(row)]
 
 
 class StreamWeightReader(wiring.Component):
@@ -1003,8 +1008,8 @@ class StreamWeightReader(wiring.Component):
                                   kmax=kmax, depth=cfg.wstream_depth, contexts=2,
                                   # a row leaves two cycles after its issue, and the
                                   # engine sees the flags a cycle late: four more slots than
-                                  # the decoder's 7 keep a row a cycle
-                                  fifo_depth=11,
+                                  # the decoder's 8 keep a row a cycle
+                                  fifo_depth=12,
                                   init=None if init is None else init.words,
                                   max_rows=cfg.weight_depth,
                                   bank_depth=cfg.wstream_bank_depth or None)

@@ -18,7 +18,7 @@ from hw.wdecode import ColumnStreamDecoder
 
 LANES = 9
 #: cycles from a restart to the first row at most (hw/wdecode.py's docstring)
-LATENCY = 16
+LATENCY = 17
 
 
 def make_segments(rng, cols, specs, density):
