@@ -360,11 +360,18 @@ class Sequencer(wiring.Component):
         # their next values (comb, default: held) and ``last`` itself as a register too
         j_last_n = Signal()
         ky_last_n = Signal()
+        g_last_n = Signal()
         last_q = Signal()
+        # and the pass loop's end (last pass of the last group) and the branch's, so that the
+        # enables of the pass state (some 90 registers: b79, 11.3 ns) are formed from few
+        # flip-flops: ``end_q`` = last & last_group, ``lastbr_q`` = last_branch
+        end_q = Signal()
+        lastbr_q = Signal()
         if staged:
-            m.d.comb += [j_last_n.eq(j_last), ky_last_n.eq(ky_last)]
-            m.d.sync += [j_last.eq(j_last_n), ky_last.eq(ky_last_n),
-                         last_q.eq(j_last_n & ky_last_n)]
+            m.d.comb += [j_last_n.eq(j_last), ky_last_n.eq(ky_last), g_last_n.eq(g_last)]
+            m.d.sync += [j_last.eq(j_last_n), ky_last.eq(ky_last_n), g_last.eq(g_last_n),
+                         last_q.eq(j_last_n & ky_last_n),
+                         end_q.eq(j_last_n & ky_last_n & g_last_n)]
         credits_nz = Signal()
 
         def load_bounds(prefix):
@@ -372,7 +379,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [bound[n].eq(field(prefix, n)) for n in names]
                 m.d.comb += [j_last_n.eq(field(prefix, "nseg") == 1),
                              ky_last_n.eq(field(prefix, "kh") == 1)]
-                m.d.sync += g_last.eq(field(prefix, "groups") == 1)
+                m.d.comb += g_last_n.eq(field(prefix, "groups") == 1)
 
         if not staged:
             m.d.comb += [bound[n].eq(Mux(is_a, field("a", n),
@@ -501,6 +508,8 @@ class Sequencer(wiring.Component):
         # loading a step or a branch sets the whole pass state
         def load_a():
             load_bounds("a")
+            if staged:
+                m.d.sync += lastbr_q.eq(1)
             m.d.sync += [
                 active.eq(1), is_a.eq(1), br.eq(0), g.eq(0), ky.eq(0), j.eq(0),
                 abs_g0.eq(q_abs), abs_ky.eq(q_abs), abs_cur.eq(q_abs),
@@ -513,6 +522,8 @@ class Sequencer(wiring.Component):
 
         def load_branch(k, base, off, r0):
             load_bounds(f"g{k}")
+            if staged:
+                m.d.sync += lastbr_q.eq(1 if k else ~cmd.b_two)
             m.d.sync += [
                 active.eq(1), is_a.eq(0), br.eq(k), g.eq(0), ky.eq(0), j.eq(0),
                 abs_g0.eq(base), abs_ky.eq(base), abs_cur.eq(base),
@@ -564,23 +575,9 @@ class Sequencer(wiring.Component):
                 with m.If(sel_ok & b_done):
                     m.d.sync += issued_all.eq(1)
 
-        with m.If(self.start):
-            m.d.sync += [
-                active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks), credits_nz.eq(1),
-                q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
-                by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
-                xb.eq(cmd.b_left), *moved(),
-            ]
-            if staged:
-                m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(cmd.b_ho == 1),
-                             # b_top + b_win_rows >= b_h, from the compiler (b55: the add and
-                             # the compare on the command register, 12.1 ns)
-                             ys_hi.eq(cmd.b_top_hi)]
-        with m.Elif(~active):
-            with m.If(~issued_all):
-                choose()
-        with m.Elif(adv):
-            m.d.sync += wrow.eq(wrow + 1)
+        def advance(tail):
+            """A pass within the step: the next segment, row or group; with ``tail`` (the
+            small device's form) the step's end as well, in the same chain."""
             with m.If(~last):
                 with m.If(j_last if staged else j + 1 == nseg):
                     m.d.sync += [j.eq(0), ky.eq(ky + 1), abs_ky.eq(abs_ky + cmd.b_rb),
@@ -598,13 +595,44 @@ class Sequencer(wiring.Component):
                              abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
                              prow.eq(prow + 1)]
                 if staged:
-                    m.d.sync += g_last.eq(g + 2 == groups)
+                    m.d.comb += g_last_n.eq(g + 2 == groups)
                     m.d.comb += [ky_last_n.eq(kh == 1), j_last_n.eq(nseg == 1)]
-            with m.Elif(~last_branch):
-                load_branch(1, s_base1, s_off1, s_r01)
-            with m.Else():
+            if tail:
+                with m.Elif(~last_branch):
+                    load_branch(1, s_base1, s_off1, s_r01)
+                with m.Else():
+                    choose()
+
+        with m.If(self.start):
+            m.d.sync += [
+                active.eq(0), issued_all.eq(0), credits.eq(cfg.result_banks), credits_nz.eq(1),
+                q.eq(0), q_abs.eq(0), qm_abs.eq(0), in_free.eq(0), win_free.eq(0),
+                by.eq(0), bx.eq(0), b_done.eq(0), ys.eq(cmd.b_top), ys_abs.eq(cmd.b_top_abs),
+                xb.eq(cmd.b_left), *moved(),
+            ]
+            if staged:
+                m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(cmd.b_ho == 1),
+                             # b_top + b_win_rows >= b_h, from the compiler (b55: the add and
+                             # the compare on the command register, 12.1 ns)
+                             ys_hi.eq(cmd.b_top_hi)]
+        with m.Elif(~active):
+            with m.If(~issued_all):
                 choose()
+        with m.Elif(adv):
+            m.d.sync += wrow.eq(wrow + 1)
+            if staged:
+                # the step's end first, from its own flip-flops (``end_q``, ``lastbr_q``)
+                with m.If(end_q):
+                    with m.If(~lastbr_q):
+                        load_branch(1, s_base1, s_off1, s_r01)
+                    with m.Else():
+                        choose()
+                with m.Else():
+                    advance(False)
+            else:
+                advance(True)
         return m
+
 
 
 class Engine(wiring.Component):
