@@ -20,7 +20,7 @@ buffers), :class:`Engine` (the whole datapath). ``LayerCmd`` is derived from
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -732,24 +732,21 @@ class Engine(wiring.Component):
         busy = Signal()
         # the sequencer starts the cycle after the command register is loaded
         start = Signal()
-        # fast_pipeline: the sequencer reads a copy of the command register of its own, all
-        # ones at first so that yosys keeps it apart (b80: ``b_two`` of the register the pools,
-        # the weight reader and the input also read, 3.9 ns of routing away, then the step
-        # choice into the pixel cursor's enables, 12.9 ns, the critical path)
+        # fast_pipeline: the sequencer reads a copy of the command register of its own (b80:
+        # ``b_two`` of the register the pools, the weight reader and the input also read, 3.9
+        # ns of routing away, then the step choice into the pixel cursor's enables, 12.9 ns,
+        # the critical path). It loads the command stream's payload in every idle cycle, so
+        # its enable is not the register's and yosys keeps it apart (a copy told apart by its
+        # initial value only was merged back, every bit: the commands come from a ROM). While
+        # idle the sequencer has issued everything, and from the cycle a command is taken
+        # (``busy``) the copy holds it, as ``cmd`` does.
         seq_cmd = cmd
         if cfg.fast_pipeline:
-            n_cmd = len(Value.cast(cmd))
             seq_cmd = Signal(LayerCmd(cfg), name="seq_cmd")
-            seq_cmd_bits = Signal(n_cmd, name="seq_cmd_bits", init=(1 << n_cmd) - 1)
-            m.d.comb += Value.cast(seq_cmd).eq(seq_cmd_bits)
-            with m.If(self.cmd.valid & ~busy):
-                m.d.sync += seq_cmd_bits.eq(self.cmd.payload.as_value())
+            with m.If(~busy):
+                m.d.sync += seq_cmd.eq(self.cmd.payload)
         m.d.comb += [self.cmd.ready.eq(~busy), self.busy.eq(busy), seq.cmd.eq(seq_cmd),
                      seq.start.eq(start)]
-        if cfg.fast_pipeline:
-            # ``fire`` from the shared register: a copy starting at 1 would be merged with the
-            # input's own (``fire_in``, below)
-            m.d.comb += seq.cmd.fire.eq(cmd.fire)
         m.d.sync += start.eq(self.cmd.valid & ~busy)
         # taken with the command, besides its register (which is read all over the chip: b48,
         # b49): the pool steering's own flags, and the weight reader's own copy of the
