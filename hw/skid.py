@@ -74,7 +74,21 @@ class PointerQueue(_TwoBeats):
     and the flags, never the payload's registers, whose enables are the queue's own flip-flops
     (the free entry at the write pointer loads ``i.payload`` whether or not it is valid). A
     sink that is always ready sees one beat every cycle.
+
+    ``flags``: a function from a payload (a view of ``shape``) to a few of its bits. The queue
+    then also has ``o_flags``, those bits of ``o.payload`` in a register of their own (set from
+    the next entries and read pointer), for a sink whose ``ready`` depends on them: its logic
+    starts from a flip-flop, not from the read pointer through the entries' multiplexer (board
+    build b81: the sequencer's queue pointer through the head's stage and last-pass bits into
+    the issue and the result-bank credits, 11.35 ns, the critical path).
     """
+
+    def __init__(self, shape, flags=None):
+        self._flags = flags
+        super().__init__(shape)
+        if flags is not None:
+            width = len(Value.cast(flags(self.i.payload)))
+            self.o_flags = Signal(width, name="o_flags")
 
     def elaborate(self, platform):
         m = Module()
@@ -101,6 +115,11 @@ class PointerQueue(_TwoBeats):
         for k, entry in enumerate(entries):
             with m.If(notfull & (wptr == k)):
                 m.d.sync += entry.eq(self.i.payload)
+        if self._flags is not None:
+            f_in = Value.cast(self._flags(self.i.payload))
+            f_next = [Mux(notfull & (wptr == k), f_in, Value.cast(self._flags(entry)))
+                      for k, entry in enumerate(entries)]
+            m.d.sync += self.o_flags.eq(Mux(rptr ^ take_out, f_next[1], f_next[0]))
         m.d.sync += [
             wptr.eq(wptr ^ take_in),
             rptr.eq(rptr ^ take_out),

@@ -4,7 +4,7 @@ through them (PointerQueue's payload: the entry at its read pointer)."""
 import random
 
 import pytest
-from amaranth import unsigned
+from amaranth import Cat, unsigned
 from amaranth.sim import Simulator
 from streams import get_n, put_all, simulate
 
@@ -129,3 +129,42 @@ def test_outputs_do_not_follow_inputs_in_the_same_cycle(kind):
         assert before[1] == 11 and out == [22]
 
     simulate(dut, bench)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_queue_flags_register_is_the_head_bits(seed):
+    """``o_flags`` (a register) equals ``flags`` of the head payload in every cycle, under
+    random stalls on both sides, with garbage between beats."""
+    rng = random.Random(seed)
+    dut = PointerQueue(unsigned(12), flags=lambda p: Cat(p[3], p[0:2]))
+    sent = [rng.randrange(1 << 12) for _ in range(150)]
+    got = []
+    checked = []
+
+    async def source(ctx):
+        for p in sent:
+            while rng.random() < 0.3:
+                ctx.set(dut.i.payload, rng.randrange(1 << 12))
+                await ctx.tick()
+            ctx.set(dut.i.payload, p)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        got.extend(await get_n(ctx, dut.o, len(sent), rng=rng, stall=0.4))
+
+    async def check(ctx):
+        async for _clk, _rst, flags, head in ctx.tick().sample(dut.o_flags, dut.o.payload):
+            want = ((head >> 3) & 1) | ((head & 3) << 1)
+            assert flags == want
+            checked.append(1)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.add_process(check)
+    sim.run_until(1e-3)
+    assert got == sent
+    assert len(checked) > 500
