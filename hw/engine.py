@@ -761,15 +761,19 @@ class Engine(wiring.Component):
         is_sum = Signal(name="pool_is_sum")
         if cfg.weight_streams:
             wdesc = Signal(len(cmd.wdesc), name="wdesc", init=(1 << len(cmd.wdesc)) - 1)
-        # and the input's own copy of ``fire``, starting at 1 where ``cmd`` starts at 0 so that
-        # yosys keeps it apart (b65: the command register's bit, 4.8 ns of routing away, then
-        # the subtraction into the input's ``room``, 13.7 ns, the critical path)
-        fire_in = Signal(init=1, name="fire_in")
+        # and the input's own copy of ``fire`` (b65: the command register's bit, 4.8 ns of
+        # routing away, then the subtraction into the input's ``room``, 13.7 ns, the critical
+        # path), taken from the register in the cycle after, with ``start``: an input and an
+        # enable of its own, so that yosys keeps it apart (a copy told apart by its initial
+        # value was merged with ``b_two``, whose values equal ``fire``'s in every command of the
+        # ROM: b81's netlist). The input first uses it two cycles after the command is taken.
+        fire_in = Signal(name="fire_in")
+        with m.If(start):
+            m.d.sync += fire_in.eq(cmd.fire)
         with m.If(self.cmd.valid & ~busy):
             m.d.sync += [cmd.eq(self.cmd.payload), busy.eq(1),
                          is_max.eq(self.cmd.payload.pool == POOL_MAX),
-                         is_sum.eq(self.cmd.payload.pool == POOL_SUM),
-                         fire_in.eq(self.cmd.payload.fire)]
+                         is_sum.eq(self.cmd.payload.pool == POOL_SUM)]
             if cfg.weight_streams:
                 m.d.sync += wdesc.eq(self.cmd.payload.wdesc)
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
