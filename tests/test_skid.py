@@ -14,6 +14,17 @@ KINDS = pytest.mark.parametrize("kind", [RegisterSlice, PointerQueue],
                                 ids=["slice", "queue"])
 
 
+def _run(dut, testbenches, processes=(), until=2e-3):
+    """Simulate ``dut`` on a 1 MHz clock with these testbenches and processes for ``until``."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+    for proc in processes:
+        sim.add_process(proc)
+    sim.run_until(until)
+
+
 @KINDS
 @pytest.mark.parametrize("seed", range(4))
 def test_keeps_every_beat_in_order_under_back_pressure(kind, seed):
@@ -33,12 +44,7 @@ def test_keeps_every_beat_in_order_under_back_pressure(kind, seed):
             assert lv <= 2
             assert not ov or lv >= 1        # o.valid only with a beat held
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.add_process(level)
-    sim.run_until(2e-3)
+    _run(dut, [source, sink], [level])
     assert got == sent
 
 
@@ -66,11 +72,7 @@ def test_payload_without_valid_is_never_kept(kind, seed):
     async def sink(ctx):
         got.extend(await get_n(ctx, dut.o, len(sent), rng=rng, stall=0.4))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run_until(2e-3)
+    _run(dut, [source, sink])
     assert got == sent
 
 
@@ -160,11 +162,6 @@ def test_queue_flags_register_is_the_head_bits(seed):
             assert flags == want
             checked.append(1)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.add_process(check)
-    sim.run_until(1e-3)
+    _run(dut, [source, sink], [check], until=1e-3)
     assert got == sent
     assert len(checked) > 500
