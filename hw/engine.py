@@ -654,7 +654,6 @@ class Sequencer(wiring.Component):
         return m
 
 
-
 class Engine(wiring.Component):
     """The whole engine: sequencer, buffers, column array, requantisation, pools.
 
