@@ -722,14 +722,25 @@ class ColumnStreamDecoder(wiring.Component):
 
             # -- the cursor ------------------------------------------------------------------
             o, e, hv, head = s["o"], s["e"], s["hv"], s["head"]
-            # the entry FIFO's head in registers (a LUT RAM read is too slow in the loop)
+            # the entry FIFO's head in registers (a LUT RAM read is too slow in the loop), and
+            # a spare entry behind it (``next1``): the FIFO is read whenever the spare is empty,
+            # so its read, its pointer and count and the walker's credit hang on registers, not
+            # on ``go`` (b85: the head's ``e <= room`` -> ``go`` -> the FIFO's read address and
+            # level, the walker's credit, 9.8-10.0 ns)
             nv = Signal(name="nv" + n)
             nxt = Signal(entry, name="next" + n)
+            nv1 = Signal(name="nv1" + n)
+            nxt1 = Signal(entry, name="next1" + n)
             take_n = Signal(name="taken" + n)            # the head loads the next entry
+            popped = Signal(name="popped" + n)           # an entry leaves the FIFO
             comb += [take_n.eq((s["go"] | ~hv) & nv),
-                     efifo.r_en.eq(take_n | ~nv)]
+                     efifo.r_en.eq(~nv1), popped.eq(~nv1 & efifo.r_rdy)]
             with m.If(take_n | ~nv):
-                sync += [nv.eq(efifo.r_rdy), nxt.eq(efifo.r_data)]
+                sync += [nv.eq(nv1 | efifo.r_rdy), nxt.eq(Mux(nv1, nxt1, efifo.r_data)),
+                         nv1.eq(0)]
+            with m.Elif(~nv1):
+                sync += [nv1.eq(efifo.r_rdy), nxt1.eq(efifo.r_data)]
+            self._invariants.append(("next1" + n, nv1 & ~nv, Const(0)))
             # not gated by ``restart`` (board build b44: the restart register's fan-out to
             # every column, then ``go`` into the entry FIFO's level, 12.8 ns): a ``go`` in a
             # restart's cycle moves only registers the restart sets (below) or resets (the
@@ -773,7 +784,6 @@ class ColumnStreamDecoder(wiring.Component):
             with m.Else():
                 sync += [o.eq(o_c), e.eq(e_less), o_ge.eq(ge_stay)]
             # the walker's credit: entries in its two stages and the entry FIFO
-            popped = (take_n | ~nv) & efifo.r_rdy
             m_keep = Signal(range(EF + 2), name="mkeep" + n)
             m_ret = Signal(range(EF + 2), name="mret" + n)
             comb += [m_keep.eq(mcredit - take), m_ret.eq(mcredit - take + 1)]
@@ -800,7 +810,7 @@ class ColumnStreamDecoder(wiring.Component):
                 sync += [
                     *[v.eq(0) for v in s["pend"] + s["mpend"]],
                     wants[x][1].eq(1),
-                    fa_c.eq(self.start[x][c]), o.eq(0), o_ge.eq(0), hv.eq(0), nv.eq(0),
+                    fa_c.eq(self.start[x][c]), o.eq(0), o_ge.eq(0), hv.eq(0), nv.eq(0), nv1.eq(0),
                     wants[x][0].eq(any_mask), urgent[x].eq(1),
                     fa_m.eq(self.end[x][c] + 1),
                     nm.eq(nm_c), rem.eq(nm_c), mleft.eq(0), mok.eq(0),
