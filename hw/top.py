@@ -33,6 +33,7 @@ from amaranth.utils import bits_for, ceil_log2
 
 from .config import AccelConfig
 from .engine import Engine, InBeat, LayerCmd, LoadBeat
+from .fifo import BlockFIFO
 from .link import Score
 from .memport import MemCmd, MemPortSignature, MemRead, MemWrite
 from .pool import Beat
@@ -327,7 +328,12 @@ class FmapWriter(wiring.Component):
         nb_bytes = r * vmax
         cap = p - 1 + nb_bytes
         depth = max(2 * burst, 4)
-        m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=9 * p, depth=depth)
+        # fast_pipeline: the block RAM is read through its own output register (b87: its 5.8
+        # ns clock-to-out into the words' slice, 10.6 ns, the critical path)
+        if cfg.fast_pipeline:
+            m.submodules.fifo = buf = BlockFIFO(width=9 * p, depth=depth)
+        else:
+            m.submodules.fifo = buf = fifo.SyncFIFOBuffered(width=9 * p, depth=depth)
 
         addr = Signal(cfg.fmap_addr_bits)
         vb = Signal(3)
@@ -466,13 +472,15 @@ class FmapWriter(wiring.Component):
             self.cmd.payload.write.eq(1),
             self.cmd.valid.eq(whole | (finished & (uncommitted != 0))),
         ]
-        # With fast_pipeline the words leave through a register slice: the FIFO's block RAM
-        # is read without its output register (5.8 ns clock-to-out), and its word ran on
+        # With fast_pipeline the words leave through a register slice: the FIFO's word ran on
         # across the chip into the memory controller's write FIFO (board builds b75/b76: 12.1
-        # and 13.2 ns, the critical paths). The controller writes only words it holds.
+        # and 13.2 ns, the critical paths, when the FIFO was SyncFIFOBuffered). The controller
+        # writes only words it holds.
         wdata = self.wdata
         drained = ~buf.r_rdy
         if cfg.fast_pipeline:
+            # (words are on their way out of the block RAM while ``r_rdy`` is low)
+            drained = buf.level == 0
             m.submodules.wslice = wslice = RegisterSlice(self.wdata.payload.shape())
             wiring.connect(m, wslice.o, wiring.flipped(self.wdata))
             wdata = wslice.i
