@@ -288,22 +288,28 @@ class Sequencer(wiring.Component):
         # an older count is a safe one)
         in_ok_q = Signal()
         win_room_q = Signal()
-        win_ok_q = Signal()
-        lead_q = Signal()
+        # both ends' comparisons registered, and the choice between them made after the
+        # registers, by ``clip_d`` (``clip_q`` a cycle later, as the values compared are) (b85,
+        # b87: the write count through the comparison and the choice, 10.1-10.2 ns)
+        win_ok_rb_q, win_ok_end_q = Signal(), Signal()
+        lead_rb_q, lead_end_q = Signal(), Signal()
+        clip_d = Signal()
         d += [
+            clip_d.eq(clip_q),
             in_ok_q.eq(self.in_written >= a_in_end_q),
             win_room_q.eq(a_win_end_q <= win_lim_q),
-            win_ok_q.eq(Mux(clip_q, self.win_written >= need_rb_q,
-                            self.win_written >= need_end_q)),
-            lead_q.eq(Mux(clip_q, qm_lead_q < need_rb_q, qm_lead_q < need_end_q)),
+            win_ok_rb_q.eq(self.win_written >= need_rb_q),
+            win_ok_end_q.eq(self.win_written >= need_end_q),
+            lead_rb_q.eq(qm_lead_q < need_rb_q),
+            lead_end_q.eq(qm_lead_q < need_end_q),
         ]
         ready_a = Signal()
         ready_b = Signal()
         prefer_a = Signal()
         m.d.comb += [
             ready_a.eq(cmd.fire & q_more_q & in_ok_q & win_room_q),
-            ready_b.eq(~b_done & win_ok_q),
-            prefer_a.eq(ready_a & lead_q),
+            ready_b.eq(~b_done & Mux(clip_d, win_ok_rb_q, win_ok_end_q)),
+            prefer_a.eq(ready_a & Mux(clip_d, lead_rb_q, lead_end_q)),
         ]
         if staged:
             m.d.sync += [
