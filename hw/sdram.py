@@ -417,7 +417,11 @@ class SDRAMController(wiring.Component):
         writing = Signal()
         active = Signal()
         col, bank, row = split(addr)
-        _, head_bank, head_row = split(head.addr)
+        head_col, head_bank, head_row = split(head.addr)
+        # the word is its row's last (column all ones), a register kept with ``addr`` (the
+        # column's comparison was in front of ``row_end`` and the flags' enables)
+        col_end = Signal()
+        last_col = (1 << p.col_bits) - 1
 
         # -- what the current word needs, registered -------------------------------------------
         # One flag of four: its row is open and it is a read (READ) or a write (WRITE), another
@@ -591,7 +595,7 @@ class SDRAMController(wiring.Component):
 
         # -- the burst advances, the next command is popped ------------------------------------
         advance = do_rd | do_wr
-        row_end = advance & (col == (1 << p.col_bits) - 1)
+        row_end = advance & col_end
         bank_change = do_act | do_pre | do_pall
         pop = Signal()           # head_ok: the head was there in the cycle before
         m.d.comb += pop.eq(head_ok & ((~active & ~ref_pending) | (advance & last)))
@@ -615,12 +619,13 @@ class SDRAMController(wiring.Component):
         with m.Elif(pop):
             m.d.sync += head_valid.eq(0)
         with m.If(advance):
-            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2)]
+            m.d.sync += [addr.eq(addr + 1), left.eq(left - 1), last.eq(left == 2),
+                         col_end.eq(col == last_col - 1)]
             with m.If(last):
                 m.d.sync += active.eq(0)
         with m.If(pop):
             m.d.sync += [
-                addr.eq(head.addr),
+                addr.eq(head.addr), col_end.eq(head_col == last_col),
                 left.eq(head.len),
                 last.eq(head_one),
                 writing.eq(head.write),
