@@ -219,6 +219,11 @@ class Sequencer(wiring.Component):
         by_last = Signal()
         if cfg.fast_pipeline:
             m.d.comb += b_last_pixel.eq(by_last & bx_last)
+            # (against the command's width and height less 2, registered in every cycle: a
+            # counter compared with a register, not a sum)
+            wo_m2 = Signal(signed(len(cmd.b_wo) + 1), name="b_wo_m2")
+            ho_m2 = Signal(signed(len(cmd.b_ho) + 1), name="b_ho_m2")
+            m.d.sync += [wo_m2.eq(cmd.b_wo - 2), ho_m2.eq(cmd.b_ho - 2)]
         else:
             m.d.comb += [bx_last.eq(bx + 1 == cmd.b_wo), by_last.eq(by + 1 == cmd.b_ho),
                          b_last_pixel.eq(by_last & bx_last)]
@@ -394,11 +399,24 @@ class Sequencer(wiring.Component):
                     m.d.sync += one[prefix, n].eq(field(prefix, n) == 1)
             for n in ("nseg", "kh"):
                 one_b[n] = Signal(name=f"{n}_is1_b")
+        # and likewise each bound less 2, so that the next last-pass flags compare a counter
+        # with a register (``j == nseg - 2``), not a sum with the bound (``j + 2 == nseg``: a
+        # carry chain ahead of the comparison; b85, b87: into ``last_q``, ``end_q``, 9.7 ns)
+        m2 = {}
+        m2_b = {}
+        if staged:
+            for prefix in ("a", "g0", "g1"):
+                for n in ("nseg", "kh", "groups"):
+                    m2[prefix, n] = Signal(signed(widths[n] + 1), name=f"{prefix}_{n}_m2")
+                    m.d.sync += m2[prefix, n].eq(field(prefix, n) - 2)
+            for n in ("nseg", "kh", "groups"):
+                m2_b[n] = Signal(signed(widths[n] + 1), name=f"{n}_m2_b")
 
         def load_bounds(prefix):
             if staged:
                 m.d.sync += [bound[n].eq(field(prefix, n)) for n in names]
                 m.d.sync += [one_b[n].eq(one[prefix, n]) for n in ("nseg", "kh")]
+                m.d.sync += [m2_b[n].eq(m2[prefix, n]) for n in ("nseg", "kh", "groups")]
                 m.d.comb += [j_last_n.eq(one[prefix, "nseg"]),
                              ky_last_n.eq(one[prefix, "kh"]),
                              g_last_n.eq(one[prefix, "groups"])]
@@ -582,12 +600,12 @@ class Sequencer(wiring.Component):
                 m.d.sync += [bx.eq(0), xb.eq(cmd.b_left), by.eq(by + 1),
                              ys.eq(ys + cmd.b_stride), ys_abs.eq(ys_abs + cmd.b_rowstep)]
                 if cfg.fast_pipeline:
-                    m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(by + 2 == cmd.b_ho),
+                    m.d.sync += [bx_last.eq(cmd.b_wo == 1), by_last.eq(by == ho_m2),
                                  ys_hi.eq(ys >= ys_thr)]
             with m.Else():
                 m.d.sync += [bx.eq(bx + 1), xb.eq(xb + cmd.b_pix)]
                 if cfg.fast_pipeline:
-                    m.d.sync += bx_last.eq(bx + 2 == cmd.b_wo)
+                    m.d.sync += bx_last.eq(bx == wo_m2)
 
         def choose():
             if not staged:
@@ -625,18 +643,18 @@ class Sequencer(wiring.Component):
                                  abs_cur.eq(abs_ky + cmd.b_rb), off_cur.eq(off0),
                                  row.eq(row + 1)]
                     if staged:
-                        m.d.comb += [j_last_n.eq(one_b["nseg"]), ky_last_n.eq(ky + 2 == kh)]
+                        m.d.comb += [j_last_n.eq(one_b["nseg"]), ky_last_n.eq(ky == m2_b["kh"])]
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), abs_cur.eq(abs_cur + lanes),
                                  off_cur.eq(off_cur + lanes)]
                     if staged:
-                        m.d.comb += j_last_n.eq(j + 2 == nseg)
+                        m.d.comb += j_last_n.eq(j == m2_b["nseg"])
             with m.Elif(~last_group):
                 m.d.sync += [g.eq(g + 1), ky.eq(0), j.eq(0), abs_ky.eq(abs_g0),
                              abs_cur.eq(abs_g0), off_cur.eq(off0), row.eq(row0),
                              prow.eq(prow + 1)]
                 if staged:
-                    m.d.comb += g_last_n.eq(g + 2 == groups)
+                    m.d.comb += g_last_n.eq(g == m2_b["groups"])
                     m.d.comb += [ky_last_n.eq(one_b["kh"]), j_last_n.eq(one_b["nseg"])]
             if tail:
                 with m.Elif(~last_branch):
