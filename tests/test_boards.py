@@ -773,8 +773,8 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     """``boards build ulx3s-85f`` synthesises the accelerator with ``synth_ecp5`` up to the block
     RAM mapping, marks the collisions of ``no_rw_check`` memories as undefined, goes on up to
     the LUT mapping, maps the LUTs with the classic ``abc -lut 4`` and runs the rest of
-    ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2;
-    the memory test keeps the defaults. A stand-in for yosys records the script and stops the
+    ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2
+    and its timing-driven rip-up; the memory test keeps the defaults. A stand-in for yosys records the script and stops the
     build."""
     from boards.__main__ import main
 
@@ -802,6 +802,7 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     at = [accel_ys.find(step) for step in steps]
     assert -1 not in at and at == sorted(at), list(zip(steps, at))
     assert "--router router2" in accel_sh and "--placer static" in accel_sh
+    assert "--tmg-ripup" in accel_sh
     assert "abc -lut 4" not in memtest_ys and "-run :map_" not in memtest_ys
     assert "setparam" not in memtest_ys
     assert "--router" not in memtest_sh and "--placer" not in memtest_sh
