@@ -162,6 +162,9 @@ def _build(args) -> int:
     if args.seed is not None:
         opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --seed {args.seed}".strip()
         carried["seed"] = args.seed
+    if args.tmg_ripup:
+        opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --tmg-ripup".strip()
+        carried["tmg_ripup"] = True
     try:
         report = run_build(board.platform(), top, name="top", build_dir=build_dir,
                            board=board.name, target_hz=config.clk_hz,
@@ -253,6 +256,11 @@ def main(argv=None) -> int:
     build.add_argument("--seed", type=int, default=None,
                        help="nextpnr's seed for placement and routing (default: nextpnr's "
                             "own); a build is reproducible for a given tree, clock and seed")
+    build.add_argument("--tmg-ripup", action="store_true",
+                       help="nextpnr's timing-driven rip-up (router2): it ends soon when the "
+                            "placement can meet the clock and may then gain several MHz; when "
+                            "it cannot, the router tries for up to 1,500 iterations (most of "
+                            "an hour on the ULX3S)")
     build.add_argument("--program", action="store_true",
                        help="load the bitstream with openFPGALoader (or iceprog)")
     memtest = sub.add_parser("memtest", help="run the bring-up memory test on a board")

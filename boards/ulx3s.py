@@ -337,15 +337,17 @@ BOARD = Board(
     default_model=str(DEFAULT_MODELS["ulx3s-85f"]),
     config=lambda: get_config("ulx3s-85f"),
     # the accelerator: router2 routes it in ~4 minutes where router1 had not converged after
-    # 21 (16 columns); router2's timing-driven rip-up (--tmg-ripup) had not converged on the
-    # 16 columns after 40, but on today's 4 it routes in the same time and gains much (b88
-    # and b89, one netlist: 85.9 MHz without it, 99.7 with it; docs/boards.md, section 6);
+    # 21 (16 columns); router2's timing-driven rip-up (``--tmg-ripup``, the build's option)
+    # had not converged on the 16 columns after 40, and on today's 4 it ends in minutes only
+    # when the placement can meet the target (b89: 99.7 MHz where the same netlist without it
+    # reached 85.9, b88), else it rips up for up to 1,500 iterations (b90, b91: ~800 after 30
+    # minutes), so it is not the default (docs/boards.md, section 3);
     # nextpnr's static (electrostatic) placer placed b14's netlist to 63.9 MHz in 11.4
     # minutes of place and route where HeAP gave 55.9 MHz in 14.3; yosys's abc9 asserts on some
     # of its builds, the classic ABC maps it (docs/boards.md, section 6); the stream decoder's
     # bank registers and the window buffer's word registers move into the block RAMs' output
     # registers (boards/netlist.py)
-    accel_build={"nextpnr_opts": "--router router2 --tmg-ripup --placer static",
+    accel_build={"nextpnr_opts": "--router router2 --placer static",
                  "synth_opts": ACCEL_SYNTH[0], "script_after_synth": ACCEL_SYNTH[1],
                  "absorb_ebr_registers": True},
 )

@@ -774,8 +774,8 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     RAM mapping, marks the collisions of ``no_rw_check`` memories as undefined, goes on up to
     the LUT mapping, maps the LUTs with the classic ``abc -lut 4`` and runs the rest of
     ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2
-    and its timing-driven rip-up; the memory test keeps the defaults. A stand-in for yosys records the script and stops the
-    build."""
+    (its timing-driven rip-up only with ``--tmg-ripup``); the memory test keeps the defaults.
+    A stand-in for yosys records the script and stops the build."""
     from boards.__main__ import main
 
     seen = tmp_path / "scripts"
@@ -791,8 +791,9 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
                      "--build-dir", str(tmp_path / design)]) == 1
         assert "ERROR: stand-in" in capsys.readouterr().err
     assert main(["build", "ulx3s-85f", "--seed", "7", "--build-dir", str(tmp_path / "s")]) == 1
+    assert main(["build", "ulx3s-85f", "--tmg-ripup", "--build-dir", str(tmp_path / "r")]) == 1
     accel_ys, memtest_ys = (seen / "ys").read_text().split("----\n")[:2]
-    accel_sh, memtest_sh, seeded_sh = (seen / "sh").read_text().split("----\n")[:3]
+    accel_sh, memtest_sh, seeded_sh, ripup_sh = (seen / "sh").read_text().split("----\n")[:4]
     assert "--seed" not in accel_sh and "--seed 7" in seeded_sh
     assert "--router router2" in seeded_sh
     steps = ["synth_ecp5 -run :map_ram -top top",
@@ -802,7 +803,7 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     at = [accel_ys.find(step) for step in steps]
     assert -1 not in at and at == sorted(at), list(zip(steps, at))
     assert "--router router2" in accel_sh and "--placer static" in accel_sh
-    assert "--tmg-ripup" in accel_sh
+    assert "--tmg-ripup" not in accel_sh and "--tmg-ripup" in ripup_sh
     assert "abc -lut 4" not in memtest_ys and "-run :map_" not in memtest_ys
     assert "setparam" not in memtest_ys
     assert "--router" not in memtest_sh and "--placer" not in memtest_sh
