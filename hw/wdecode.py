@@ -601,9 +601,7 @@ class ColumnStreamDecoder(wiring.Component):
                 sync += lead_q[i].eq(lead & ~restart)
             self._invariants += [(f"lead{i}" + n, lead_q[i], _all(sv[:i + 1]))
                                  for i in range(NW)]
-            room_n = Signal.like(room, name="roomn" + n)
-            comb += room_n.eq(Mux(restart, 0, room_next))
-            sync += room.eq(room_n)
+            sync += room.eq(Mux(restart, 0, room_next))
 
             # -- masks: memory -> word FIFO -> a shifting mask word --------------------------
             mfifo = ResetInserter(restart)(CreditFIFO(width=W, depth=WD))
@@ -747,14 +745,8 @@ class ColumnStreamDecoder(wiring.Component):
             # every column, then ``go`` into the entry FIFO's level, 12.8 ns): a ``go`` in a
             # restart's cycle moves only registers the restart sets (below) or resets (the
             # FIFOs), and its record is killed as it enters the extraction (``_extract``)
-            # ``e <= room`` in a register (``le_q``), formed from e's three next values and
-            # room's next and chosen by ``go`` last: ``go`` is a gate from flip-flops, not a
-            # comparison's carry chain in front of its fan-out (b85, b87: the cursor's e, o,
-            # head, the entry FIFO's read, 9.5-10.2 ns)
-            le_q = Signal(init=1, name="le" + n)
-            comb += s["fits"].eq(s["running"] & hv & le_q)
+            comb += s["fits"].eq(s["running"] & hv & (e <= room))
             comb += s["go"].eq(s["sel"] & s["fits"])
-            self._invariants.append(("le" + n, le_q, e <= room))
             # a word wholly before the head is dropped, one a cycle, whatever the head does:
             # the window's shift looks at registers only (``o >= W`` is kept as a flag)
             o_ge = Signal(name="oge" + n)
@@ -785,8 +777,6 @@ class ColumnStreamDecoder(wiring.Component):
             # o' >= W, from the comparisons of the registers
             ge_go = Mux(head.last, words[0], Mux(drop, e >= 2 * W, e >= W))
             ge_stay = Mux(drop, o >= 2 * W, o >= W)
-            sync += le_q.eq(Mux(s["go"], e_go <= room_n,
-                                Mux(hv, e_less <= room_n, e_idle <= room_n)))
             with m.If(s["go"]):
                 sync += [o.eq(o_next), e.eq(e_go), hv.eq(nv), head.eq(nxt), o_ge.eq(ge_go)]
             with m.Elif(~hv):
