@@ -509,6 +509,8 @@ class BuildReport:
     model: str | None = None
     #: nextpnr's seed (``--seed``; None: nextpnr's own)
     seed: int | None = None
+    #: router2's timing-driven rip-up (``--tmg-ripup``)
+    tmg_ripup: bool = False
     steps: dict = dataclasses.field(default_factory=dict)
     utilization: dict = dataclasses.field(default_factory=dict)
     clocks: dict = dataclasses.field(default_factory=dict)

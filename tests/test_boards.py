@@ -856,3 +856,31 @@ def test_component_timing_names_the_clocks_own_critical_path(tmp_path):
         + "Info: Max frequency for clock '$glbnet$clk': 85.21 MHz (PASS at 25.00 MHz)\n")
     assert _critical_path(tmp_path / "top.tim") == {
         "from": "dut.x_q.Q", "to": "dut.mul0.A0", "source_lines": ["hw/pe.py:160"]}
+
+
+def test_build_json_carries_the_seed_and_the_rip_up(tmp_path, monkeypatch, capsys):
+    """``--seed`` and ``--tmg-ripup`` reach nextpnr's options and the report's JSON (a stand-in
+    for the tools returns a report; the real build's report is a ``BuildReport`` too)."""
+    import boards.__main__ as cli
+    from boards.common import BuildReport
+
+    seen = {}
+
+    def fake_run_build(platform, top, *, name, build_dir, board, target_hz, resources,
+                       bitstream_ext, **opts):
+        seen.update(opts)
+        return BuildReport(board=board, device="stand-in", fits=True, timing_met=True,
+                           fmax_mhz=20.0, target_mhz=target_hz / 1e6, luts=1, ffs=1, mult18=0,
+                           ebr=0, bitstream=None, build_s=0.0)
+
+    monkeypatch.setattr(cli, "run_build", fake_run_build)
+    out = tmp_path / "r.json"
+    assert cli.main(["build", "icebreaker", "--seed", "3", "--tmg-ripup", "--json", str(out),
+                     "--build-dir", str(tmp_path / "b")]) == 0
+    report = json.loads(out.read_text())
+    assert report["seed"] == 3 and report["tmg_ripup"] is True
+    assert "--seed 3" in seen["nextpnr_opts"] and "--tmg-ripup" in seen["nextpnr_opts"]
+    assert cli.main(["build", "icebreaker", "--json", str(out),
+                     "--build-dir", str(tmp_path / "b")]) == 0
+    report = json.loads(out.read_text())
+    assert report["seed"] is None and report["tmg_ripup"] is False
