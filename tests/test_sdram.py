@@ -195,6 +195,100 @@ def test_controller_read_your_writes_across_rows_and_banks():
     assert status["violations"] == 0, SDRAMError(status["code"])
 
 
+def _slow_chip(**kw) -> SDRAMParams:
+    """A small chip whose timings are several times the ULX3S's: its banks' timers run long
+    enough that a command decided from the wrong bank's timer breaks one of them."""
+    return SDRAMParams.simulation(t_rcd_ns=45.0, t_rp_ns=45.0, t_rc_ns=250.0, t_ras_ns=200.0,
+                                  t_wr_ns=35.0, t_rrd_ns=35.0, **kw)
+
+
+@pytest.mark.parametrize("cl, stall, seed", [(2, 0.3, 2), (3, 0.3, 2), (3, 0.0, 1)])
+def test_controller_random_traffic_slow_chip_short_rows(cl, stall, seed):
+    """Random traffic over rows of 4 words on a slow chip: bursts cross into the next bank
+    every few words, while that bank's timers still run (the flags of the next word's bank
+    are taken from the next bank's timers at the end of a row, not the current one's)."""
+    p = _slow_chip(cas_latency=cl, row_bits=2, col_bits=2)
+    rng = random.Random(seed)
+    ops = random_ops(rng, 40, data_bytes=p.data_bytes, space=p.words, max_len=12)
+    bench = SDRAMBench(p, max_len=16)
+    status = _run_bench(bench, ops, seed=seed, stall=stall, extra_cycles=100)
+    assert status["violations"] == 0, SDRAMError(status["code"])
+
+
+def _read_beat_cycles(p: SDRAMParams, reads) -> tuple[list[int], int]:
+    """``reads``: ``(addr, length, delay)``, each read command offered ``delay`` cycles after
+    the one before was taken, on a master that takes every beat at once. Returns the cycle of
+    every read beat (counted from the first command) and the chip model's violations."""
+    bench = SDRAMBench(p, max_len=32)
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    port = bench.port
+    beats = []
+    status = {}
+    total = sum(n for _, n, _ in reads)
+
+    async def master(ctx):
+        await ctx.tick().until(bench.init_done)
+        for addr, n, delay in reads:
+            if delay:
+                await ctx.tick().repeat(delay)
+            ctx.set(port.cmd.payload, {"addr": addr, "len": n, "write": False})
+            ctx.set(port.cmd.valid, 1)
+            await ctx.tick().until(port.cmd.ready)
+            ctx.set(port.cmd.valid, 0)
+
+    async def reader(ctx):
+        await ctx.tick().until(bench.init_done)
+        ctx.set(port.rdata.ready, 1)
+        cycle = 0
+        while len(beats) < total:
+            _, _, valid = await ctx.tick().sample(port.rdata.valid)
+            cycle += 1
+            if valid:
+                beats.append(cycle)
+        await ctx.tick().repeat(30)
+        status["violations"] = ctx.get(bench.violations)
+        status["code"] = ctx.get(bench.code)
+
+    sim.add_testbench(master)
+    sim.add_testbench(reader)
+    sim.run()
+    return beats, status
+
+
+def test_next_burst_waits_for_its_own_banks_timer():
+    """A burst that ends in the bank after the one it began in (bank 1's last column, then
+    bank 2's open row), followed by a burst to another row of bank 1, whose tRAS still runs:
+    its PRECHARGE waits for bank 1's timer, not bank 2's (long since ready). The next burst
+    is taken as the last word is read (offered at once) or after the controller has gone idle
+    (offered later: delays of 32-43 cycles catch a pop from idle that reads the timer of the
+    last word's bank)."""
+    p = _slow_chip(row_bits=2, col_bits=4)
+    col = 1 << p.col_bits
+
+    def addr(row, bank, column):
+        return (row << p.bank_bits | bank) * col + column
+
+    for delay in range(0, 48):
+        reads = [(addr(0, 2, 0), 1, 0),          # opens bank 2's row 0
+                 (addr(0, 0, 0), col, 0),        # a whole row elsewhere: bank 2's tRAS ends
+                 (addr(0, 1, col - 1), 2, 0),    # bank 1 (ACTIVE), then into bank 2
+                 (addr(1, 1, 0), 1, delay)]      # another row of bank 1: PRECHARGE first
+        beats, status = _read_beat_cycles(p, reads)
+        assert status["violations"] == 0, (delay, SDRAMError(status["code"]))
+        assert len(beats) == 3 + col + 1
+
+
+def test_bursts_in_an_open_row_follow_without_a_gap():
+    """Read bursts queued one after another in the same open row come back as one unbroken
+    run of beats: the next burst is taken in the cycle of the last READ of the one before."""
+    p = SDRAMParams.simulation(row_bits=2, col_bits=6)
+    beats, status = _read_beat_cycles(p, [(0, 4, 0), (4, 8, 0), (12, 3, 0), (15, 5, 0)])
+    assert status["violations"] == 0, SDRAMError(status["code"])
+    assert len(beats) == 20
+    assert beats[1:] == [b + 1 for b in beats[:-1]], beats
+
+
 def _bandwidth(p: SDRAMParams, *, write: bool, bursts: int, length: int) -> float:
     """Bytes per cycle of back-to-back sequential bursts with a master that never stalls,
     from the first command's transfer to the last beat's."""
