@@ -597,18 +597,8 @@ class SDRAMController(wiring.Component):
         advance = do_rd | do_wr
         row_end = advance & col_end
         bank_change = do_act | do_pre | do_pall
-        # ``advance`` (READ or WRITE) is the deepest of the decisions. What depends on it is made
-        # twice, for either value, from flip-flops and the other commands alone, and ``advance``
-        # chooses between the two at the end: ``pop``, the next cycle's flags and the current
-        # bank's timer flags are a multiplexer after ``advance``, not a chain behind it (the
-        # flags' enables were 6 LUT levels from ``ref_pending``: the critical path of b94 and
-        # b98 at 100 MHz).
-        pop_if = {
-            True: head_ok & (last | (~active & ~ref_pending)),
-            False: head_ok & ~active & ~ref_pending,
-        }
         pop = Signal()           # head_ok: the head was there in the cycle before
-        m.d.comb += pop.eq(Mux(advance, pop_if[True], pop_if[False]))
+        m.d.comb += pop.eq(head_ok & ((~active & ~ref_pending) | (advance & last)))
         # The head register refills while it is empty (the cycle after a pop, so that the pop
         # drives neither the FIFO nor the head's 30-odd enables): from the FIFO, or when that is
         # empty too, straight from the port.
@@ -645,18 +635,20 @@ class SDRAMController(wiring.Component):
             cmp_ok.eq(~(pop | row_end | bank_change)),
             head_ok.eq(run & head_valid & ~pop & ~bank_change),
         ]
-
-        def st_next(adv):
-            # the next flags, in priority order: a new burst, its end, the end of a row, the
-            # bank's commands, a fresh comparison; ``adv``: whether this cycle advances
-            settle = Mux(do_act, Mux(writing, ST_WR, ST_RD),
-                         Mux(do_pre, ST_ACT,
-                             Mux(do_pall, 0, Mux(run & active & cmp_ok, cmp_cur, st))))
-            if adv:
-                settle = Mux(last, 0, Mux(col_end, Mux(cmp_ok, cmp_inc, 0), settle))
-            return Mux(pop_if[adv], Mux(head_words, cmp_head, 0), settle)
-
-        m.d.sync += st.eq(Mux(advance, st_next(True), st_next(False)))
+        with m.If(pop):
+            m.d.sync += st.eq(Mux(head_words, cmp_head, 0))
+        with m.Elif(advance & last):
+            m.d.sync += st.eq(0)
+        with m.Elif(row_end):
+            m.d.sync += st.eq(Mux(cmp_ok, cmp_inc, 0))
+        with m.Elif(do_act):
+            m.d.sync += st.eq(Mux(writing, ST_WR, ST_RD))
+        with m.Elif(do_pre):
+            m.d.sync += st.eq(ST_ACT)
+        with m.Elif(do_pall):
+            m.d.sync += st.eq(0)
+        with m.Elif(run & active & cmp_ok):
+            m.d.sync += st.eq(cmp_cur)
 
         # -- bank state and timers ------------------------------------------------------------
         with m.If(do_pall):
@@ -701,13 +693,10 @@ class SDRAMController(wiring.Component):
             le1 = Cat(t.value <= 1 for t in timers)
             here = Cat(c for c, cycles in this_bank if cycles > 1).any()
             anywhere = Cat(c for c, cycles in every_bank if cycles > 1).any()
-            at_head = le1.bit_select(head_bank, 1) & ~(here & same_bank)
-            at_bank = le1.bit_select(bank, 1) & ~here
-            at_inc = le1.bit_select(bank_inc, 1) & ~(here & (nb == 1))
             m.d.sync += flag.eq(~anywhere & Mux(
-                advance,
-                Mux(pop_if[True], at_head, Mux(col_end, at_inc, at_bank)),
-                Mux(pop_if[False], at_head, at_bank)))
+                pop, le1.bit_select(head_bank, 1) & ~(here & same_bank),
+                Mux(row_end, le1.bit_select(bank_inc, 1) & ~(here & (nb == 1)),
+                    le1.bit_select(bank, 1) & ~here)))
 
         current(rw_cur, rw_ok, [(do_act, p.t_rcd_cycles)], [])
         current(pre_cur, pre_ok, [(do_wr, p.t_wr_cycles), (do_act, p.t_ras_cycles)], [])
