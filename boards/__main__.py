@@ -1,7 +1,8 @@
 """``python -m boards``: build a board's bitstream, load it, talk to the bring-up design.
 
     python -m boards build ulx3s-85f [--model M.onnx] [--json report.json] [--build-dir DIR]
-                                     [--clock-mhz F] [--program]
+                                     [--clock-mhz F] [--seed N] [--[no-]tmg-ripup]
+                                     [--program]
     python -m boards build icebreaker [--design accel|memtest] [--model M.onnx] ...
     python -m boards memtest --port /dev/ttyUSB0 [--words N]
 
@@ -14,7 +15,10 @@ default model, compiled for the board's configuration) or the bring-up memory te
 block RAM the board gives the weights (compressed for the ULX3S, dense int8 elsewhere) and
 refuses it before synthesis, naming the bytes needed and available. ``--clock-mhz`` builds the
 same design for another system clock (the timing target; PLL, UART divisor and SDRAM timings
-are derived from it).
+are derived from it). ``--seed`` and ``--tmg-ripup`` choose nextpnr's seed and router2's
+timing-driven rip-up; at the configuration's own clock the accelerator gets the board's checked
+pair (``Board.accel_seed``, ``Board.accel_tmg_ripup``: on the ULX3S the seed its tree was seen
+to meet 100 MHz with).
 """
 
 from __future__ import annotations
@@ -159,10 +163,14 @@ def _build(args) -> int:
     print(f"Building {board.description}: {type(top.design).__name__} at "
           f"{config.clk_hz / 1e6:g} MHz (configuration {config.name!r}) in {build_dir}")
     opts = _build_opts(board, design)
-    if args.seed is not None:
-        opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --seed {args.seed}".strip()
-        carried["seed"] = args.seed
-    if args.tmg_ripup:
+    # the board's checked seed and rip-up hold for the accelerator at its own clock only
+    own = design == "accel" and not args.clock_mhz
+    seed = args.seed if args.seed is not None else (board.accel_seed if own else None)
+    ripup = args.tmg_ripup if args.tmg_ripup is not None else (board.accel_tmg_ripup and own)
+    if seed is not None:
+        opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --seed {seed}".strip()
+        carried["seed"] = seed
+    if ripup:
         opts["nextpnr_opts"] = f"{opts.get('nextpnr_opts', '')} --tmg-ripup".strip()
         carried["tmg_ripup"] = True
     try:
@@ -254,10 +262,12 @@ def main(argv=None) -> int:
                        help="system clock in MHz instead of the configuration's (the timing "
                             "target; the PLL, UART divisor and SDRAM timings follow)")
     build.add_argument("--seed", type=int, default=None,
-                       help="nextpnr's seed for placement and routing (default: nextpnr's "
-                            "own); a build is reproducible for a given tree, clock and seed")
-    build.add_argument("--tmg-ripup", action="store_true",
-                       help="nextpnr's timing-driven rip-up (router2): it ends soon when the "
+                       help="nextpnr's seed for placement and routing (default: the board's "
+                            "checked seed at its own clock, else nextpnr's own); a build is "
+                            "reproducible for a given tree, clock and seed")
+    build.add_argument("--tmg-ripup", action=argparse.BooleanOptionalAction, default=None,
+                       help="nextpnr's timing-driven rip-up (router2; default: on for the "
+                            "ULX3S's accelerator at its own clock): it ends soon when the "
                             "placement can meet the clock and may then gain several MHz; when "
                             "it cannot, the router tries for up to 1,500 iterations (most of "
                             "an hour on the ULX3S)")

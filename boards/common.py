@@ -746,6 +746,12 @@ class Board:
     #: extra options of :func:`run_build` for the accelerator design (``nextpnr_opts``,
     #: ``synth_opts``, ``script_after_synth``; the small bring-up design keeps the defaults)
     accel_build: dict = dataclasses.field(default_factory=dict)
+    #: nextpnr's seed and router2's timing-driven rip-up for the accelerator at its
+    #: configuration's clock, unless ``--seed`` / ``--no-tmg-ripup`` say otherwise: the
+    #: placement that a build of this tree was seen to meet the clock with (a build is
+    #: reproducible for a given tree, clock and seed; another tree places differently)
+    accel_seed: int | None = None
+    accel_tmg_ripup: bool = False
 
     def program_command(self, bitstream) -> list[str] | None:
         """The command that loads ``bitstream`` with the first installed tool, or None."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -773,9 +774,10 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     """``boards build ulx3s-85f`` synthesises the accelerator with ``synth_ecp5`` up to the block
     RAM mapping, marks the collisions of ``no_rw_check`` memories as undefined, goes on up to
     the LUT mapping, maps the LUTs with the classic ``abc -lut 4`` and runs the rest of
-    ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2
-    (its timing-driven rip-up only with ``--tmg-ripup``); the memory test keeps the defaults.
-    A stand-in for yosys records the script and stops the build."""
+    ``synth_ecp5`` (yosys's abc9 asserts on some of its netlists), and routes it with router2,
+    at the configuration's clock with the board's checked seed and timing-driven rip-up unless
+    ``--seed`` / ``--no-tmg-ripup`` say otherwise, at another clock with neither; the memory
+    test keeps the defaults. A stand-in for yosys records the script and stops the build."""
     from boards.__main__ import main
 
     seen = tmp_path / "scripts"
@@ -791,10 +793,15 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
                      "--build-dir", str(tmp_path / design)]) == 1
         assert "ERROR: stand-in" in capsys.readouterr().err
     assert main(["build", "ulx3s-85f", "--seed", "7", "--build-dir", str(tmp_path / "s")]) == 1
-    assert main(["build", "ulx3s-85f", "--tmg-ripup", "--build-dir", str(tmp_path / "r")]) == 1
+    assert main(["build", "ulx3s-85f", "--no-tmg-ripup", "--build-dir", str(tmp_path / "r")]) == 1
+    assert main(["build", "ulx3s-85f", "--clock-mhz", "90",
+                 "--build-dir", str(tmp_path / "c")]) == 1
     accel_ys, memtest_ys = (seen / "ys").read_text().split("----\n")[:2]
-    accel_sh, memtest_sh, seeded_sh, ripup_sh = (seen / "sh").read_text().split("----\n")[:4]
-    assert "--seed" not in accel_sh and "--seed 7" in seeded_sh
+    accel_sh, memtest_sh, seeded_sh, no_ripup_sh, clocked_sh = \
+        (seen / "sh").read_text().split("----\n")[:5]
+    seed = get_board("ulx3s-85f").accel_seed
+    assert seed is not None and re.search(rf"--seed {seed}\b", accel_sh)
+    assert re.search(r"--seed 7\b", seeded_sh)
     assert "--router router2" in seeded_sh
     steps = ["synth_ecp5 -run :map_ram -top top",
              "setparam -set RD_COLLISION_X_MASK 1'b1 t:$mem_v2 a:no_rw_check %i",
@@ -803,7 +810,9 @@ def test_the_ulx3s_accelerator_maps_its_luts_with_the_classic_abc(tmp_path, monk
     at = [accel_ys.find(step) for step in steps]
     assert -1 not in at and at == sorted(at), list(zip(steps, at))
     assert "--router router2" in accel_sh and "--placer static" in accel_sh
-    assert "--tmg-ripup" not in accel_sh and "--tmg-ripup" in ripup_sh
+    assert "--tmg-ripup" in accel_sh and "--tmg-ripup" in seeded_sh
+    assert "--tmg-ripup" not in no_ripup_sh and re.search(rf"--seed {seed}\b", no_ripup_sh)
+    assert "--tmg-ripup" not in clocked_sh and "--seed" not in clocked_sh
     assert "abc -lut 4" not in memtest_ys and "-run :map_" not in memtest_ys
     assert "setparam" not in memtest_ys
     assert "--router" not in memtest_sh and "--placer" not in memtest_sh
